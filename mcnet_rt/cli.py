@@ -1,0 +1,158 @@
+"""The `mcnet-rt` command: animate, convert, info."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from . import checkpoint
+from .animate import AnimateOptions, animate_video, note
+from .config import PRESETS, preset
+from .errors import InputError
+from .models import MCNet
+from .profile import gflops_per_frame, parameter_counts
+
+OFFICIAL_CHECKPOINT_HINT = (
+    "the official MCNet vox-256 checkpoint is linked from the README of the authors' repository "
+    "harlanhong/ICCV2023-MCNET on GitHub"
+)
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: no CUDA device is available (this torch build: {torch.__version__})")
+    return torch.device(name)
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if name == "fp16" and device.type != "cuda":
+        raise InputError("--precision fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
+    return PRECISIONS[name]
+
+
+def model_from_args(args: argparse.Namespace, device: torch.device) -> tuple[MCNet, str | None]:
+    """The model to run and, for untrained weights, the label its output must carry."""
+    if args.checkpoint:
+        return checkpoint.load(args.checkpoint, device, memory_noise=args.memory_noise), None
+    if args.untrained:
+        config = preset(args.untrained).with_memory_noise(args.memory_noise)
+        note(f"using UNTRAINED random weights (preset {args.untrained}); the output shows the pipeline working, "
+             f"not a result of MCNet. For real results pass --checkpoint; {OFFICIAL_CHECKPOINT_HINT}")
+        torch.manual_seed(0)
+        return MCNet(config).to(device).eval(), "UNTRAINED WEIGHTS - NOT A RESULT"
+    raise InputError(f"no checkpoint given: pass --checkpoint FILE ({OFFICIAL_CHECKPOINT_HINT}, or train one with "
+                     "training/), or --untrained PRESET to exercise the pipeline with random weights")
+
+
+def cmd_animate(args: argparse.Namespace) -> None:
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.precision, device)
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    model, label = model_from_args(args, device)
+    options = AnimateOptions(relative=args.mode == "relative", adapt_scale=not args.no_adapt_scale,
+                             batch_size=args.batch_size, panels=args.panels, label=label)
+    frames = animate_video(model, args.source, args.driving, args.output, options, dtype,
+                           progress=not args.quiet)
+    print(f"wrote {args.output}: {frames} frames ({device.type}, {str(dtype).removeprefix('torch.')})")
+
+
+def cmd_convert(args: argparse.Namespace) -> None:
+    model = checkpoint.load(args.input)
+    output = Path(args.output)
+    if output.suffix == ".safetensors":
+        checkpoint.save(model, output)
+    elif output.name.endswith((".pth.tar", ".pth", ".pt")):
+        checkpoint.save_official(model, output)
+    else:
+        raise InputError(f"{output}: unknown output format; use .safetensors (ours) or .pth.tar (official layout)")
+    print(f"wrote {output}")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    if args.checkpoint:
+        model = checkpoint.load(args.checkpoint)
+        source = str(args.checkpoint)
+    else:
+        model = MCNet(preset(args.preset)).eval()
+        source = f"preset {args.preset} (untrained)"
+    report = {
+        "model": source,
+        "config": json.loads(model.config.to_json()),
+        "parameters": parameter_counts(model),
+        "gflops_per_frame": {k: round(v, 2) for k, v in gflops_per_frame(model).items()},
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"model: {source}")
+    print(f"image size: {model.config.image_size}, keypoints: {model.config.num_kp}, "
+          f"meta-memory: {model.config.generator.memory.channels}×{model.config.generator.memory.spatial}²")
+    print("parameters:")
+    for name, count in report["parameters"].items():
+        print(f"  {name:36s} {count / 1e6:9.2f} M")
+    print("GFLOPs at batch 1 (multiply-add = 2):")
+    for name, value in report["gflops_per_frame"].items():
+        print(f"  {name:36s} {value:9.2f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcnet-rt", description="Real-time MCNet talking-head animation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("animate", help="animate a still face with a driving video")
+    p.add_argument("--source", required=True, help="source image (face-centred)")
+    p.add_argument("--driving", required=True, help="driving video (face-centred); its audio is kept")
+    p.add_argument("-o", "--output", required=True, help="output .mp4")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--checkpoint", help="official .pth.tar or mcnet_rt .safetensors")
+    weights.add_argument("--untrained", choices=sorted(PRESETS), help="random weights of a preset (pipeline test)")
+    p.add_argument("--mode", choices=("relative", "absolute"), default="relative",
+                   help="relative: apply the driver's motion since its first frame (default)")
+    p.add_argument("--no-adapt-scale", action="store_true", help="do not scale motion by the face-size ratio")
+    p.add_argument("--panels", action="store_true", help="write source | driving | result side by side")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
+                   help="auto: fp16 on CUDA, fp32 on the CPU")
+    p.add_argument("--memory-noise", action="store_true",
+                   help="restore the released code's random noise in the memory unit (non-deterministic)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_animate)
+
+    p = sub.add_parser("convert", help="convert between the official .pth.tar and mcnet_rt .safetensors")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("info", help="configuration, parameter counts and GFLOPs per frame")
+    p.add_argument("checkpoint", nargs="?")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="vox-256", help="used when no checkpoint is given")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except InputError as e:
+        print(f"mcnet-rt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mcnet-rt: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
