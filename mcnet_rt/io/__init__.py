@@ -1,0 +1,1 @@
+"""Reading and writing the images and videos the engine consumes and produces."""

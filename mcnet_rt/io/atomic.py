@@ -1,0 +1,30 @@
+"""Write outputs under a temporary name, so that a crash or Ctrl-C never leaves a half-written file."""
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from mcnet_rt.errors import InputError
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path that replaces `path` only if the block completes; otherwise delete it.
+
+    The temporary lives in the same directory (so the final rename stays on one file system and is
+    atomic), is hidden, and keeps `path`'s suffix because writers such as FFmpeg pick the format from it.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"{path.parent}: output directory does not exist")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected an output file name")
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

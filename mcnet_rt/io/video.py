@@ -1,0 +1,200 @@
+"""Video in and out through PyAV (FFmpeg), with errors that name the file instead of FFmpeg tracebacks."""
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from mcnet_rt.errors import InputError
+from mcnet_rt.io.atomic import atomic_output
+
+# Audio codecs copied into the output untouched. The MP4 muxer also accepts PCM, Vorbis and others,
+# but common players do not play those from MP4, so everything else is re-encoded to AAC.
+_REMUX_AUDIO = {"aac", "mp3"}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int  # as displayed, i.e. after the rotation the container asks for
+    height: int
+    fps: Fraction
+    num_frames: int  # as the container header states it; 0 when it does not say
+    has_audio: bool
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        return av.open(str(path))
+    except av.FFmpegError as e:
+        raise InputError(f"{path}: not a readable video ({e.strerror or e})") from e
+
+
+def _video_stream(path: Path, container: av.container.InputContainer) -> av.VideoStream:
+    if not container.streams.video:
+        raise InputError(f"{path}: has no video stream")
+    return container.streams.video[0]
+
+
+def _decode(path: Path, container: av.container.InputContainer) -> Iterator[np.ndarray]:
+    stream = _video_stream(path, container)
+    stream.thread_type = "AUTO"
+    frames = container.decode(stream)
+    index = 0
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            break
+        except av.FFmpegError as e:
+            raise InputError(f"{path}: cannot decode frame {index} ({e.strerror or e})") from e
+        rgb = frame.to_ndarray(format="rgb24")
+        # Phones store portrait video as landscape plus a rotation flag; a sideways face breaks the model.
+        quarter_turns = round(frame.rotation / 90) % 4
+        yield np.ascontiguousarray(np.rot90(rgb, quarter_turns)) if quarter_turns else rgb
+        index += 1
+    if index == 0:
+        raise InputError(f"{path}: contains no video frames")
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Describe a video, decoding its first frame so that an unusable file fails here, before any work."""
+    path = Path(path)
+    with _open(path) as container:
+        stream = _video_stream(path, container)
+        fps = stream.average_rate or stream.guessed_rate
+        if not fps:
+            raise InputError(f"{path}: frame rate unknown")
+        height, width = next(_decode(path, container)).shape[:2]
+        return VideoInfo(width, height, Fraction(fps), stream.frames, bool(container.streams.audio))
+
+
+def read_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """Yield every frame as an (H, W, 3) uint8 RGB array, in display order and upright."""
+    path = Path(path)
+    with _open(path) as container:
+        yield from _decode(path, container)
+
+
+class VideoWriter:
+    """Encode RGB frames to H.264 (yuv420p, the format every player decodes), optionally with sound.
+
+    Use as a context manager: the file appears at `path` only when the block completes, so an
+    interrupted run leaves nothing behind. The audio of `audio_from`, if it has any, is added at the
+    end and cut to the length of the video, aligned so that frame 0 meets the start of that file's video.
+    `has_audio` tells whether it had sound to copy.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: Fraction | int | float,
+        width: int,
+        height: int,
+        audio_from: str | os.PathLike | None = None,
+    ):
+        if width <= 0 or height <= 0 or width % 2 or height % 2:
+            raise ValueError(f"width and height must be positive and even for yuv420p, got {width}×{height}")
+        self.fps = Fraction(fps).limit_denominator(65535)
+        if self.fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.path = Path(path)
+        self.width = width
+        self.height = height
+        self.audio_from = None if audio_from is None else Path(audio_from)
+        self.has_audio = False
+        self.frames_written = 0
+
+    def __enter__(self) -> "VideoWriter":
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_output(self.path))
+            try:
+                self._out = stack.enter_context(av.open(str(tmp), "w"))
+            except ValueError as e:
+                raise InputError(f"{self.path}: cannot write a video with this file extension ({e})") from e
+            self._video = self._out.add_stream("libx264", rate=self.fps, options={"crf": "18"})
+            self._video.width = self.width
+            self._video.height = self.height
+            self._video.pix_fmt = "yuv420p"
+            self._src = self._audio = None
+            if self.audio_from is not None:
+                self._add_audio_stream(stack.enter_context(_open(self.audio_from)))
+            self._stack = stack.pop_all()
+        return self
+
+    def _add_audio_stream(self, src: av.container.InputContainer) -> None:
+        if not src.streams.audio:
+            return
+        self._src = src
+        audio = src.streams.audio[0]
+        self._remux_audio = audio.codec.canonical_name in _REMUX_AUDIO
+        if self._remux_audio:
+            self._audio = self._out.add_stream_from_template(audio)
+        else:
+            self._audio = self._out.add_stream("aac", rate=audio.rate)
+            self._audio.layout = "mono" if audio.channels == 1 else "stereo"
+        self.has_audio = True
+
+    def write(self, frame: np.ndarray) -> None:
+        expected = (self.height, self.width, 3)
+        if not isinstance(frame, np.ndarray) or frame.shape != expected or frame.dtype != np.uint8:
+            got = (frame.shape, frame.dtype) if isinstance(frame, np.ndarray) else type(frame).__name__
+            raise ValueError(f"expected a {expected} uint8 RGB frame, got {got}")
+        video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+        video_frame.pts = self.frames_written
+        video_frame.time_base = 1 / self.fps
+        self._out.mux(self._video.encode(video_frame))
+        self.frames_written += 1
+
+    def __exit__(self, exc_type, exc, tb) -> bool | None:
+        if exc_type is not None:
+            return self._stack.__exit__(exc_type, exc, tb)
+        with self._stack:
+            self._out.mux(self._video.encode(None))
+            if self._audio is not None:
+                self._copy_audio()
+        return None
+
+    def _copy_audio(self) -> None:
+        src = self._src.streams.audio[0]
+        start = _start_seconds(self._src, src)
+        end = start + self.frames_written / self.fps
+        shift = round(start / src.time_base)
+        if self._remux_audio:
+            for packet in self._src.demux(src):
+                if packet.dts is None:
+                    continue
+                begin = (packet.dts if packet.pts is None else packet.pts) * src.time_base
+                if begin >= end:
+                    break
+                if begin + (packet.duration or 0) * src.time_base <= start:
+                    continue
+                packet.dts -= shift
+                if packet.pts is not None:
+                    packet.pts -= shift
+                packet.stream = self._audio
+                self._out.mux(packet)
+            return
+        for frame in self._src.decode(src):
+            begin = frame.pts * src.time_base
+            if begin >= end:
+                break
+            if begin + Fraction(frame.samples, frame.sample_rate) <= start:
+                continue
+            frame.pts -= shift
+            self._out.mux(self._audio.encode(frame))
+        self._out.mux(self._audio.encode(None))
+
+
+def _start_seconds(container: av.container.InputContainer, audio: av.AudioStream) -> Fraction:
+    """Time of the source's first video frame (else of its audio), which the output's frame 0 stands for."""
+    for stream in (*container.streams.video[:1], audio):
+        if stream.start_time is not None:
+            return stream.start_time * stream.time_base
+    return Fraction(0)
