@@ -138,11 +138,13 @@ def _file_kind(path: Path) -> str:
         raise CheckpointError(f"{path}: not a file")
     with path.open("rb") as f:
         head = f.read(16)
-    # safetensors: a little-endian u64 header length, then the JSON header. Test it first: the length's first
-    # byte can look like a pickle's protocol marker.
-    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+    if head[:4] == b"PK\x03\x04":
+        return "torch"
+    # safetensors: a little-endian u64 header length, then the JSON header. Tested before the legacy pickle
+    # marker, since the length's first byte can be 0x80.
+    if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+    if head[:1] == b"\x80":
         return "torch"
     if not head:
         raise CheckpointError(f"{path}: empty file, not a checkpoint")

