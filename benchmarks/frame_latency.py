@@ -92,6 +92,16 @@ def measure(model: mcnet_rt.MCNet, device: torch.device, dtype: torch.dtype, bat
     return results
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -123,7 +133,7 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
     model = (mcnet_rt.load(args.checkpoint, device) if args.checkpoint
              else mcnet_rt.build_model(preset, device))
-    device_name = torch.cuda.get_device_name(device) if gpu else (platform.processor() or platform.machine())
+    device_name = torch.cuda.get_device_name(device) if gpu else cpu_name()
 
     runs = []
     for precision in precisions:
