@@ -96,7 +96,7 @@ def compose(source: np.ndarray, driving: np.ndarray, results: np.ndarray, option
 
 
 def note(message: str) -> None:
-    print(f"mcnet-rt: note: {message}", file=sys.stderr)
+    tqdm.write(f"mcnet-rt: note: {message}", file=sys.stderr)  # above the progress bar, not through it
 
 
 def animate_video(model: MCNet, source_path: str | Path, driving_path: str | Path, output_path: str | Path,
