@@ -66,12 +66,14 @@ class Animator:
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         with autocast(self.device, self.dtype):
             kp_driving = self.model.kp_detector(to_tensor(frames, self.device)).to(torch.float32)
-            if self.options.relative:
-                if self.kp_initial is None:
-                    self.kp_initial = Keypoints(kp_driving.value[:1], kp_driving.jacobian[:1])
-                    if self.options.adapt_scale:
-                        self.scale = movement_scale(self.kp_source, self.kp_initial)
-                kp_driving = relative_keypoints(self.kp_source, kp_driving, self.kp_initial, self.scale)
+        # Motion transfer in float32, outside autocast: it composes jacobians and their inverses.
+        if self.options.relative:
+            if self.kp_initial is None:
+                self.kp_initial = Keypoints(kp_driving.value[:1], kp_driving.jacobian[:1])
+                if self.options.adapt_scale:
+                    self.scale = movement_scale(self.kp_source, self.kp_initial)
+            kp_driving = relative_keypoints(self.kp_source, kp_driving, self.kp_initial, self.scale)
+        with autocast(self.device, self.dtype):
             return to_uint8(self.model.animate(self.cache, kp_driving))
 
 
