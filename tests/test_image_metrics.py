@@ -30,7 +30,8 @@ def _hwc(image: torch.Tensor) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def pairs(feat_data) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frame 0 of a real 640×360 video (cropped and resized to 256×256) against frame 10, a noisy and a blurred copy."""
+    """Frame 0 of a real 640×360 video, centre-cropped and resized to 256×256, against frame 10, a noisy and a
+    blurred copy of itself."""
     frames = list(itertools.islice(read_frames(feat_data / "WolfgangLanger_Pexels.mp4"), 11))
     first, tenth = (_tensor(fit_square(frames[i], 256)[0]) for i in (0, 10))
     noise = torch.randn(first.shape, generator=torch.Generator().manual_seed(0))
@@ -104,7 +105,7 @@ def test_lpips_of_identical_images_is_zero(pairs):
 )
 def test_lpips_names_missing_weights(monkeypatch, backbone, message):
     # The package's `lpips` attribute is the function, so the module is reached through the import system.
-    monkeypatch.setattr(importlib.import_module("mcnet_rt.evaluation.lpips"), "_BACKBONE", backbone)
+    monkeypatch.setattr(importlib.import_module("mcnet_rt.evaluation.perceptual"), "_BACKBONE", backbone)
     with pytest.raises(InputError, match=message):
         LPIPS.pretrained()
 

@@ -3,6 +3,6 @@
     l1(a, b); psnr(a, b); ssim(a, b, mode="modern" | "released"); lpips(a, b)   # AlexNet LPIPS v0.1
 """
 from .image_metrics import l1, psnr, ssim
-from .lpips import LPIPS, lpips
+from .perceptual import LPIPS, lpips
 
 __all__ = ["l1", "psnr", "ssim", "lpips", "LPIPS"]

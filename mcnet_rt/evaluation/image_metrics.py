@@ -70,7 +70,7 @@ def _local_means(x: torch.Tensor, settings: _SSIMSettings) -> torch.Tensor:
     """Window-weighted means of every plane of x over the valid region (where the window fits in the image).
 
     The window is separable, so each plane is filtered along rows then columns with the 1-D weights that
-    scipy.ndimage uses; ten times faster on the CPU than one 2-D depthwise convolution, with the same result.
+    scipy.ndimage uses: in float64 on the CPU, 7× faster than one 2-D depthwise convolution, same result.
     """
     if settings.sigma is None:
         line = torch.ones(settings.window, dtype=x.dtype, device=x.device)
