@@ -9,7 +9,6 @@ synchronise on the CPU) and writes p50/p95/p99 with the device, dtype, batch and
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import platform
@@ -22,9 +21,9 @@ from pathlib import Path
 import torch
 
 import mcnet_rt
+from mcnet_rt.animate import PRECISIONS, autocast
 from mcnet_rt.keypoints import relative_keypoints
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -63,9 +62,7 @@ def measure(model: mcnet_rt.MCNet, device: torch.device, dtype: torch.dtype, bat
     gen = torch.Generator().manual_seed(0)
     source = torch.rand(1, 3, size, size, generator=gen).to(device)
     driving = torch.rand(batch, 3, size, size, generator=gen).to(device)
-    autocast = (contextlib.nullcontext() if dtype == torch.float32
-                else torch.autocast(device_type=device.type, dtype=dtype))
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast(device, dtype):
         cache = model.encode_source(source).expand(batch)
         kp_initial = model.kp_detector(driving[:1])
         kp_driving = model.kp_detector(driving)

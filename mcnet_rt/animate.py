@@ -41,7 +41,11 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return images.float().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
 def autocast(device: torch.device, dtype: torch.dtype):
+    """Mixed precision at `dtype`, or nothing for float32."""
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)

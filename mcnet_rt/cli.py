@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .animate import AnimateOptions, animate_video, note
+from .animate import PRECISIONS, AnimateOptions, animate_video, note
 from .config import PRESETS, preset
 from .errors import InputError
 from .models import MCNet
@@ -19,7 +19,6 @@ OFFICIAL_CHECKPOINT_HINT = (
     "the official MCNet vox-256 checkpoint is linked from the README of the authors' repository "
     "harlanhong/ICCV2023-MCNET on GitHub"
 )
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def pick_device(name: str) -> torch.device:

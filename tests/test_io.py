@@ -10,7 +10,7 @@ from PIL import Image
 
 from mcnet_rt.errors import InputError
 from mcnet_rt.io.atomic import atomic_output
-from mcnet_rt.io.image import fit_square, read_image, write_image
+from mcnet_rt.io.image import fit_square, read_image
 from mcnet_rt.io.video import VideoInfo, VideoWriter, probe_video, read_frames
 
 
@@ -160,7 +160,7 @@ def test_read_image_rejects_missing_file(tmp_path):
         read_image(path)
 
 
-# --- fit_square, write_image -----------------------------------------------------------------------
+# --- fit_square -----------------------------------------------------------------------------------
 
 
 def test_fit_square_crops_centre_and_shrinks():
@@ -188,19 +188,6 @@ def test_fit_square_identity():
     frame = np.ones((256, 256, 3), np.uint8)
     square, note = fit_square(frame, 256)
     assert square is frame and note is None
-
-
-def test_write_image_round_trip(tmp_path):
-    frame = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
-    path = tmp_path / "frame.png"
-    write_image(path, frame)
-    np.testing.assert_array_equal(read_image(path), frame)
-    assert [p.name for p in tmp_path.iterdir()] == ["frame.png"]
-
-
-def test_write_image_requires_png_name(tmp_path):
-    with pytest.raises(InputError, match="use a .png file name"):
-        write_image(tmp_path / "frame.jpg", np.zeros((40, 40, 3), np.uint8))
 
 
 # --- probe_video, read_frames ----------------------------------------------------------------------

@@ -7,7 +7,6 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from mcnet_rt.errors import InputError
-from mcnet_rt.io.atomic import atomic_output
 
 MIN_SIDE = 32
 
@@ -71,13 +70,3 @@ def fit_square(frame: np.ndarray, size: int) -> tuple[np.ndarray, str | None]:
         notes.append(f"resized to {size}×{size}" if notes else f"resized {width}×{height} to {size}×{size}")
     return np.ascontiguousarray(square), " and ".join(notes)
 
-
-def write_image(path: str | os.PathLike, frame: np.ndarray) -> None:
-    """Save an (H, W, 3) uint8 RGB frame as PNG (lossless, so results can be compared bit for bit)."""
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise InputError(f"{path}: images are written as PNG; use a .png file name")
-    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W, 3) uint8 frame, got {frame.shape} {frame.dtype}")
-    with atomic_output(path) as tmp:
-        Image.fromarray(frame).save(tmp, format="PNG")
