@@ -1,9 +1,98 @@
-"""Build of mcnet_rt.
+"""Build of mcnet_rt and its native module `mcnet_rt._C`.
 
-The native module `mcnet_rt._C` (pybind11 kernels with CPU twins) arrives with the kernels issue;
-until then this installs the pure-Python package, whose ops run their PyTorch references.
+`_C` is a pybind11 module over torch-free launchers: the CPU twins (csrc/cpu) are always built; the CUDA kernels
+(csrc/kernels/*.cu) are compiled with nvcc when it is found (CUDA_HOME, /usr/local/cuda or PATH) and linked with
+the static CUDA runtime, so the module imports on machines without a GPU. MCNET_RT_CUDA=0 builds CPU-only,
+MCNET_RT_CUDA=1 fails when nvcc is missing. Flags live in csrc/build.json. Objects are rebuilt only when their
+sources or headers change (`python setup.py build_ext --inplace`).
 """
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext, naive_recompile
 from setuptools import find_packages, setup
+
+ROOT = Path(__file__).resolve().parent
+CSRC = ROOT / "csrc"
+FLAGS = json.loads((CSRC / "build.json").read_text())
+
+
+def find_nvcc() -> Path | None:
+    """nvcc, unless MCNET_RT_CUDA=0; MCNET_RT_CUDA=1 makes its absence an error."""
+    wanted = os.environ.get("MCNET_RT_CUDA", "auto")
+    if wanted == "0":
+        return None
+    candidates = [Path(os.environ["CUDA_HOME"]) / "bin" / "nvcc"] if "CUDA_HOME" in os.environ else []
+    candidates += [Path("/usr/local/cuda/bin/nvcc")]
+    on_path = shutil.which("nvcc")
+    candidates += [Path(on_path)] if on_path else []
+    for nvcc in candidates:
+        if nvcc.is_file():
+            return nvcc
+    if wanted == "1":
+        raise RuntimeError("MCNET_RT_CUDA=1 but nvcc was not found (set CUDA_HOME)")
+    return None
+
+
+def relative(paths) -> list[str]:
+    return sorted(str(p.relative_to(ROOT)) for p in paths)
+
+
+class BuildWithCuda(build_ext):
+    """Compiles csrc/kernels/*.cu with nvcc (in parallel, only when stale) and links them into `_C`."""
+
+    def build_extension(self, ext):
+        nvcc = find_nvcc()
+        if nvcc is not None:
+            ext.extra_objects = self.compile_cuda(nvcc)
+            ext.define_macros = [*ext.define_macros, ("MCNET_RT_WITH_CUDA", "1")]
+            cuda_lib = nvcc.parent.parent / "lib64"
+            ext.extra_link_args = [*ext.extra_link_args, str(cuda_lib / "libcudart_static.a"), "-ldl", "-lrt",
+                                   "-lpthread"]
+        super().build_extension(ext)
+
+    def compile_cuda(self, nvcc: Path) -> list[str]:
+        sources = sorted((CSRC / "kernels").glob("*.cu"))
+        headers = [*CSRC.rglob("*.h"), *CSRC.rglob("*.cuh")]
+        newest_header = max((h.stat().st_mtime for h in headers), default=0.0)
+        out_dir = Path(self.build_temp) / "cuda"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        archs = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in FLAGS["cuda_archs"]]
+        archs.append(f"-gencode=arch=compute_{FLAGS['ptx_arch']},code=compute_{FLAGS['ptx_arch']}")
+
+        def compile_one(source: Path) -> str:
+            obj = out_dir / (source.stem + ".o")
+            if obj.exists() and obj.stat().st_mtime >= max(source.stat().st_mtime, newest_header):
+                return str(obj)
+            command = [str(nvcc), f"-std=c++{FLAGS['cxx_standard']}", *FLAGS["cuda_flags"], *archs,
+                       "-Xcompiler=-fPIC", f"-I{CSRC / 'include'}", "-c", str(source), "-o", str(obj)]
+            print(" ".join(command), flush=True)
+            subprocess.run(command, check=True)
+            return str(obj)
+
+        jobs = int(os.environ.get("MAX_JOBS", os.cpu_count() or 1))
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            return list(pool.map(compile_one, sources))
+
+
+def native_extension() -> Pybind11Extension:
+    return Pybind11Extension(
+        "mcnet_rt._C",
+        relative([*(CSRC / "cpu").glob("*.cpp"), *(CSRC / "bindings").glob("*.cpp")]),
+        include_dirs=[str(CSRC / "include")],
+        depends=relative([*CSRC.rglob("*.h")]),
+        cxx_std=FLAGS["cxx_standard"],
+        extra_compile_args=FLAGS["cxx_flags"],
+    )
+
+
+ParallelCompile("MAX_JOBS", needs_recompile=naive_recompile).install()
 
 setup(
     name="mcnet_rt",
@@ -12,5 +101,7 @@ setup(
     packages=find_packages(include=["mcnet_rt", "mcnet_rt.*"]),
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "av", "pillow", "safetensors", "PyYAML", "tqdm"],
+    ext_modules=[native_extension()],
+    cmdclass={"build_ext": BuildWithCuda},
     entry_points={"console_scripts": ["mcnet-rt=mcnet_rt.cli:main"]},
 )
