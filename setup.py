@@ -89,6 +89,7 @@ def native_extension() -> Pybind11Extension:
         depends=relative([*CSRC.rglob("*.h")]),
         cxx_std=FLAGS["cxx_standard"],
         extra_compile_args=FLAGS["cxx_flags"],
+        extra_link_args=FLAGS["link_flags"],
     )
 
 

@@ -1,0 +1,282 @@
+// Per-sample 3×3 convolutions as implicit GEMMs whose operands are built on load: the kernel operand applies the
+// expert mix / modulation / demodulation of kernel_value() as it is staged in shared memory, the image operand
+// gathers the 'same'-padded taps. One tiled GEMM body serves the forward conv, its transpose (input gradient)
+// and the per-sample weight gradient; they differ only in their operand loaders.
+#include "cuda_types.cuh"
+#include "mcnet_rt/detail/modulated_conv_math.h"
+
+namespace mcnet_rt {
+namespace {
+
+constexpr int kTileM = 64;
+constexpr int kTileN = 64;
+constexpr int kTileK = 16;
+constexpr int kThreads = 256;  // 16 × 16 threads, each accumulating a 4 × 4 block of C (strided by 16)
+constexpr int kPerThread = 4;
+
+// C[m, n] = Σ_k A(m, k) · B(k, n) over the block's 64 × 64 tile of C, then store(m, n, C[m, n]). Loaders return
+// float and are only called inside [0, M) × [0, K) and [0, K) × [0, N); kFastest says which index walks
+// contiguous memory, so consecutive threads load consecutive addresses.
+template <typename ALoad, typename BLoad, typename Store>
+__device__ void gemm_tile(int M, int N, int K, const ALoad& a, const BLoad& b, const Store& store) {
+  __shared__ float a_tile[kTileK][kTileM + 1];
+  __shared__ float b_tile[kTileK][kTileN + 1];
+  const int tid = threadIdx.x;
+  const int tx = tid % 16, ty = tid / 16;
+  const int m0 = blockIdx.y * kTileM, n0 = blockIdx.x * kTileN;
+  float acc[kPerThread][kPerThread] = {};
+  for (int k0 = 0; k0 < K; k0 += kTileK) {
+#pragma unroll
+    for (int j = 0; j < kTileK * kTileM / kThreads; ++j) {
+      const int e = tid + j * kThreads;
+      const int kk = ALoad::kFastest ? e % kTileK : e / kTileM;
+      const int mm = ALoad::kFastest ? e / kTileK : e % kTileM;
+      const int m = m0 + mm, k = k0 + kk;
+      a_tile[kk][mm] = (m < M && k < K) ? a(m, k) : 0.f;
+    }
+#pragma unroll
+    for (int j = 0; j < kTileK * kTileN / kThreads; ++j) {
+      const int e = tid + j * kThreads;
+      const int kk = BLoad::kFastest ? e % kTileK : e / kTileN;
+      const int nn = BLoad::kFastest ? e / kTileK : e % kTileN;
+      const int n = n0 + nn, k = k0 + kk;
+      b_tile[kk][nn] = (n < N && k < K) ? b(k, n) : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kTileK; ++kk) {
+      float av[kPerThread], bv[kPerThread];
+#pragma unroll
+      for (int r = 0; r < kPerThread; ++r) av[r] = a_tile[kk][ty + 16 * r];
+#pragma unroll
+      for (int c = 0; c < kPerThread; ++c) bv[c] = b_tile[kk][tx + 16 * c];
+#pragma unroll
+      for (int r = 0; r < kPerThread; ++r)
+#pragma unroll
+        for (int c = 0; c < kPerThread; ++c) acc[r][c] = fmaf(av[r], bv[c], acc[r][c]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int r = 0; r < kPerThread; ++r)
+#pragma unroll
+    for (int c = 0; c < kPerThread; ++c) {
+      const int m = m0 + ty + 16 * r, n = n0 + tx + 16 * c;
+      if (m < M && n < N) store(m, n, acc[r][c]);
+    }
+}
+
+// Kernel operand of the conv: A(m, k = c·9 + t) = w_b[m, c, t].
+template <typename T>
+struct KernelLoad {
+  static constexpr bool kFastest = true;
+  PerSampleConvShape s;
+  bool transposed;
+  const T* weight;
+  detail::SampleParams<float> p;
+  __device__ float operator()(int m, int k) const {
+    return detail::kernel_value(s, transposed, weight, p, m, k / detail::kTaps, k % detail::kTaps);
+  }
+};
+
+// Image operand: B(k = c·9 + t, n = y·W + x) = image[c, y + ty - 1, x + tx - 1], zero outside.
+template <typename T>
+struct PatchLoad {
+  static constexpr bool kFastest = false;
+  const T* image;  // (channels, H, W) of this sample
+  int height, width;
+  __device__ float operator()(int k, int n) const {
+    const int c = k / detail::kTaps, t = k % detail::kTaps;
+    const int y = detail::tap_source(n / width, t / 3), x = detail::tap_source(n % width, t % 3);
+    if (y < 0 || y >= height || x < 0 || x >= width) return 0.f;
+    return static_cast<float>(image[(static_cast<long long>(c) * height + y) * width + x]);
+  }
+};
+
+template <typename T>
+__global__ void conv_kernel(PerSampleConvShape s, bool transposed, const T* __restrict__ x,
+                            const T* __restrict__ weight, const float* __restrict__ mix,
+                            const float* __restrict__ in_scale, const float* __restrict__ out_scale,
+                            const float* __restrict__ bias, T* __restrict__ out) {
+  const int b = blockIdx.z;
+  const int rows = detail::conv_out_channels(s, transposed), cols = detail::conv_in_channels(s, transposed);
+  const int pixels = s.height * s.width;
+  const auto p = detail::sample_params(s, b, mix, in_scale, out_scale, bias);
+  T* sample_out = out + static_cast<long long>(b) * rows * pixels;
+  gemm_tile(rows, pixels, cols * detail::kTaps, KernelLoad<T>{s, transposed, weight, p},
+            PatchLoad<T>{x + b * s.x_batch_stride, s.height, s.width},
+            [&](int m, int n, float value) {
+              sample_out[static_cast<long long>(m) * pixels + n] = static_cast<T>(p.bias ? value + p.bias[m] : value);
+            });
+}
+
+// Gradient operand of the weight gradient: A(o, k = pixel) = grad_out[o, pixel].
+template <typename T>
+struct RowLoad {
+  static constexpr bool kFastest = true;
+  const T* rows;  // (Cout, H·W) of this sample
+  int pixels;
+  __device__ float operator()(int o, int k) const {
+    return static_cast<float>(rows[static_cast<long long>(o) * pixels + k]);
+  }
+};
+
+// Image operand of the weight gradient: B(k = pixel, n = i·9 + t) = the patch operand, transposed.
+template <typename T>
+struct PatchColumnLoad {
+  static constexpr bool kFastest = true;
+  PatchLoad<T> patch;
+  __device__ float operator()(int k, int n) const { return patch(n, k); }
+};
+
+template <typename T>
+__global__ void weight_grad_kernel(PerSampleConvShape s, const T* __restrict__ x, const T* __restrict__ grad_out,
+                                   float* __restrict__ grad_weight) {
+  const int b = blockIdx.z;
+  const int pixels = s.height * s.width;
+  const int cols = s.in_channels * detail::kTaps;
+  float* sample_grad = grad_weight + static_cast<long long>(b) * s.out_channels * cols;
+  gemm_tile(s.out_channels, cols, pixels,
+            RowLoad<T>{grad_out + static_cast<long long>(b) * s.out_channels * pixels, pixels},
+            PatchColumnLoad<T>{PatchLoad<T>{x + b * s.x_batch_stride, s.height, s.width}},
+            [&](int o, int n, float value) { sample_grad[static_cast<long long>(o) * cols + n] = value; });
+}
+
+__device__ float warp_sum(float value) {
+#pragma unroll
+  for (int offset = 16; offset > 0; offset /= 2) value += __shfl_xor_sync(0xffffffffu, value, offset);
+  return value;
+}
+
+// One warp per (b, o).
+template <typename T>
+__global__ void demod_forward_kernel(DemodulationShape s, const T* __restrict__ weight,
+                                     const float* __restrict__ styles, float eps, float* __restrict__ demod) {
+  const long long warp = (blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / 32;
+  const int lane = threadIdx.x % 32;
+  if (warp >= static_cast<long long>(s.batch) * s.out_channels) return;
+  const int b = static_cast<int>(warp / s.out_channels), o = static_cast<int>(warp % s.out_channels);
+  const T* w = weight + static_cast<long long>(o) * s.in_channels * s.taps;
+  float sum = 0.f;
+  for (int e = lane; e < s.in_channels * s.taps; e += 32) {
+    const float v = static_cast<float>(w[e]) * styles[b * s.in_channels + e / s.taps];
+    sum = fmaf(v, v, sum);
+  }
+  sum = warp_sum(sum);
+  if (lane == 0) demod[warp] = rsqrtf(sum + eps);
+}
+
+__device__ float demod_chain(const float* demod, const float* grad_demod, long long n) {
+  const float d = demod[n];
+  return -grad_demod[n] * d * d * d;
+}
+
+// One thread per (o, i): grad_weight[o, i, :] = Σ_b g[b, o] · styles[b, i]² · weight[o, i, :].
+template <typename T>
+__global__ void demod_weight_grad_kernel(DemodulationShape s, const T* __restrict__ weight,
+                                         const float* __restrict__ styles, const float* __restrict__ demod,
+                                         const float* __restrict__ grad_demod, float* __restrict__ grad_weight) {
+  const long long total = static_cast<long long>(s.out_channels) * s.in_channels;
+  for (long long e = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; e < total;
+       e += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const int o = static_cast<int>(e / s.in_channels), i = static_cast<int>(e % s.in_channels);
+    float coeff = 0.f;
+    for (int b = 0; b < s.batch; ++b) {
+      const float st = styles[b * s.in_channels + i];
+      coeff = fmaf(demod_chain(demod, grad_demod, static_cast<long long>(b) * s.out_channels + o), st * st, coeff);
+    }
+    for (int t = 0; t < s.taps; ++t) grad_weight[e * s.taps + t] = coeff * static_cast<float>(weight[e * s.taps + t]);
+  }
+}
+
+// One thread per (b, i): grad_styles[b, i] = styles[b, i] · Σ_o g[b, o] · Σ_t weight[o, i, t]².
+template <typename T>
+__global__ void demod_styles_grad_kernel(DemodulationShape s, const T* __restrict__ weight,
+                                         const float* __restrict__ styles, const float* __restrict__ demod,
+                                         const float* __restrict__ grad_demod, float* __restrict__ grad_styles) {
+  const long long total = static_cast<long long>(s.batch) * s.in_channels;
+  for (long long e = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; e < total;
+       e += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const int b = static_cast<int>(e / s.in_channels), i = static_cast<int>(e % s.in_channels);
+    float sum = 0.f;
+    for (int o = 0; o < s.out_channels; ++o) {
+      const T* w = weight + (static_cast<long long>(o) * s.in_channels + i) * s.taps;
+      float q = 0.f;
+      for (int t = 0; t < s.taps; ++t) q = fmaf(static_cast<float>(w[t]), static_cast<float>(w[t]), q);
+      sum = fmaf(demod_chain(demod, grad_demod, static_cast<long long>(b) * s.out_channels + o), q, sum);
+    }
+    grad_styles[e] = sum * styles[e];
+  }
+}
+
+dim3 gemm_grid(int m, int n, int batch) {
+  return dim3((n + kTileN - 1) / kTileN, (m + kTileM - 1) / kTileM, batch);
+}
+
+}  // namespace
+
+int persample_conv2d_cuda(DType dtype, const PerSampleConvShape& s, bool transposed, const void* x,
+                          const void* weight, const void* mix, const void* in_scale, const void* out_scale,
+                          const void* bias, void* out, Stream stream) {
+  const int rows = detail::conv_out_channels(s, transposed);
+  if (static_cast<long long>(s.batch) * rows * s.height * s.width == 0) return 0;
+  return dispatch_cuda_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    conv_kernel<T><<<gemm_grid(rows, s.height * s.width, s.batch), kThreads, 0,
+                     static_cast<cudaStream_t>(stream)>>>(
+        s, transposed, static_cast<const T*>(x), static_cast<const T*>(weight), static_cast<const float*>(mix),
+        static_cast<const float*>(in_scale), static_cast<const float*>(out_scale), static_cast<const float*>(bias),
+        static_cast<T*>(out));
+    return static_cast<int>(cudaGetLastError());
+  });
+}
+
+int persample_conv2d_weight_grad_cuda(DType dtype, const PerSampleConvShape& s, const void* x,
+                                      const void* grad_out, void* grad_weight, Stream stream) {
+  if (static_cast<long long>(s.batch) * s.out_channels * s.in_channels == 0) return 0;
+  return dispatch_cuda_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    weight_grad_kernel<T><<<gemm_grid(s.out_channels, s.in_channels * detail::kTaps, s.batch), kThreads, 0,
+                            static_cast<cudaStream_t>(stream)>>>(
+        s, static_cast<const T*>(x), static_cast<const T*>(grad_out), static_cast<float*>(grad_weight));
+    return static_cast<int>(cudaGetLastError());
+  });
+}
+
+int demodulation_forward_cuda(DType dtype, const DemodulationShape& s, const void* weight, const void* styles,
+                              double eps, void* demod, Stream stream) {
+  const long long warps = static_cast<long long>(s.batch) * s.out_channels;
+  if (warps == 0) return 0;
+  return dispatch_cuda_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    demod_forward_kernel<T><<<static_cast<int>((warps * 32 + kThreads - 1) / kThreads), kThreads, 0,
+                              static_cast<cudaStream_t>(stream)>>>(
+        s, static_cast<const T*>(weight), static_cast<const float*>(styles), static_cast<float>(eps),
+        static_cast<float*>(demod));
+    return static_cast<int>(cudaGetLastError());
+  });
+}
+
+int demodulation_backward_cuda(DType dtype, const DemodulationShape& s, const void* weight, const void* styles,
+                               const void* demod, const void* grad_demod, void* grad_weight, void* grad_styles,
+                               Stream stream) {
+  return dispatch_cuda_dtype(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const auto cuda_stream = static_cast<cudaStream_t>(stream);
+    const auto w = static_cast<const T*>(weight);
+    const auto st = static_cast<const float*>(styles);
+    const auto d = static_cast<const float*>(demod);
+    const auto gd = static_cast<const float*>(grad_demod);
+    const long long weights = static_cast<long long>(s.out_channels) * s.in_channels;
+    if (grad_weight && weights > 0)
+      demod_weight_grad_kernel<T><<<blocks_for(weights, kThreads), kThreads, 0, cuda_stream>>>(
+          s, w, st, d, gd, static_cast<float*>(grad_weight));
+    const long long styles_count = static_cast<long long>(s.batch) * s.in_channels;
+    if (grad_styles && styles_count > 0)
+      demod_styles_grad_kernel<T><<<blocks_for(styles_count, kThreads), kThreads, 0, cuda_stream>>>(
+          s, w, st, d, gd, static_cast<float*>(grad_styles));
+    return static_cast<int>(cudaGetLastError());
+  });
+}
+
+}  // namespace mcnet_rt
