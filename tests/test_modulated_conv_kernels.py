@@ -1,5 +1,8 @@
 """The modulated-conv kernels against the PyTorch references: the CPU twins always (values, gradients, gradcheck,
 opcheck, odd shapes), the CUDA kernels where a device exists (fp16/bf16 within twice PyTorch's own error)."""
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -8,6 +11,7 @@ from mcnet_rt.ops.modulated_conv import (_demodulation, _persample_conv2d, _pers
                                          dynamic_conv2d_reference, modulated_conv2d, modulated_conv2d_reference)
 
 pytestmark = pytest.mark.skipif(_native.native() is None, reason="mcnet_rt._C is not built")
+BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "ops_modulated_conv.py"
 needs_cuda = pytest.mark.skipif(not _native.cuda_kernels_available(), reason="needs CUDA kernels and a GPU")
 
 # (batch, Cin, Cout, H, W): odd sizes, channels off multiples of 32 and of the twin's tile, a single pixel.
@@ -191,3 +195,17 @@ def test_kernel_refuses_other_kernel_sizes():
     x, weight, styles = modulated_inputs(1, 3, 3, 5, 5, torch.float32)
     with pytest.raises(ValueError, match="3×3"):
         modulated_conv2d(x, weight[..., :1, :1].contiguous(), styles, impl="kernel")
+
+
+def test_benchmark_cpu_smoke_runs_every_path_and_they_agree():
+    """The benchmark's native alternatives (fold path, expert stack) compute the same op as the released path."""
+    spec = importlib.util.spec_from_file_location("ops_modulated_conv", BENCHMARK)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = bench.run("cpu", batches=(2,), dtypes=("fp32",), channels=6, dynamic_out_channels=10, size=5,
+                        warmup=0, iters=1)
+    assert {(r["op"], r["path"], r["pass"]) for r in results} == {
+        (op, path, p) for op, paths in (("modulated_conv2d", ("released", "native_fold", "kernel")),
+                                        ("dynamic_conv2d", ("released", "native_experts", "kernel")))
+        for path in paths for p in ("forward", "forward+backward")}
+    assert all(r["max_abs_diff_vs_released"] < 1e-4 and r["median_ms"] > 0 for r in results)
