@@ -1,7 +1,10 @@
 // Per-sample 3×3 convolutions as implicit GEMMs whose operands are built on load: the kernel operand applies the
 // expert mix / modulation / demodulation of kernel_value() as it is staged in shared memory, the image operand
 // gathers the 'same'-padded taps. One tiled GEMM body serves the forward conv, its transpose (input gradient)
-// and the per-sample weight gradient; they differ only in their operand loaders.
+// and the per-sample weight gradient; they differ only in their operand loaders. float runs on the FMA units,
+// half and bfloat16 on tensor cores (float accumulation in both).
+#include <mma.h>
+
 #include "cuda_types.cuh"
 #include "mcnet_rt/detail/modulated_conv_math.h"
 
@@ -11,20 +14,103 @@ namespace {
 constexpr int kTileM = 64;
 constexpr int kTileN = 64;
 constexpr int kTileK = 16;
-constexpr int kThreads = 256;  // 16 × 16 threads, each accumulating a 4 × 4 block of C (strided by 16)
-constexpr int kPerThread = 4;
+constexpr int kThreads = 256;
 
-// C[m, n] = Σ_k A(m, k) · B(k, n) over the block's 64 × 64 tile of C, then store(m, n, C[m, n]). Loaders return
-// float and are only called inside [0, M) × [0, K) and [0, K) × [0, N); kFastest says which index walks
-// contiguous memory, so consecutive threads load consecutive addresses.
-template <typename ALoad, typename BLoad, typename Store>
+// The block's 64 × 64 tile of C in registers. float: plain FMAs, 16 × 16 threads each holding a 4 × 4 block
+// strided by 16 (conflict-free shared-memory reads). half / bfloat16: tensor cores (WMMA 16×16×16, float
+// accumulation), 8 warps as 4 (rows) × 2 (columns), each holding a 16 × 32 block in two fragments.
+template <typename S>
+struct Accumulator {
+  static constexpr int kPad = 1;
+  static constexpr int kPer = 4;
+  float acc[kPer][kPer] = {};
+
+  __device__ void multiply(const S (*a)[kTileM + kPad], const S (*b)[kTileN + kPad]) {
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+#pragma unroll
+    for (int kk = 0; kk < kTileK; ++kk) {
+      float av[kPer], bv[kPer];
+#pragma unroll
+      for (int r = 0; r < kPer; ++r) av[r] = a[kk][ty + 16 * r];
+#pragma unroll
+      for (int c = 0; c < kPer; ++c) bv[c] = b[kk][tx + 16 * c];
+#pragma unroll
+      for (int r = 0; r < kPer; ++r)
+#pragma unroll
+        for (int c = 0; c < kPer; ++c) acc[r][c] = fmaf(av[r], bv[c], acc[r][c]);
+    }
+  }
+
+  template <typename Store>
+  __device__ void store(int m0, int n0, int M, int N, const Store& out) {
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+#pragma unroll
+    for (int r = 0; r < kPer; ++r)
+#pragma unroll
+      for (int c = 0; c < kPer; ++c) {
+        const int m = m0 + ty + 16 * r, n = n0 + tx + 16 * c;
+        if (m < M && n < N) out(m, n, acc[r][c]);
+      }
+  }
+};
+
+template <typename S>
+struct TensorCoreAccumulator {
+  static constexpr int kPad = 8;  // WMMA wants a leading dimension that is a multiple of 8 16-bit elements
+  nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> acc[2];
+
+  __device__ TensorCoreAccumulator() {
+    nvcuda::wmma::fill_fragment(acc[0], 0.f);
+    nvcuda::wmma::fill_fragment(acc[1], 0.f);
+  }
+  __device__ static int row0() { return (threadIdx.x / 32) % 4 * 16; }
+  __device__ static int col0() { return (threadIdx.x / 32) / 4 * 32; }
+
+  // a is staged k-major (a[k][m]), i.e. the 16 × 16 block of A is column-major with leading dimension 64 + pad.
+  __device__ void multiply(const S (*a)[kTileM + kPad], const S (*b)[kTileN + kPad]) {
+    nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, S, nvcuda::wmma::col_major> a_frag;
+    nvcuda::wmma::load_matrix_sync(a_frag, &a[0][row0()], kTileM + kPad);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, S, nvcuda::wmma::row_major> b_frag;
+      nvcuda::wmma::load_matrix_sync(b_frag, &b[0][col0() + 16 * j], kTileN + kPad);
+      nvcuda::wmma::mma_sync(acc[j], a_frag, b_frag, acc[j]);
+    }
+  }
+
+  // Fragments have no documented element layout: they go through shared memory to reach (m, n).
+  template <typename Store>
+  __device__ void store(int m0, int n0, int M, int N, const Store& out) {
+    __shared__ __align__(32) float c_tile[kTileM][kTileN + 4];
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+      nvcuda::wmma::store_matrix_sync(&c_tile[row0()][col0() + 16 * j], acc[j], kTileN + 4,
+                                      nvcuda::wmma::mem_row_major);
+    __syncthreads();
+    for (int e = threadIdx.x; e < kTileM * kTileN; e += kThreads) {
+      const int m = m0 + e / kTileN, n = n0 + e % kTileN;
+      if (m < M && n < N) out(m, n, c_tile[e / kTileN][e % kTileN]);
+    }
+  }
+};
+
+template <>
+struct Accumulator<__half> : TensorCoreAccumulator<__half> {};
+template <>
+struct Accumulator<__nv_bfloat16> : TensorCoreAccumulator<__nv_bfloat16> {};
+
+// C[m, n] = Σ_k A(m, k) · B(k, n) over the block's 64 × 64 tile of C, then store(m, n, C[m, n]); operands are
+// staged in shared memory as S (the kernel's element type: float runs FMAs, half / bfloat16 tensor cores).
+// Loaders return float and are only called inside [0, M) × [0, K) and [0, K) × [0, N); kFastest says which index
+// walks contiguous memory, so consecutive threads load consecutive addresses.
+template <typename S, typename ALoad, typename BLoad, typename Store>
 __device__ void gemm_tile(int M, int N, int K, const ALoad& a, const BLoad& b, const Store& store) {
-  __shared__ float a_tile[kTileK][kTileM + 1];
-  __shared__ float b_tile[kTileK][kTileN + 1];
+  using Acc = Accumulator<S>;
+  __shared__ __align__(32) S a_tile[kTileK][kTileM + Acc::kPad];
+  __shared__ __align__(32) S b_tile[kTileK][kTileN + Acc::kPad];
   const int tid = threadIdx.x;
-  const int tx = tid % 16, ty = tid / 16;
   const int m0 = blockIdx.y * kTileM, n0 = blockIdx.x * kTileN;
-  float acc[kPerThread][kPerThread] = {};
+  Acc acc;
   for (int k0 = 0; k0 < K; k0 += kTileK) {
 #pragma unroll
     for (int j = 0; j < kTileK * kTileM / kThreads; ++j) {
@@ -32,7 +118,7 @@ __device__ void gemm_tile(int M, int N, int K, const ALoad& a, const BLoad& b, c
       const int kk = ALoad::kFastest ? e % kTileK : e / kTileM;
       const int mm = ALoad::kFastest ? e / kTileK : e % kTileM;
       const int m = m0 + mm, k = k0 + kk;
-      a_tile[kk][mm] = (m < M && k < K) ? a(m, k) : 0.f;
+      a_tile[kk][mm] = static_cast<S>((m < M && k < K) ? a(m, k) : 0.f);
     }
 #pragma unroll
     for (int j = 0; j < kTileK * kTileN / kThreads; ++j) {
@@ -40,30 +126,13 @@ __device__ void gemm_tile(int M, int N, int K, const ALoad& a, const BLoad& b, c
       const int kk = BLoad::kFastest ? e % kTileK : e / kTileN;
       const int nn = BLoad::kFastest ? e / kTileK : e % kTileN;
       const int n = n0 + nn, k = k0 + kk;
-      b_tile[kk][nn] = (n < N && k < K) ? b(k, n) : 0.f;
+      b_tile[kk][nn] = static_cast<S>((n < N && k < K) ? b(k, n) : 0.f);
     }
     __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < kTileK; ++kk) {
-      float av[kPerThread], bv[kPerThread];
-#pragma unroll
-      for (int r = 0; r < kPerThread; ++r) av[r] = a_tile[kk][ty + 16 * r];
-#pragma unroll
-      for (int c = 0; c < kPerThread; ++c) bv[c] = b_tile[kk][tx + 16 * c];
-#pragma unroll
-      for (int r = 0; r < kPerThread; ++r)
-#pragma unroll
-        for (int c = 0; c < kPerThread; ++c) acc[r][c] = fmaf(av[r], bv[c], acc[r][c]);
-    }
+    acc.multiply(a_tile, b_tile);
     __syncthreads();
   }
-#pragma unroll
-  for (int r = 0; r < kPerThread; ++r)
-#pragma unroll
-    for (int c = 0; c < kPerThread; ++c) {
-      const int m = m0 + ty + 16 * r, n = n0 + tx + 16 * c;
-      if (m < M && n < N) store(m, n, acc[r][c]);
-    }
+  acc.store(m0, n0, M, N, store);
 }
 
 // Kernel operand of the conv: A(m, k = c·9 + t) = w_b[m, c, t].
@@ -103,7 +172,7 @@ __global__ void conv_kernel(PerSampleConvShape s, bool transposed, const T* __re
   const int pixels = s.height * s.width;
   const auto p = detail::sample_params(s, b, mix, in_scale, out_scale, bias);
   T* sample_out = out + static_cast<long long>(b) * rows * pixels;
-  gemm_tile(rows, pixels, cols * detail::kTaps, KernelLoad<T>{s, transposed, weight, p},
+  gemm_tile<T>(rows, pixels, cols * detail::kTaps, KernelLoad<T>{s, transposed, weight, p},
             PatchLoad<T>{x + b * s.x_batch_stride, s.height, s.width},
             [&](int m, int n, float value) {
               sample_out[static_cast<long long>(m) * pixels + n] = static_cast<T>(p.bias ? value + p.bias[m] : value);
@@ -136,7 +205,7 @@ __global__ void weight_grad_kernel(PerSampleConvShape s, const T* __restrict__ x
   const int pixels = s.height * s.width;
   const int cols = s.in_channels * detail::kTaps;
   float* sample_grad = grad_weight + static_cast<long long>(b) * s.out_channels * cols;
-  gemm_tile(s.out_channels, cols, pixels,
+  gemm_tile<T>(s.out_channels, cols, pixels,
             RowLoad<T>{grad_out + static_cast<long long>(b) * s.out_channels * pixels, pixels},
             PatchColumnLoad<T>{PatchLoad<T>{x + b * s.x_batch_stride, s.height, s.width}},
             [&](int o, int n, float value) { sample_grad[static_cast<long long>(o) * cols + n] = value; });
