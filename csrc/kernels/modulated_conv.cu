@@ -102,33 +102,44 @@ struct Accumulator<__nv_bfloat16> : TensorCoreAccumulator<__nv_bfloat16> {};
 // C[m, n] = Σ_k A(m, k) · B(k, n) over the block's 64 × 64 tile of C, then store(m, n, C[m, n]); operands are
 // staged in shared memory as S (the kernel's element type: float runs FMAs, half / bfloat16 tensor cores).
 // Loaders return float and are only called inside [0, M) × [0, K) and [0, K) × [0, N); kFastest says which index
-// walks contiguous memory, so consecutive threads load consecutive addresses.
+// walks contiguous memory, so consecutive threads load consecutive addresses. The next k-slice is fetched into
+// registers while the current one is multiplied, hiding the global loads behind the math.
 template <typename S, typename ALoad, typename BLoad, typename Store>
 __device__ void gemm_tile(int M, int N, int K, const ALoad& a, const BLoad& b, const Store& store) {
   using Acc = Accumulator<S>;
+  constexpr int kLoadsA = kTileK * kTileM / kThreads;
+  constexpr int kLoadsB = kTileK * kTileN / kThreads;
   __shared__ __align__(32) S a_tile[kTileK][kTileM + Acc::kPad];
   __shared__ __align__(32) S b_tile[kTileK][kTileN + Acc::kPad];
   const int tid = threadIdx.x;
   const int m0 = blockIdx.y * kTileM, n0 = blockIdx.x * kTileN;
+  // (k, m) and (k, n) offsets within the tile of this thread's j-th load.
+  const auto a_k = [&](int j) { const int e = tid + j * kThreads; return ALoad::kFastest ? e % kTileK : e / kTileM; };
+  const auto a_m = [&](int j) { const int e = tid + j * kThreads; return ALoad::kFastest ? e / kTileK : e % kTileM; };
+  const auto b_k = [&](int j) { const int e = tid + j * kThreads; return BLoad::kFastest ? e % kTileK : e / kTileN; };
+  const auto b_n = [&](int j) { const int e = tid + j * kThreads; return BLoad::kFastest ? e / kTileK : e % kTileN; };
+  float a_next[kLoadsA], b_next[kLoadsB];
+  const auto fetch = [&](int k0) {
+#pragma unroll
+    for (int j = 0; j < kLoadsA; ++j) {
+      const int m = m0 + a_m(j), k = k0 + a_k(j);
+      a_next[j] = (m < M && k < K) ? a(m, k) : 0.f;
+    }
+#pragma unroll
+    for (int j = 0; j < kLoadsB; ++j) {
+      const int n = n0 + b_n(j), k = k0 + b_k(j);
+      b_next[j] = (n < N && k < K) ? b(k, n) : 0.f;
+    }
+  };
   Acc acc;
+  fetch(0);
   for (int k0 = 0; k0 < K; k0 += kTileK) {
 #pragma unroll
-    for (int j = 0; j < kTileK * kTileM / kThreads; ++j) {
-      const int e = tid + j * kThreads;
-      const int kk = ALoad::kFastest ? e % kTileK : e / kTileM;
-      const int mm = ALoad::kFastest ? e / kTileK : e % kTileM;
-      const int m = m0 + mm, k = k0 + kk;
-      a_tile[kk][mm] = static_cast<S>((m < M && k < K) ? a(m, k) : 0.f);
-    }
+    for (int j = 0; j < kLoadsA; ++j) a_tile[a_k(j)][a_m(j)] = static_cast<S>(a_next[j]);
 #pragma unroll
-    for (int j = 0; j < kTileK * kTileN / kThreads; ++j) {
-      const int e = tid + j * kThreads;
-      const int kk = BLoad::kFastest ? e % kTileK : e / kTileN;
-      const int nn = BLoad::kFastest ? e / kTileK : e % kTileN;
-      const int n = n0 + nn, k = k0 + kk;
-      b_tile[kk][nn] = static_cast<S>((n < N && k < K) ? b(k, n) : 0.f);
-    }
+    for (int j = 0; j < kLoadsB; ++j) b_tile[b_k(j)][b_n(j)] = static_cast<S>(b_next[j]);
     __syncthreads();
+    if (k0 + kTileK < K) fetch(k0 + kTileK);
     acc.multiply(a_tile, b_tile);
     __syncthreads();
   }
