@@ -209,3 +209,16 @@ def test_benchmark_cpu_smoke_runs_every_path_and_they_agree():
                                         ("dynamic_conv2d", ("released", "native_experts", "kernel")))
         for path in paths for p in ("forward", "forward+backward")}
     assert all(r["max_abs_diff_vs_released"] < 1e-4 and r["median_ms"] > 0 for r in results)
+
+
+@pytest.mark.parametrize("op", ["modulated", "dynamic"])
+def test_float32_twin_is_as_accurate_as_pytorch(op):
+    """Against float64, over long reductions (Cin·9 = 2304 terms): within 2× PyTorch's own float32 error."""
+    inputs = (modulated_inputs if op == "modulated" else dynamic_inputs)(2, 256, 24, 8, 8, torch.float64)
+    reference = modulated_conv2d_reference if op == "modulated" else dynamic_conv2d_reference
+    kernel = modulated_conv2d if op == "modulated" else dynamic_conv2d
+    exact = outputs_and_grads(reference, inputs)
+    torch32 = outputs_and_grads(reference, [t.float() for t in inputs])
+    ours = outputs_and_grads(lambda *a: kernel(*a, impl="kernel"), [t.float() for t in inputs])
+    for e, t, o in zip(exact, torch32, ours):
+        assert (o.double() - e).abs().max() <= 2 * (t.double() - e).abs().max() + 1e-7
