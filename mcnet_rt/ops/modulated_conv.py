@@ -4,6 +4,8 @@ Both apply a different kernel to every sample. The references build the per-samp
 convolution with groups = batch, as the released code does. The fused kernels (`csrc/kernels/modulated_conv.cu`)
 run one per-sample implicit-GEMM conv for both and build each sample's kernel as they load it: expert mixing,
 modulation and demodulation happen in registers, and no (B,Cout,Cin,3,3) weight tensor exists in the forward.
+The backward runs the same conv transposed for the input gradient; the per-sample kernel gradient (B,Cout,Cin,3,3)
+comes from a reduction kernel and is chained to the weight bank, scales and mix with a few tensor ops.
 """
 from __future__ import annotations
 
