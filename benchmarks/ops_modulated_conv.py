@@ -4,8 +4,8 @@
 Native alternatives: for the modulated conv, StyleGAN2's non-fused path (scale x by the styles, one shared-weight
 cuDNN conv, scale the output by the demodulation); for the dynamic conv, the deployment reformulation (one cuDNN
 conv with all K experts' output channels, then the gated sum: K× the FLOPs, but dense and shared). Each case is
-timed forward and forward+backward with CUDA events (median of many runs) with its peak memory, and its ratio to
-the released path (> 1 is faster).
+timed forward and forward+backward with CUDA events (median of many runs) with its peak memory, its largest
+difference from the released path's output, and its speed-up over the released path and the native alternative.
 
     python benchmarks/ops_modulated_conv.py                 # GPU: batch 1 and 8, fp32/fp16/bf16, JSON on stdout
     python benchmarks/ops_modulated_conv.py --cpu-smoke     # tiny CPU run (the twins) so CI can check it runs
@@ -115,12 +115,13 @@ def run(device: str = "cuda", batches=(1, 8), dtypes=("fp32", "fp16", "bf16"), c
             for op, channel_text, make_inputs, paths in _cases(batch, channels, dynamic_out_channels, size,
                                                                DTYPES[dtype_name], device):
                 inputs = make_inputs()
-                released = {}
+                case = []
                 with torch.no_grad():
                     expected = paths["released"](*inputs).float()
                 for path, fn in paths.items():
                     with torch.no_grad():
                         error = (fn(*inputs).float() - expected).abs().max().item()
+
                     def forward():
                         with torch.no_grad():
                             fn(*inputs)
@@ -131,16 +132,23 @@ def run(device: str = "cuda", batches=(1, 8), dtypes=("fp32", "fp16", "bf16"), c
 
                     for pass_name, call in (("forward", forward), ("forward+backward", forward_backward)):
                         ms, peak = _measure(call, device, warmup, iters)
-                        released.setdefault(pass_name, ms)
-                        results.append({"op": op, "channels": channel_text, "size": size, "batch": batch,
-                                        "dtype": dtype_name, "path": path, "pass": pass_name,
-                                        "median_ms": round(ms, 4),
-                                        "peak_mib": None if peak is None else round(peak, 2),
-                                        "max_abs_diff_vs_released": error,
-                                        "speedup_vs_released": round(released[pass_name] / ms, 3),
-                                        "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-                                        else "cpu"})
+                        case.append({"op": op, "channels": channel_text, "size": size, "batch": batch,
+                                     "dtype": dtype_name, "path": path, "pass": pass_name,
+                                     "median_ms": round(ms, 4),
+                                     "peak_mib": None if peak is None else round(peak, 2),
+                                     "max_abs_diff_vs_released": error,
+                                     "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+                                     else "cpu"})
+                results += _with_ratios(case)
     return results
+
+
+def _with_ratios(case: list[dict]) -> list[dict]:
+    """Adds each path's speed-up over the released path and over the native alternative (> 1: faster)."""
+    ms = {(r["path"], r["pass"]): r["median_ms"] for r in case}
+    native = next(r["path"] for r in case if r["path"].startswith("native"))
+    return [{**r, "speedup_vs_released": round(ms["released", r["pass"]] / r["median_ms"], 3),
+             "speedup_vs_native": round(ms[native, r["pass"]] / r["median_ms"], 3)} for r in case]
 
 
 def main(argv=None) -> int:
