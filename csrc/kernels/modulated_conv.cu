@@ -184,10 +184,10 @@ __global__ void conv_kernel(PerSampleConvShape s, bool transposed, const T* __re
   const auto p = detail::sample_params(s, b, mix, in_scale, out_scale, bias);
   T* sample_out = out + static_cast<long long>(b) * rows * pixels;
   gemm_tile<T>(rows, pixels, cols * detail::kTaps, KernelLoad<T>{s, transposed, weight, p},
-            PatchLoad<T>{x + b * s.x_batch_stride, s.height, s.width},
-            [&](int m, int n, float value) {
-              sample_out[static_cast<long long>(m) * pixels + n] = static_cast<T>(p.bias ? value + p.bias[m] : value);
-            });
+               PatchLoad<T>{x + b * s.x_batch_stride, s.height, s.width}, [&](int m, int n, float value) {
+                 const float biased = p.bias ? value + p.bias[m] : value;
+                 sample_out[static_cast<long long>(m) * pixels + n] = static_cast<T>(biased);
+               });
 }
 
 // Gradient operand of the weight gradient: A(o, k = pixel) = grad_out[o, pixel].
@@ -217,9 +217,9 @@ __global__ void weight_grad_kernel(PerSampleConvShape s, const T* __restrict__ x
   const int cols = s.in_channels * detail::kTaps;
   float* sample_grad = grad_weight + static_cast<long long>(b) * s.out_channels * cols;
   gemm_tile<T>(s.out_channels, cols, pixels,
-            RowLoad<T>{grad_out + static_cast<long long>(b) * s.out_channels * pixels, pixels},
-            PatchColumnLoad<T>{PatchLoad<T>{x + b * s.x_batch_stride, s.height, s.width}},
-            [&](int o, int n, float value) { sample_grad[static_cast<long long>(o) * cols + n] = value; });
+               RowLoad<T>{grad_out + static_cast<long long>(b) * s.out_channels * pixels, pixels},
+               PatchColumnLoad<T>{PatchLoad<T>{x + b * s.x_batch_stride, s.height, s.width}},
+               [&](int o, int n, float value) { sample_grad[static_cast<long long>(o) * cols + n] = value; });
 }
 
 __device__ float warp_sum(float value) {
