@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from mcnet_rt.ops import _native
-from mcnet_rt.ops.modulated_conv import (_demodulation, _persample_conv2d, _persample_weight_grad, dynamic_conv2d,
-                                         dynamic_conv2d_reference, modulated_conv2d, modulated_conv2d_reference)
+from mcnet_rt.ops.modulated_conv import (_demodulation, _demodulation_backward, _persample_conv2d,
+                                         _persample_weight_grad, dynamic_conv2d, dynamic_conv2d_reference,
+                                         modulated_conv2d, modulated_conv2d_reference)
 
 pytestmark = pytest.mark.skipif(_native.native() is None, reason="mcnet_rt._C is not built")
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "ops_modulated_conv.py"
@@ -128,24 +129,28 @@ def test_input_gradient_is_twice_differentiable():
 
 
 def opcheck_samples():
+    """(op, args, differentiable): every custom op, both conv orientations, the expanded (stride-0) memory."""
     x, weight, styles = modulated_inputs(2, 3, 5, 4, 3, torch.float64)
     demod = make(2, 5, dtype=torch.float64, seed=11, offset=1.0)
+    grad = make(2, 5, 4, 3, dtype=torch.float64, seed=12)
     dx, dweight, dbias, gate = dynamic_inputs(3, 4, 6, 3, 3, torch.float32)
     return [
-        (_persample_conv2d, (x, weight.unsqueeze(0), None, styles, demod, None, False)),
-        (_persample_conv2d, (make(2, 5, 4, 3, dtype=torch.float64, seed=12), weight.unsqueeze(0), None, styles, demod,
-                             None, True)),
-        (_persample_conv2d, (dx, dweight, gate, None, None, torch.mm(gate, dbias), False)),
-        (_persample_weight_grad, (x, make(2, 5, 4, 3, dtype=torch.float64, seed=13))),
-        (_demodulation, (weight, styles, 1e-8)),
+        (_persample_conv2d, (x, weight.unsqueeze(0), None, styles, demod, None, False), True),
+        (_persample_conv2d, (x[:1].expand(2, -1, -1, -1), weight.unsqueeze(0), None, styles, demod, None, False),
+         False),
+        (_persample_conv2d, (grad, weight.unsqueeze(0), None, styles, demod, None, True), True),
+        (_persample_conv2d, (dx, dweight, gate, None, None, torch.mm(gate, dbias), False), True),
+        (_persample_weight_grad, (x, grad), False),
+        (_demodulation, (weight, styles, 1e-8), True),
+        (_demodulation_backward, (demod, weight, styles, demod), False),
     ]
 
 
-@pytest.mark.parametrize("index", range(5))
+@pytest.mark.parametrize("index", range(7))
 def test_opcheck(index):
-    op, args = opcheck_samples()[index]
-    args = tuple(a.requires_grad_() if isinstance(a, torch.Tensor) and op is not _persample_weight_grad else a
-                 for a in args)
+    op, args, differentiable = opcheck_samples()[index]
+    if differentiable:
+        args = tuple(a.requires_grad_() if isinstance(a, torch.Tensor) else a for a in args)
     torch.library.opcheck(op, args)
 
 
