@@ -2,12 +2,15 @@
 
 The released code mixes `align_corners` conventions and the checkpoint depends on that mix: the generator's
 deformation resize, grid sample and occlusion resize use `align_corners=True`, while the dense-motion sparse
-warps leave `grid_sample` at its default (`False`). The fused kernels reproduce these references.
+warps leave `grid_sample` at its default (`False`). Both are one fused kernel (`csrc/kernels/warp.cu`): the
+deformation and occlusion are resized on the fly at each output pixel, never materialised.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from . import _native
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -41,12 +44,101 @@ def sparse_warp_reference(image: torch.Tensor, motions: torch.Tensor) -> torch.T
     return out.view(b, k, c, h, w)
 
 
-def warp_features(features: torch.Tensor, deformation: torch.Tensor,
-                  occlusion: torch.Tensor | None = None) -> torch.Tensor:
-    """The models' entry point: the fused kernel replaces the reference here, nowhere else."""
-    return warp_features_reference(features, deformation, occlusion)
+def _shape(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None, grids: int,
+           align_corners: bool) -> tuple:
+    b, c, h, w = features.shape
+    occ_size = tuple(occlusion.shape[-2:]) if occlusion is not None else (0, 0)
+    return (b, grids, c, h, w, deformation.shape[1], deformation.shape[2], *occ_size, align_corners)
 
 
-def sparse_warp(image: torch.Tensor, motions: torch.Tensor) -> torch.Tensor:
-    """The models' entry point for the K+1 sparse warps (see `warp_features`)."""
-    return sparse_warp_reference(image, motions)
+def _address(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+@torch.library.custom_op("mcnet_rt::warp", mutates_args=())
+def _warp(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None, grids: int,
+          align_corners: bool) -> torch.Tensor:
+    """features (B,C,H,W); deformation (B·grids,h,w,2) and occlusion (B·grids,1,h',w') in the accumulation
+    dtype; returns (B·grids,C,H,W)."""
+    b, c, h, w = features.shape
+    out = features.new_empty((b * grids, c, h, w))
+    cuda, stream = _native.launch_args(features)
+    _native.native().warp_forward(cuda, _native.dtype_code(features.dtype),
+                                  _shape(features, deformation, occlusion, grids, align_corners),
+                                  features.data_ptr(), deformation.data_ptr(), _address(occlusion), out.data_ptr(),
+                                  stream)
+    return out
+
+
+@_warp.register_fake
+def _(features, deformation, occlusion, grids, align_corners):
+    b, c, h, w = features.shape
+    return features.new_empty((b * grids, c, h, w))
+
+
+@torch.library.custom_op("mcnet_rt::warp_backward", mutates_args=())
+def _warp_backward(grad_out: torch.Tensor, features: torch.Tensor, deformation: torch.Tensor,
+                   occlusion: torch.Tensor | None, grids: int, align_corners: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients for features (in the accumulation dtype), deformation and occlusion (empty when absent)."""
+    acc = _native.accumulation_dtype(features.dtype)
+    grad_out = grad_out.contiguous()  # a named reference: a temporary's pointer would dangle
+    grad_features = torch.zeros(features.shape, dtype=acc, device=features.device)
+    grad_deformation = torch.zeros_like(deformation)
+    grad_occlusion = torch.zeros_like(occlusion) if occlusion is not None else deformation.new_empty(0)
+    cuda, stream = _native.launch_args(features)
+    _native.native().warp_backward(cuda, _native.dtype_code(features.dtype),
+                                   _shape(features, deformation, occlusion, grids, align_corners),
+                                   features.data_ptr(), deformation.data_ptr(), _address(occlusion),
+                                   grad_out.data_ptr(), grad_features.data_ptr(),
+                                   grad_deformation.data_ptr(), _address(grad_occlusion if occlusion is not None
+                                                                         else None), stream)
+    return grad_features, grad_deformation, grad_occlusion
+
+
+@_warp_backward.register_fake
+def _(grad_out, features, deformation, occlusion, grids, align_corners):
+    acc = _native.accumulation_dtype(features.dtype)
+    grad_occlusion = torch.empty_like(occlusion) if occlusion is not None else deformation.new_empty(0)
+    return features.new_empty(features.shape, dtype=acc), torch.empty_like(deformation), grad_occlusion
+
+
+def _setup_context(ctx, inputs, output):
+    features, deformation, occlusion, grids, align_corners = inputs
+    ctx.save_for_backward(features, deformation, occlusion)
+    ctx.grids, ctx.align_corners = grids, align_corners
+
+
+def _backward(ctx, grad_out):
+    features, deformation, occlusion = ctx.saved_tensors
+    grad_features, grad_deformation, grad_occlusion = _warp_backward(grad_out, features, deformation, occlusion,
+                                                                     ctx.grids, ctx.align_corners)
+    return (grad_features.to(features.dtype), grad_deformation, grad_occlusion if occlusion is not None else None,
+            None, None)
+
+
+_warp.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _warp_kernel(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None, grids: int,
+                 align_corners: bool) -> torch.Tensor:
+    acc = _native.accumulation_dtype(features.dtype)
+    return _warp(features.contiguous(), deformation.to(acc).contiguous(),
+                 None if occlusion is None else occlusion.to(acc).contiguous(), grids, align_corners)
+
+
+def warp_features(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None = None,
+                  impl: str | None = None) -> torch.Tensor:
+    """The generator's warp (see `warp_features_reference`), through the fused kernel when `impl` allows."""
+    if not _native.choose(impl, "warp_features", features):
+        return warp_features_reference(features, deformation, occlusion)
+    return _warp_kernel(features, deformation, occlusion, 1, True)
+
+
+def sparse_warp(image: torch.Tensor, motions: torch.Tensor, impl: str | None = None) -> torch.Tensor:
+    """The dense-motion network's K+1 warps (see `sparse_warp_reference`) in one launch."""
+    if not _native.choose(impl, "sparse_warp", image):
+        return sparse_warp_reference(image, motions)
+    b, k, h, w, _ = motions.shape
+    out = _warp_kernel(image, motions.reshape(b * k, h, w, 2), None, k, False)
+    return out.view(b, k, *image.shape[1:])
