@@ -22,7 +22,9 @@ def inputs(batch, channels, query_size, key_size, dtype=torch.float64, device="c
 
 
 def grads(out, tensors, seed=1):
-    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype).to(out.device)
+    """Gradients for one upstream gradient, drawn in float64 so that every precision sees the same one."""
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    g = g.to(out.device, out.dtype)
     return torch.autograd.grad(out, tensors, g)
 
 
