@@ -18,7 +18,8 @@ def inputs(batch, channels, size, grid, occlusion, dtype=torch.float64, device="
 
 
 def grads(out, tensors, seed=1):
-    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype).to(out.device)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    g = g.to(out.device, out.dtype)  # the same upstream gradient for every dtype
     return torch.autograd.grad(out, [t for t in tensors if t is not None], g)
 
 
