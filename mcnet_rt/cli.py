@@ -12,6 +12,7 @@ from . import checkpoint
 from .animate import PRECISIONS, AnimateOptions, animate_video, note
 from .config import PRESETS, preset
 from .errors import InputError
+from .io.atomic import check_new_directory
 from .models import MCNet
 from .profile import gflops_per_frame, parameter_counts
 
@@ -108,6 +109,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     if not (args.same_id or args.cross_id):
         raise InputError("nothing to evaluate: pass --same-id FOLDER (test videos) and/or --cross-id CSV (pairs)")
+    check_new_directory(args.output)
     if args.openface_weights:
         raise InputError(f"{args.openface_weights}: OpenFace nn4.small2 embeddings are not supported yet (they "
                          "need a PyTorch port of the nn4.small2.v1 network to read these weights); AED uses dlib's "

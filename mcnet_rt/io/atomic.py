@@ -31,18 +31,25 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-@contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder that becomes `path` only if the block completes; otherwise delete it.
+def check_new_directory(path: str | os.PathLike) -> Path:
+    """Refuse an output folder that exists with contents (or as a file), or whose parent is missing.
 
-    `path` must not exist, or be an empty folder (which is replaced): a folder of earlier results is never mixed
-    with, or overwritten by, a new run.
+    A folder of earlier results is never mixed with, or overwritten by, a new run; an empty one may be replaced.
+    Call it before long work, so that the user learns at once.
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"{path.parent}: output directory does not exist")
     if path.exists() and not (path.is_dir() and not any(path.iterdir())):
         raise InputError(f"{path}: already exists; choose a new output folder or remove it")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder that becomes `path` (see check_new_directory) only if the block completes;
+    otherwise delete it."""
+    path = check_new_directory(path)
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
     tmp.mkdir()
     try:
