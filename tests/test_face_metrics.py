@@ -27,7 +27,7 @@ def people(feat_data, carphone):
         "woman": frames(feat_data / "WolfgangLanger_Pexels.mp4", [0, 200, 300, 400]),
         "carphone": frames(carphone, [0, 60]),
     }
-    return {name: (images, [faces.observe(i) for i in images]) for name, (images) in clips.items()}
+    return {name: (images, [faces.observe(i) for i in images]) for name, images in clips.items()}
 
 
 def test_identity_distance_separates_same_person_from_different_people(people):

@@ -100,6 +100,14 @@ def _video_frames(path: Path, size: int, limit: int | None) -> Iterator[np.ndarr
     return itertools.islice((fit_square(f, size)[0] for f in read_frames(path)), limit)
 
 
+def _expected_frames(videos: list[Path], limit: int | None) -> int:
+    """Frames the progress bar expects (container headers may not say: 0 then, which shows no total)."""
+    counts = [probe_video(v).num_frames for v in videos]
+    if limit:
+        counts = [min(n, limit) if n else limit for n in counts]
+    return sum(counts)
+
+
 def _options(settings: Settings) -> AnimateOptions:
     return AnimateOptions(relative=settings.motion == "relative", adapt_scale=settings.adapt_scale,
                           batch_size=settings.batch_size)
@@ -127,9 +135,7 @@ def same_identity(model: MCNet, videos: list[Path], settings: Settings, progress
     size = model.config.image_size
     result = ProtocolResult("same_identity")
     device = next(model.parameters()).device
-    total = sum(probe_video(v).num_frames or 0 for v in videos) if settings.limit is None \
-        else settings.limit * len(videos)
-    with tqdm(total=total or None, unit="frame", desc="same identity", disable=not progress) as bar:
+    with tqdm(total=_expected_frames(videos, settings.limit) or None, unit="frame", desc="same identity", disable=not progress) as bar:
         for clip, video in enumerate(videos):
             frames = _video_frames(video, size, settings.limit)
             source = next(frames)
@@ -246,8 +252,7 @@ def cross_identity(model: MCNet, kind: str, pairs: list[Pair], settings: Setting
                                 "frame (as the released EvaluationDataset), so relative motion keeps the source's "
                                 "pose; use --motion absolute or a list with best_frame")
             note(result.notes[-1])
-    total = len(pairs) if kind == "frames" else (
-        settings.limit * len(pairs) if settings.limit else sum(probe_video(p.driving).num_frames for p in pairs))
+    total = len(pairs) if kind == "frames" else _expected_frames([p.driving for p in pairs], settings.limit)
     with tqdm(total=total or None, unit="frame", desc="cross identity", disable=not progress) as bar:
         for clip, pair in enumerate(pairs):
             source = _source(pair.source, size)
