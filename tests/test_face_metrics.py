@@ -102,7 +102,8 @@ def test_au_proxy_is_perfect_for_identical_frames_and_lower_for_other_expression
     # later (measured on frames 200/300/400: upper lid raiser, lip stretcher, jaw drop).
     active = mm.au_activations(observations, reference)
     assert not active[0].any() and active[1:].any()
-    # Against the same frames in reverse order the expressions disagree somewhere (measured per frame: 1, 0.75, 0.625, 0.25; the first pair is both references, so 1).
+    # Against the same frames in reverse order the expressions disagree somewhere (measured per frame: 1, 0.75,
+    # 0.625, 0.25; the first pair holds the two references, hence 1).
     reversed_ = mm.au_consistency(observations, observations[::-1], reference, observations[-1])
     assert reversed_.min() < 1
 
