@@ -135,7 +135,8 @@ def same_identity(model: MCNet, videos: list[Path], settings: Settings, progress
     size = model.config.image_size
     result = ProtocolResult("same_identity")
     device = next(model.parameters()).device
-    with tqdm(total=_expected_frames(videos, settings.limit) or None, unit="frame", desc="same identity", disable=not progress) as bar:
+    total = _expected_frames(videos, settings.limit)
+    with tqdm(total=total or None, unit="frame", desc="same identity", disable=not progress) as bar:
         for clip, video in enumerate(videos):
             frames = _video_frames(video, size, settings.limit)
             source = next(frames)
