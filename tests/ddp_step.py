@@ -1,5 +1,6 @@
-"""Run by tests/test_training.py under torchrun (or alone): train a few steps, then every process saves its
-parameters, so that the test can compare processes with each other and with a single process."""
+"""Run by tests/test_training.py under torchrun (or alone): every process saves the gradient of the first batch
+(averaged over processes by DDP) and its parameters after training a few steps, so that the test can compare
+processes with each other and with a single process."""
 import sys
 from pathlib import Path
 
@@ -12,7 +13,12 @@ from mcnet_rt.training.trainer import Trainer  # noqa: E402
 
 root, log_dir, *overrides = sys.argv[1:]
 trainer = Trainer(quick_config(Path(root), Path(log_dir), *overrides))
+batch = next(iter(trainer.loader))
+losses, _ = trainer.objective(batch["source"], batch["driving"], batch["seed"])
+sum(losses.values()).backward()
+grads = {f"grad.{k}": p.grad.clone() for k, p in trainer.model.named_parameters() if p.grad is not None}
+trainer.model.zero_grad(set_to_none=True)
 trainer.run()
-state = {f"{net}.{k}": v for net in ("kp_detector", "generator")
+state = grads | {f"{net}.{k}": v for net in ("kp_detector", "generator")
          for k, v in getattr(trainer.model, net).state_dict().items()}
 torch.save(state, Path(log_dir) / f"params-rank{trainer.process.rank}.pt")

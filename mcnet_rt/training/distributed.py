@@ -60,11 +60,11 @@ class GlooSyncBatchNorm(nn.BatchNorm2d):
         if not self.training:
             return super().forward(x)
         c = x.shape[1]
-        local = torch.cat([x.sum((0, 2, 3)), x.square().sum((0, 2, 3)), x.new_full((1,), x.numel() / c)])
-        total = dist_nn.all_reduce(local)
+        # Two passes (mean, then squared deviations): E[x²] − E[x]² loses precision on large activations.
+        total = dist_nn.all_reduce(torch.cat([x.sum((0, 2, 3)), x.new_full((1,), x.numel() / c)]))
         count = total[-1]
         mean = total[:c] / count
-        var = total[c : 2 * c] / count - mean.square()
+        var = dist_nn.all_reduce((x - mean.view(1, c, 1, 1)).square().sum((0, 2, 3))) / count
         with torch.no_grad():
             self.num_batches_tracked += 1
             self.running_mean.lerp_(mean.detach(), self.momentum)
