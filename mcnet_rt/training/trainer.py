@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import random
 import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,7 +223,6 @@ class Trainer:
         stop = self._finished()
         while not stop:
             self.sampler.set_epoch(self.progress.epoch, self.progress.batch)
-            started = time.perf_counter()
             for batch in self.loader:
                 result = self.train_step(batch)
                 self.progress.batch += 1
@@ -234,7 +232,7 @@ class Trainer:
                     for s in self.schedulers.values():
                         s.step()
                 if main:
-                    self._log(result, bar, started)
+                    self._log(result, bar)
                 stop = self._finished() or any_process(self.stop_signal is not None, self.process, self.device)
                 if self.progress.step % c.log.checkpoint_every == 0 or stop:
                     self.save_checkpoint()
@@ -247,7 +245,7 @@ class Trainer:
         if main and self._finished():
             checkpoint.save(self.model, self.log_dir / "final.safetensors")
 
-    def _log(self, result: StepResult, bar: tqdm, started: float) -> None:
+    def _log(self, result: StepResult, bar: tqdm) -> None:
         c, step = self.config.log, self.progress.step
         bar.update(1)
         bar.set_postfix(loss=f"{result.total:.3f}", skipped=self.progress.skipped, refresh=False)
