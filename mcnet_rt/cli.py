@@ -1,4 +1,4 @@
-"""The `mcnet-rt` command: animate, convert, info, evaluate."""
+"""The `mcnet-rt` command: animate, convert, info, evaluate, prepare-data."""
 from __future__ import annotations
 
 import argparse
@@ -138,6 +138,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
           f"({', '.join(f'{r.name} {len(r.frame_ids)} frames' for r in results)})")
 
 
+def cmd_prepare_data(args: argparse.Namespace) -> None:
+    from .training.prepare import PrepareOptions, prepare_dataset
+
+    options = PrepareOptions(size=args.size, margin=args.margin, max_frames=args.max_frames,
+                             test_fraction=args.test_fraction)
+    report = prepare_dataset(args.raw_dir, args.out_dir, options, progress=not args.quiet)
+    print(f"{args.out_dir}: {len(report.written)} videos written, {len(report.existing)} already there, "
+          f"{len(report.skipped)} skipped")
+    for video, reason in report.skipped:
+        print(f"  skipped {video}: {reason}")
+    if not report.written and not report.existing:
+        raise InputError(f"{args.raw_dir}: none of its {len(report.skipped)} videos could be used")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcnet-rt", description="Real-time MCNet talking-head animation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -199,6 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-noise", action="store_true", help="restore the released memory-unit noise")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("prepare-data", help="crop raw face videos into the training layout (PNG frame folders)")
+    p.add_argument("raw_dir", help="folder of videos; raw_dir/<identity>/<clip>.mp4 names identities")
+    p.add_argument("out_dir", help="writes out_dir/{train,test}/<identity>#<clip>.mp4/0000000.png, ...")
+    p.add_argument("--size", type=int, default=256, help="output frame size in pixels (default 256)")
+    p.add_argument("--margin", type=float, default=0.4, help="crop side = face box × (1 + 2·margin)")
+    p.add_argument("--max-frames", type=int, default=0, help="frames per video (default: all)")
+    p.add_argument("--test-fraction", type=float, default=0.0, help="share of identities held out in test/")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare_data)
     return parser
 
 
