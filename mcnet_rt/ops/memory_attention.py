@@ -1,11 +1,23 @@
 """Memory cross-attention of the MCM: every feature position queries the 32×32 identity-conditioned memory.
 
 The released code uses a fixed 1/4 softmax scale (not 1/sqrt(d)) with 512-wide heads and materialises the
-(H·W)×1024 score matrix; the flash-style kernel avoids that matrix.
+(H·W)×1024 score matrix. The kernel (`csrc/kernels/memory_attention.cu`) is flash-style: it streams the keys
+through an online softmax and keeps only the per-query log-sum-exp, from which the backward recomputes the
+probabilities tile by tile. It reads and writes the channel-major maps directly (no transposes here).
+
+The query ReLU (`relu(conv1x1(projected))` in the MCM) is not fused: applying it while staging the query tile is
+cheap, but the backward would then need the pre-activation query and a second gradient path through the kernel,
+for a saving of one elementwise pass over a map that the 1×1 conv writes anyway.
 """
 from __future__ import annotations
 
 import torch
+
+from . import _native
+from ._native import accumulation_dtype
+
+# The CUDA kernels keep a block's accumulators for every channel in registers (detail::kMaxChannels).
+MAX_KERNEL_CHANNELS = 512
 
 
 def memory_attention_reference(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -19,7 +31,91 @@ def memory_attention_reference(query: torch.Tensor, key: torch.Tensor, value: to
     return torch.bmm(attn, v).transpose(1, 2).reshape(b, c, h, w)
 
 
-def memory_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                     scale: float = 0.25) -> torch.Tensor:
-    """The models' entry point: the fused kernel replaces the reference here, nowhere else."""
-    return memory_attention_reference(query, key, value, scale)
+def _shape(query: torch.Tensor, key: torch.Tensor, scale: float) -> tuple:
+    return (query.shape[0], query.shape[1], query.shape[2], key.shape[2], scale)
+
+
+@torch.library.custom_op("mcnet_rt::memory_attention", mutates_args=())
+def _attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """query (B,C,Nq), key and value (B,C,Nk), contiguous; returns out (B,C,Nq) and the log-sum-exp (B,Nq) in
+    the accumulation dtype."""
+    out = torch.empty_like(query)
+    lse = query.new_empty((query.shape[0], query.shape[2]), dtype=accumulation_dtype(query.dtype))
+    cuda, stream = _native.launch_args(query)
+    _native.native().memory_attention_forward(cuda, _native.dtype_code(query.dtype), _shape(query, key, scale),
+                                              query.data_ptr(), key.data_ptr(), value.data_ptr(), out.data_ptr(),
+                                              lse.data_ptr(), stream)
+    return out, lse
+
+
+@_attention.register_fake
+def _(query, key, value, scale):
+    return torch.empty_like(query), query.new_empty((query.shape[0], query.shape[2]),
+                                                    dtype=accumulation_dtype(query.dtype))
+
+
+@torch.library.custom_op("mcnet_rt::memory_attention_backward", mutates_args=())
+def _attention_backward(grad_out: torch.Tensor, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        out: torch.Tensor, lse: torch.Tensor, scale: float
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients for query, key and value in the accumulation dtype."""
+    acc = accumulation_dtype(query.dtype)
+    grad_out = grad_out.contiguous()  # a named reference: a temporary's pointer would dangle
+    delta = torch.empty_like(lse)
+    grad_query = torch.empty(query.shape, dtype=acc, device=query.device)
+    grad_key = torch.empty(key.shape, dtype=acc, device=key.device)
+    grad_value = torch.empty(value.shape, dtype=acc, device=value.device)
+    cuda, stream = _native.launch_args(query)
+    _native.native().memory_attention_backward(
+        cuda, _native.dtype_code(query.dtype), _shape(query, key, scale), query.data_ptr(), key.data_ptr(),
+        value.data_ptr(), out.data_ptr(), lse.data_ptr(), grad_out.data_ptr(), delta.data_ptr(),
+        grad_query.data_ptr(), grad_key.data_ptr(), grad_value.data_ptr(), stream)
+    return grad_query, grad_key, grad_value
+
+
+@_attention_backward.register_fake
+def _(grad_out, query, key, value, out, lse, scale):
+    acc = accumulation_dtype(query.dtype)
+    return (query.new_empty(query.shape, dtype=acc), key.new_empty(key.shape, dtype=acc),
+            value.new_empty(value.shape, dtype=acc))
+
+
+def _setup_context(ctx, inputs, output):
+    query, key, value, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(query, key, value, out, lse)
+    ctx.scale = scale
+
+
+def _backward(ctx, grad_out, grad_lse):
+    query, key, value, out, lse = ctx.saved_tensors
+    grads = _attention_backward(grad_out, query, key, value, out, lse, ctx.scale)
+    return (*(g.to(t.dtype) for g, t in zip(grads, (query, key, value))), None)
+
+
+_attention.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _kernel_runs(query: torch.Tensor, key: torch.Tensor, impl: str | None) -> bool:
+    if not _native.choose(impl, "memory_attention", query):
+        return False
+    if key.shape[2] * key.shape[3] == 0:
+        return False  # no keys: the reference's empty softmax gives zeros, the kernel would divide by 0
+    if query.is_cuda and query.shape[1] > MAX_KERNEL_CHANNELS:
+        if (impl or _native.default_impl()) == "kernel":
+            raise RuntimeError(f"memory_attention: the CUDA kernel supports up to {MAX_KERNEL_CHANNELS} channels, "
+                               f"not {query.shape[1]}")
+        return False
+    return True
+
+
+def memory_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float = 0.25,
+                     impl: str | None = None) -> torch.Tensor:
+    """The models' entry point (see `memory_attention_reference`), through the flash-style kernel when `impl`
+    allows. The kernel does not differentiate through the log-sum-exp (it is not returned here)."""
+    if not _kernel_runs(query, key, impl):
+        return memory_attention_reference(query, key, value, scale)
+    tokens = [t.flatten(2).contiguous() for t in (query, key, value)]
+    out, _ = _attention(*tokens, float(scale))
+    return out.view(query.shape)

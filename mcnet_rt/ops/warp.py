@@ -82,6 +82,7 @@ def _warp_backward(grad_out: torch.Tensor, features: torch.Tensor, deformation: 
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients for features (in the accumulation dtype), deformation and occlusion (empty when absent)."""
     acc = _native.accumulation_dtype(features.dtype)
+    grad_out = grad_out.contiguous()  # a named reference: a temporary's pointer would dangle
     grad_features = torch.zeros(features.shape, dtype=acc, device=features.device)
     grad_deformation = torch.zeros_like(deformation)
     grad_occlusion = torch.zeros_like(occlusion) if occlusion is not None else deformation.new_empty(0)
@@ -89,7 +90,7 @@ def _warp_backward(grad_out: torch.Tensor, features: torch.Tensor, deformation: 
     _native.native().warp_backward(cuda, _native.dtype_code(features.dtype),
                                    _shape(features, deformation, occlusion, grids, align_corners),
                                    features.data_ptr(), deformation.data_ptr(), _address(occlusion),
-                                   grad_out.contiguous().data_ptr(), grad_features.data_ptr(),
+                                   grad_out.data_ptr(), grad_features.data_ptr(),
                                    grad_deformation.data_ptr(), _address(grad_occlusion if occlusion is not None
                                                                          else None), stream)
     return grad_features, grad_deformation, grad_occlusion

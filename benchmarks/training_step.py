@@ -1,0 +1,93 @@
+"""Training-step throughput and peak memory of the released recipe (all losses, Adam, clipping), on synthetic
+batches so that data loading is not measured.
+
+    python benchmarks/training_step.py                                   # GPU: vox-256, batch 8, fp32 and bf16
+    python benchmarks/training_step.py --device cpu --preset small --image-size 64 --batch 2 --amp none --steps 3
+
+Prints iterations/s, samples/s and peak memory per setting, and writes JSON to benchmarks/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from mcnet_rt.training.config import load_config
+from mcnet_rt.training.trainer import Trainer
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def measure(args: argparse.Namespace, amp: str, device: torch.device) -> dict:
+    scales = "[1, 0.5, 0.25, 0.125]" if (args.image_size or 256) >= 128 else "[1, 0.5, 0.25]"
+    overrides = [f"model.preset={args.preset}", f"model.image_size={args.image_size}", f"loss.scales={scales}",
+                 f"train.batch_size={args.batch}", f"train.amp={amp}", f"train.device={device}"]
+    with tempfile.TemporaryDirectory() as root:
+        # A one-frame placeholder dataset satisfies the Trainer; the steps below get random batches directly.
+        video = Path(root) / "train" / "bench#clip.mp4"
+        video.mkdir(parents=True)
+        Image.new("RGB", (64, 64)).save(video / "0000000.png")
+        config = load_config(None, overrides + [f"data.root={root}", f"log.dir={root}/run", "data.num_workers=0",
+                                                f"data.num_repeats={args.batch}"])
+        trainer = Trainer(config)
+    size = trainer.model.config.image_size
+    batch = {"source": torch.rand(args.batch, 3, size, size), "driving": torch.rand(args.batch, 3, size, size),
+             "seed": torch.arange(args.batch)}
+    for _ in range(args.warmup):
+        trainer.train_step(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        trainer.train_step(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) / args.steps
+    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"amp": amp, "it_per_s": 1 / seconds, "samples_per_s": args.batch / seconds,
+            "peak_memory_gib": peak / 2 ** 30, "peak_memory_kind": "cuda allocated" if device.type == "cuda"
+            else "process max RSS"}
+
+
+def main() -> None:
+    cuda = torch.cuda.is_available()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if cuda else "cpu")
+    parser.add_argument("--preset", default="vox-256")
+    parser.add_argument("--image-size", type=int, default=0, help="0: the preset's")
+    parser.add_argument("--batch", type=int, default=8, help="per process")
+    parser.add_argument("--amp", nargs="+", default=["none", "bf16"] if cuda else ["none"],
+                        help="none, bf16, fp16 (CUDA)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    rows = []
+    for amp in args.amp:
+        row = measure(args, amp, device)
+        rows.append(row)
+        print(f"{args.preset} {args.image_size or 'preset'} px, batch {args.batch}, amp {amp}: "
+              f"{row['it_per_s']:.3f} it/s, {row['samples_per_s']:.2f} samples/s, "
+              f"peak {row['peak_memory_gib']:.2f} GiB ({row['peak_memory_kind']})")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    report = {"benchmark": "training_step", "device": name, "torch": torch.__version__, "preset": args.preset,
+              "image_size": args.image_size, "batch": args.batch, "steps": args.steps,
+              "date": datetime.datetime.now().isoformat(timespec="seconds"), "results": rows}
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"training_step_{device.type}_{args.preset}_b{args.batch}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The training data: the VoxCeleb layout the released code reads, sampled as the released FramesDataset does.
+
+Layout: `root/{train,test}/<id>#<video>.mp4/` folders of PNG (or JPG) frames, or `.mp4` files in their place
+(slower: decoded whole). With identity sampling an epoch visits every identity `num_repeats` times, each time in a
+random video of it; an item is two frames of one video (sorted, with replacement), flipped and jittered together.
+
+Every item is a pure function of (seed, epoch, index): the sampler hands those keys to the dataset, so the data
+do not depend on the number of DataLoader workers or processes, and a resumed run sees the same items.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from ..errors import InputError
+from ..io.video import read_frames
+from .augment import augment
+from .config import AugmentationSection
+
+FRAME_SUFFIXES = (".png", ".jpg")
+
+
+def identity_of(video: Path) -> str:
+    """VoxCeleb naming: the identity is the part of the name before the first '#'."""
+    return video.name.split("#")[0]
+
+
+def list_videos(split_dir: Path) -> list[Path]:
+    """`<name>.mp4` entries of a split: frame folders or video files."""
+    return sorted(p for p in split_dir.iterdir() if p.name.lower().endswith(".mp4"))
+
+
+def video_frames(video: Path) -> list[Path]:
+    frames = sorted(p for p in video.iterdir() if p.suffix.lower() == ".png")
+    return frames or sorted(p for p in video.iterdir() if p.suffix.lower() == ".jpg")
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{path}: unreadable frame ({e})") from None
+
+
+def read_pair(video: Path, rng: np.random.Generator) -> np.ndarray:
+    """Two frames (sorted indices, drawn with replacement) as a (2, H, W, 3) uint8 array."""
+    if video.is_dir():
+        frames = video_frames(video)
+        if not frames:
+            raise InputError(f"{video}: no PNG or JPG frames in this video folder")
+        indices = np.sort(rng.integers(len(frames), size=2))
+        return np.stack([_read_rgb(frames[i]) for i in indices])
+    frames = list(read_frames(video))
+    indices = np.sort(rng.integers(len(frames), size=2))
+    return np.stack([frames[i] for i in indices])
+
+
+class VideoFrameDataset(Dataset):
+    """Items keyed by (epoch, index); returns source and driving frames (3, S, S) in [0, 1] and a seed for the
+    per-sample random transform of the equivariance loss."""
+
+    def __init__(self, root: str | Path, image_size: int, augmentation: AugmentationSection, seed: int,
+                 id_sampling: bool = True, num_repeats: int = 1, split: str = "train"):
+        root = Path(root)
+        if not str(root) or not root.is_dir():
+            raise InputError(f"{root}: dataset folder not found (set data.root; `mcnet-rt prepare-data` makes one)")
+        split_dir = root / split
+        if not split_dir.is_dir():
+            raise InputError(f"{root}: no {split}/ folder; expected {root}/{split}/<id>#<video>.mp4/ folders of PNG "
+                             "frames (the layout `mcnet-rt prepare-data` writes)")
+        videos = list_videos(split_dir)
+        if not videos:
+            raise InputError(f"{split_dir}: no videos (expected <id>#<video>.mp4 folders of PNG frames, or .mp4 "
+                             "files)")
+        groups: dict[str, list[Path]] = defaultdict(list)
+        for video in videos:
+            groups[identity_of(video) if id_sampling else video.name].append(video)
+        self.groups = [groups[k] for k in sorted(groups)]
+        self.image_size = image_size
+        self.augmentation = augmentation
+        self.seed = seed
+        self.num_repeats = num_repeats
+
+    def __len__(self) -> int:
+        return len(self.groups) * self.num_repeats
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        epoch, index = key
+        rng = np.random.default_rng([self.seed, epoch, index])
+        group = self.groups[index % len(self.groups)]
+        pair = read_pair(group[rng.integers(len(group))], rng)
+        clip = torch.from_numpy(pair).permute(0, 3, 1, 2).float() / 255
+        if clip.shape[-2:] != (self.image_size, self.image_size):
+            clip = F.interpolate(clip, size=(self.image_size,) * 2, mode="bilinear", antialias=True,
+                                 align_corners=False).clamp(0, 1)
+        clip = augment(clip, self.augmentation, rng)
+        return {"source": clip[0].contiguous(), "driving": clip[1].contiguous(),
+                "seed": torch.tensor(rng.integers(2 ** 62), dtype=torch.int64)}
+
+
+class EpochSampler(Sampler):
+    """A shuffled order per epoch, from (seed, epoch) alone, split across processes like DistributedSampler and
+    cut to whole global batches; `set_epoch(epoch, skip_batches)` resumes in the middle of an epoch."""
+
+    def __init__(self, length: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.length, self.batch_size, self.seed = length, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.batches_per_epoch = length // (batch_size * world_size)
+        if self.batches_per_epoch == 0:
+            raise InputError(f"the dataset has {length} items per epoch, fewer than one global batch of "
+                             f"{batch_size * world_size} (batch size × processes): lower train.batch_size or raise "
+                             "data.num_repeats")
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip_batches
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.skip) * self.batch_size
+
+    def __iter__(self):
+        order = torch.randperm(self.length, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
+        mine = order[: self.batches_per_epoch * self.batch_size * self.world_size][self.rank :: self.world_size]
+        for index in mine[self.skip * self.batch_size :].tolist():
+            yield self.epoch, index

@@ -1,0 +1,48 @@
+"""The native module's build: every .cu compiled by nvcc where it exists, importable without a GPU, and the
+CMake build of the same sources with its C++ tests of the CPU twins."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mcnet_rt.ops import _native
+
+ROOT = Path(__file__).resolve().parent.parent
+NVCC = Path("/usr/local/cuda/bin/nvcc")
+
+
+def test_native_module_builds_cuda_kernels_when_nvcc_exists():
+    module = _native.native()
+    assert module is not None, "mcnet_rt._C is not built: run `make` or `python setup.py build_ext --inplace`"
+    assert module.with_cuda == NVCC.is_file()
+    if module.with_cuda and not torch.cuda.is_available():
+        # Statically linked runtime: the module imports and reports the missing driver instead of failing.
+        assert module.cuda_device_count() <= 0
+
+
+def test_kernel_request_on_a_cuda_tensor_names_the_problem_without_a_device(monkeypatch):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    features = torch.zeros(1, 1, 2, 2)
+    assert "float16" in _native.missing_kernel(features.half())
+    monkeypatch.setattr(_native, "_native", None)
+    monkeypatch.setattr(_native, "_import_error", "No module named 'mcnet_rt._C'")
+    assert "not built" in _native.missing_kernel(features)
+    with pytest.raises(RuntimeError, match="not built"):
+        _native.choose("kernel", "warp_features", features)
+    assert _native.choose("auto", "warp_features", features) is False
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("ninja") is None, reason="needs cmake and ninja")
+def test_cmake_build_and_cpp_tests(tmp_path):
+    build = tmp_path / "build"
+    configure = ["cmake", "-S", str(ROOT), "-B", str(build), "-G", "Ninja", f"-DPython_EXECUTABLE={sys.executable}",
+                 "-DMCNET_RT_CPU_ONLY=ON"]
+    for command in (configure, ["cmake", "--build", str(build), "-j2"], ["ctest", "--test-dir", str(build),
+                                                                         "--output-on-failure"]):
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert list(build.glob("_C*.so")), "the pybind11 module was not built by CMake"
