@@ -1,31 +1,33 @@
-"""Modulated conv (IICM) and expert-mixture dynamic conv (MCM) at the memory's real shapes: the released path
-(per-sample weights + grouped conv, = the references), the best native alternative, and the fused kernel.
+"""Modulated-conv benchmark at the memory's shapes (32×32, 512 channels, every scale uses the same memory): the
+IICM's StyleGAN2 modulated conv 512→512 on the memory expanded to the batch, and the MCM's 4-expert dynamic conv
+512→1024. Variants: the released path (per-sample weights + grouped conv, = the references), the best native
+alternative, and the fused kernel. Native alternatives: for the modulated conv, StyleGAN2's non-fused path (scale
+x by the styles, one shared-weight cuDNN conv, scale the output by the demodulation); for the dynamic conv, the
+deployment reformulation (one shared cuDNN conv over all experts' output channels, then the gated sum: K× the
+FLOPs, but dense).
 
-Native alternatives: for the modulated conv, StyleGAN2's non-fused path (scale x by the styles, one shared-weight
-cuDNN conv, scale the output by the demodulation); for the dynamic conv, the deployment reformulation (one cuDNN
-conv with all K experts' output channels, then the gated sum: K× the FLOPs, but dense and shared). Each case is
-timed forward and forward+backward with CUDA events (median of many runs) with its peak memory, its largest
-difference from the released path's output, and its speed-up over the released path and the native alternative.
+    python benchmarks/ops_modulated_conv.py                # CUDA: fp32/fp16/bf16, batch 1 and 8
+    python benchmarks/ops_modulated_conv.py --cpu-smoke    # tiny cases through the CPU twins (CI)
 
-    python benchmarks/ops_modulated_conv.py                 # GPU: batch 1 and 8, fp32/fp16/bf16, JSON on stdout
-    python benchmarks/ops_modulated_conv.py --cpu-smoke     # tiny CPU run (the twins) so CI can check it runs
+Prints the rows as JSON, with each variant's largest difference from the released path's forward output.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
-from mcnet_rt.ops import _native
+from mcnet_rt.animate import PRECISIONS
+from mcnet_rt.ops import missing_kernel
 from mcnet_rt.ops.modulated_conv import (dynamic_conv2d, dynamic_conv2d_reference, modulated_conv2d,
                                          modulated_conv2d_reference)
+from ops import bench_case
+from timing import stamp
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+CHANNELS, KV_CHANNELS, MEMORY, EXPERTS = 512, 1024, 32, 4
 
 
 def modulated_conv2d_fold(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
@@ -46,128 +48,74 @@ def dynamic_conv2d_experts(x: torch.Tensor, expert_weight: torch.Tensor, expert_
     return (out.view(x.shape[0], k, c_out, *out.shape[2:]) * gate[:, :, None, None, None]).sum(1)
 
 
-def _cases(batch: int, channels: int, out_channels: int, size: int, dtype: torch.dtype, device: torch.device):
-    """(op, paths, input factory) at the model's shapes; inputs are leaves that require grad."""
+def cases(device: torch.device, dtype: torch.dtype, batch: int, channels=CHANNELS, kv_channels=KV_CHANNELS,
+          memory=MEMORY):
+    """(case name, inputs, {variant: fn(*inputs)}) for the two per-sample convs of one MCM call."""
     g = torch.Generator(device="cpu").manual_seed(0)
 
-    def leaf(*shape, scale=1.0, offset=0.0):
-        t = (torch.randn(*shape, generator=g) * scale + offset).to(device, dtype)
-        return t.requires_grad_()
+    def randn(*shape, scale=1.0, offset=0.0):
+        return (torch.randn(*shape, generator=g) * scale + offset).to(device, dtype)
 
-    def modulated_inputs():
-        memory = leaf(1, channels, size, size)
-        return (memory, leaf(channels, channels, 3, 3, scale=(channels * 9) ** -0.5),
-                leaf(batch, channels, scale=0.3, offset=1.0))
-
-    def dynamic_inputs():
-        gate = torch.softmax(torch.randn(batch, 4, generator=g) / 34, dim=1).to(device, dtype).requires_grad_()
-        return (leaf(batch, channels, size, size), leaf(4, out_channels, channels, 3, 3, scale=(channels * 9) ** -0.5),
-                leaf(4, out_channels, scale=0.1), gate)
-
-    def expanded(fn):
-        return lambda memory, *rest: fn(memory.expand(batch, -1, -1, -1), *rest)
-
-    yield ("modulated_conv2d", f"{channels}->{channels}", modulated_inputs, {
-        "released": expanded(modulated_conv2d_reference),
-        "native_fold": expanded(modulated_conv2d_fold),
-        "kernel": expanded(lambda *a: modulated_conv2d(*a, impl="kernel")),
-    })
-    yield ("dynamic_conv2d", f"{channels}->{out_channels}", dynamic_inputs, {
+    fan_in = (channels * 9) ** -0.5
+    # The meta-memory is one map: the model expands it to the batch, so the variants do too.
+    expand = lambda fn: lambda m, *rest: fn(m.expand(batch, -1, -1, -1), *rest)  # noqa: E731
+    yield f"modulated_conv {channels}->{channels}@{memory}", [
+        randn(1, channels, memory, memory), randn(channels, channels, 3, 3, scale=fan_in),
+        randn(batch, channels, scale=0.3, offset=1.0)], {
+        "released": expand(modulated_conv2d_reference),
+        "native_fold": expand(modulated_conv2d_fold),
+        "kernel": expand(lambda *a: modulated_conv2d(*a, impl="kernel")),
+    }
+    gate = torch.softmax(torch.randn(batch, EXPERTS, generator=g) / 34, dim=1).to(device, dtype)
+    yield f"dynamic_conv {channels}->{kv_channels}@{memory}", [
+        randn(batch, channels, memory, memory), randn(EXPERTS, kv_channels, channels, 3, 3, scale=fan_in),
+        randn(EXPERTS, kv_channels, scale=0.1), gate], {
         "released": dynamic_conv2d_reference,
         "native_experts": dynamic_conv2d_experts,
         "kernel": lambda *a: dynamic_conv2d(*a, impl="kernel"),
-    })
+    }
 
 
-def _measure(fn, device: torch.device, warmup: int, iters: int) -> tuple[float, float]:
-    """(median milliseconds, peak MiB allocated during the runs beyond what was live before)."""
-    cuda = device.type == "cuda"
-    for _ in range(warmup):
-        fn()
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    times = []
-    for _ in range(iters):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    peak = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20 if cuda else None
-    return statistics.median(times), peak
+@torch.no_grad()
+def agreement(name: str, inputs, variants) -> dict[str, float]:
+    """Largest |variant − released| of the forward output, per variant."""
+    expected = variants["released"](*inputs).float()
+    return {variant: (fn(*inputs).float() - expected).abs().max().item() for variant, fn in variants.items()}
 
 
-def run(device: str = "cuda", batches=(1, 8), dtypes=("fp32", "fp16", "bf16"), channels: int = 512,
-        dynamic_out_channels: int = 1024, size: int = 32, warmup: int = 5, iters: int = 50) -> list[dict]:
-    """Result dicts, one per (op, batch, dtype, path, pass)."""
-    device = torch.device(device)
-    results = []
-    for batch in batches:
-        for dtype_name in dtypes:
-            for op, channel_text, make_inputs, paths in _cases(batch, channels, dynamic_out_channels, size,
-                                                               DTYPES[dtype_name], device):
-                inputs = make_inputs()
-                case = []
-                with torch.no_grad():
-                    expected = paths["released"](*inputs).float()
-                for path, fn in paths.items():
-                    with torch.no_grad():
-                        error = (fn(*inputs).float() - expected).abs().max().item()
-
-                    def forward():
-                        with torch.no_grad():
-                            fn(*inputs)
-
-                    def forward_backward():
-                        out = fn(*inputs)
-                        torch.autograd.grad(out, inputs, torch.ones_like(out))
-
-                    for pass_name, call in (("forward", forward), ("forward+backward", forward_backward)):
-                        ms, peak = _measure(call, device, warmup, iters)
-                        case.append({"op": op, "channels": channel_text, "size": size, "batch": batch,
-                                     "dtype": dtype_name, "path": path, "pass": pass_name,
-                                     "median_ms": round(ms, 4),
-                                     "peak_mib": None if peak is None else round(peak, 2),
-                                     "max_abs_diff_vs_released": error,
-                                     "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-                                     else "cpu"})
-                results += _with_ratios(case)
-    return results
+def run(device: torch.device, dtypes, batches, repeats=100, warmup=10, **shapes) -> list[dict]:
+    """Result rows (p50 ms, peak MiB on CUDA, kernel speed-up over each alternative, agreement) for every case."""
+    rows = []
+    for precision in dtypes:
+        for batch in batches:
+            for name, inputs, variants in cases(device, PRECISIONS[precision], batch, **shapes):
+                differences = agreement(name, inputs, variants)
+                for row in bench_case(name, inputs, variants, device, warmup, repeats):
+                    rows.append({"family": "modulated_conv", "precision": precision, "batch": batch, **row,
+                                 "max_abs_diff_vs_released": differences[row["variant"]]})
+    return rows
 
 
-def _with_ratios(case: list[dict]) -> list[dict]:
-    """Adds each path's speed-up over the released path and over the native alternative (> 1: faster)."""
-    ms = {(r["path"], r["pass"]): r["median_ms"] for r in case}
-    native = next(r["path"] for r in case if r["path"].startswith("native"))
-    return [{**r, "speedup_vs_released": round(ms["released", r["pass"]] / r["median_ms"], 3),
-             "speedup_vs_native": round(ms[native, r["pass"]] / r["median_ms"], 3)} for r in case]
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cpu-smoke", action="store_true", help="tiny cases through the CPU twins")
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "fp16", "bf16"], choices=sorted(PRECISIONS))
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=100)
+    args = parser.parse_args()
 
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cpu-smoke", action="store_true", help="tiny shapes on the CPU twins (for CI)")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp32", "fp16", "bf16"])
-    parser.add_argument("--iters", type=int, default=50)
-    args = parser.parse_args(argv)
     if args.cpu_smoke:
-        results = run("cpu", batches=(1, 3), dtypes=("fp32",), channels=8, dynamic_out_channels=12, size=6,
-                      warmup=1, iters=3)
+        device = torch.device("cpu")
+        rows = run(device, ["fp32"], [1, 3], repeats=3, warmup=1, channels=8, kv_channels=12, memory=6)
     else:
-        if not _native.cuda_kernels_available():
-            print("ops_modulated_conv: needs mcnet_rt._C with CUDA kernels and a GPU (use --cpu-smoke on the CPU)",
-                  file=sys.stderr)
+        device = torch.device("cuda")
+        reason = missing_kernel(torch.zeros(1, device="cuda")) if torch.cuda.is_available() else "no CUDA device"
+        if reason is not None:
+            print(f"modulated conv benchmark: {reason} (use --cpu-smoke for the CPU twins)", file=sys.stderr)
             return 2
-        results = run("cuda", batches=args.batches, dtypes=args.dtypes, iters=args.iters)
-    print(json.dumps(results, indent=1))
+        torch.backends.cudnn.benchmark = True
+        rows = run(device, args.dtypes, args.batches, args.repeats)
+    print(json.dumps({"benchmark": "ops_modulated_conv", **stamp(device), "results": rows}, indent=2))
     return 0
 
 

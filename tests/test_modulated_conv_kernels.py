@@ -12,7 +12,7 @@ from mcnet_rt.ops.modulated_conv import (_demodulation, _demodulation_backward, 
                                          modulated_conv2d, modulated_conv2d_reference)
 
 pytestmark = pytest.mark.skipif(_native.native() is None, reason="mcnet_rt._C is not built")
-BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "ops_modulated_conv.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 needs_cuda = pytest.mark.skipif(not _native.cuda_kernels_available(), reason="needs CUDA kernels and a GPU")
 
 # (batch, Cin, Cout, H, W): odd sizes, channels off multiples of 32 and of the twin's tile, a single pixel.
@@ -208,18 +208,19 @@ def test_kernel_refuses_other_kernel_sizes():
         modulated_conv2d(x, weight[..., :1, :1].contiguous(), styles, impl="kernel")
 
 
-def test_benchmark_cpu_smoke_runs_every_path_and_they_agree():
-    """The benchmark's native alternatives (fold path, expert stack) compute the same op as the released path."""
-    spec = importlib.util.spec_from_file_location("ops_modulated_conv", BENCHMARK)
+def test_benchmark_variants_compute_the_released_op(monkeypatch):
+    """The benchmark's native alternatives (fold path, expert stack) and the kernel compute the released op, and
+    its CPU smoke run times every variant."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("ops_modulated_conv", BENCHMARKS / "ops_modulated_conv.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    results = bench.run("cpu", batches=(2,), dtypes=("fp32",), channels=6, dynamic_out_channels=10, size=5,
-                        warmup=0, iters=1)
-    assert {(r["op"], r["path"], r["pass"]) for r in results} == {
-        (op, path, p) for op, paths in (("modulated_conv2d", ("released", "native_fold", "kernel")),
-                                        ("dynamic_conv2d", ("released", "native_experts", "kernel")))
-        for path in paths for p in ("forward", "forward+backward")}
-    assert all(r["max_abs_diff_vs_released"] < 1e-4 and r["median_ms"] > 0 for r in results)
+    rows = bench.run(torch.device("cpu"), ["fp32"], [2], repeats=1, warmup=0, channels=6, kv_channels=10, memory=5)
+    natives = {"modulated_conv": "native_fold", "dynamic_conv": "native_experts"}
+    assert {(r["case"].split()[0], r["variant"], r["mode"]) for r in rows} == {
+        (case, variant, mode) for case, native in natives.items()
+        for variant in ("released", native, "kernel") for mode in ("forward", "forward+backward")}
+    assert all(r["max_abs_diff_vs_released"] < 1e-5 and r["p50_ms"] > 0 for r in rows)
 
 
 @pytest.mark.parametrize("op", ["modulated", "dynamic"])
