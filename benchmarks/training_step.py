@@ -1,17 +1,16 @@
 """Training-step throughput and peak memory of the released recipe (all losses, Adam, clipping), on synthetic
 batches so that data loading is not measured.
 
-    python benchmarks/training_step.py                                   # GPU: vox-256, batch 8, fp32 and bf16
+    python benchmarks/training_step.py             # GPU: vox-256, batch 8, fp32 and bf16, ops reference vs kernels
     python benchmarks/training_step.py --device cpu --preset small --image-size 64 --batch 2 --amp none --steps 3
 
-Prints iterations/s, samples/s and peak memory per setting, and writes JSON to benchmarks/results/.
+Prints iterations/s, samples/s and peak memory per setting (and the kernels' speed-up and memory ratio against
+the PyTorch references, measured in the same run), and writes JSON to benchmarks/results/.
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import resource
 import tempfile
 import time
@@ -20,13 +19,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from mcnet_rt.ops import use_impl
 from mcnet_rt.training.config import load_config
 from mcnet_rt.training.trainer import Trainer
+from timing import RESULTS, stamp
 
-RESULTS = Path(__file__).parent / "results"
 
-
-def measure(args: argparse.Namespace, amp: str, device: torch.device) -> dict:
+def measure(args: argparse.Namespace, amp: str, impl: str, device: torch.device) -> dict:
     scales = "[1, 0.5, 0.25, 0.125]" if (args.image_size or 256) >= 128 else "[1, 0.5, 0.25]"
     overrides = [f"model.preset={args.preset}", f"model.image_size={args.image_size}", f"loss.scales={scales}",
                  f"train.batch_size={args.batch}", f"train.amp={amp}", f"train.device={device}"]
@@ -41,20 +40,21 @@ def measure(args: argparse.Namespace, amp: str, device: torch.device) -> dict:
     size = trainer.model.config.image_size
     batch = {"source": torch.rand(args.batch, 3, size, size), "driving": torch.rand(args.batch, 3, size, size),
              "seed": torch.arange(args.batch)}
-    for _ in range(args.warmup):
-        trainer.train_step(batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        trainer.train_step(batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    with use_impl(impl):
+        for _ in range(args.warmup):
+            trainer.train_step(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            trainer.train_step(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / args.steps
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"amp": amp, "it_per_s": 1 / seconds, "samples_per_s": args.batch / seconds,
+    return {"amp": amp, "ops": impl, "it_per_s": 1 / seconds, "samples_per_s": args.batch / seconds,
             "peak_memory_gib": peak / 2 ** 30, "peak_memory_kind": "cuda allocated" if device.type == "cuda"
             else "process max RSS"}
 
@@ -68,24 +68,32 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="per process")
     parser.add_argument("--amp", nargs="+", default=["none", "bf16"] if cuda else ["none"],
                         help="none, bf16, fp16 (CUDA)")
+    parser.add_argument("--impls", nargs="+", default=["reference", "auto"] if cuda else ["reference"],
+                        choices=["reference", "auto", "kernel"], help="op implementations to compare")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
     rows = []
     for amp in args.amp:
-        row = measure(args, amp, device)
-        rows.append(row)
-        print(f"{args.preset} {args.image_size or 'preset'} px, batch {args.batch}, amp {amp}: "
-              f"{row['it_per_s']:.3f} it/s, {row['samples_per_s']:.2f} samples/s, "
-              f"peak {row['peak_memory_gib']:.2f} GiB ({row['peak_memory_kind']})")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    report = {"benchmark": "training_step", "device": name, "torch": torch.__version__, "preset": args.preset,
-              "image_size": args.image_size, "batch": args.batch, "steps": args.steps,
-              "date": datetime.datetime.now().isoformat(timespec="seconds"), "results": rows}
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"training_step_{device.type}_{args.preset}_b{args.batch}.json"
-    out.write_text(json.dumps(report, indent=2))
+        base = None
+        for impl in args.impls:
+            row = measure(args, amp, impl, device)
+            if base is None:
+                base = row
+            else:
+                row[f"speedup_vs_{base['ops']}"] = row["it_per_s"] / base["it_per_s"]
+                row[f"peak_memory_ratio_vs_{base['ops']}"] = row["peak_memory_gib"] / base["peak_memory_gib"]
+            rows.append(row)
+            print(f"{args.preset} {args.image_size or 'preset'} px, batch {args.batch}, amp {amp}, ops {impl}: "
+                  f"{row['it_per_s']:.3f} it/s, {row['samples_per_s']:.2f} samples/s, "
+                  f"peak {row['peak_memory_gib']:.2f} GiB ({row['peak_memory_kind']})")
+    report = {"benchmark": "training_step", **stamp(device), "preset": args.preset,
+              "image_size": args.image_size, "batch": args.batch, "steps": args.steps, "results": rows}
+    out = args.output or RESULTS / f"training_step_{device.type}_{args.preset}_b{args.batch}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
 
 
