@@ -14,7 +14,7 @@ from mcnet_rt.training.trainer import Trainer  # noqa: E402
 root, log_dir, *overrides = sys.argv[1:]
 trainer = Trainer(quick_config(Path(root), Path(log_dir), *overrides))
 batch = next(iter(trainer.loader))
-losses, _ = trainer.objective(batch["source"], batch["driving"], batch["seed"])
+losses, _ = trainer.objective(batch["source"].to(trainer.dtype), batch["driving"].to(trainer.dtype), batch["seed"])
 sum(losses.values()).backward()
 grads = {f"grad.{k}": p.grad.clone() for k, p in trainer.model.named_parameters() if p.grad is not None}
 trainer.model.zero_grad(set_to_none=True)

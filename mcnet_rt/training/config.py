@@ -73,6 +73,7 @@ class OptimSection:
     gamma: float = 0.1
     clip_grad_norm: float = 10.0
     amp: str = "none"  # "bf16" (CPU or CUDA) or "fp16" (CUDA, with a GradScaler)
+    dtype: str = "float32"  # "float64": exact-arithmetic runs, e.g. to check DDP against one process
     sync_batchnorm: bool = True  # under torchrun: batch statistics over all processes
     seed: int = 1029
     device: str = "auto"  # auto: cuda:LOCAL_RANK when CUDA is available, else cpu
@@ -111,6 +112,7 @@ CHOICES = {
     "model.preset": tuple(PRESETS),
     "loss.kp_distance_mode": ("smooth", "released"),
     "train.amp": ("none", "bf16", "fp16"),
+    "train.dtype": ("float32", "float64"),
 }
 
 

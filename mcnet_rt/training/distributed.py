@@ -80,7 +80,7 @@ def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     for name, child in module.named_children():
         if type(child) is nn.BatchNorm2d:
             synced = GlooSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                       child.track_running_stats).to(child.weight.device)
+                                       child.track_running_stats).to(child.weight.device, child.weight.dtype)
             synced.load_state_dict(child.state_dict())
             setattr(module, name, synced)
         else:

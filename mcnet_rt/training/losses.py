@@ -21,6 +21,15 @@ from .config import LossSection
 from .vgg import VGGFeatures
 
 
+def loss_dtype(t: torch.Tensor) -> torch.dtype:
+    """Losses are computed in float32 even under AMP, and in float64 when the model runs in float64."""
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    return t.to(loss_dtype(t))
+
+
 class ImagePyramid(nn.Module):
     def __init__(self, scales: list[float], channels: int = 3):
         super().__init__()
@@ -38,7 +47,7 @@ def perceptual_loss(vgg: VGGFeatures, pyramid: ImagePyramid, prediction: torch.T
         with torch.no_grad():
             real_features = vgg(real)
         for weight, a, b in zip(layer_weights, vgg(pred), real_features):
-            total = total + weight * (a.float() - b.float()).abs().mean()
+            total = total + weight * (at_least_float32(a) - at_least_float32(b)).abs().mean()
     return total
 
 
@@ -51,15 +60,15 @@ class RandomTransform:
     """
 
     def __init__(self, seeds: torch.Tensor, sigma_affine: float, sigma_tps: float, points_tps: int,
-                 device: torch.device):
+                 device: torch.device, dtype: torch.dtype = torch.float32):
         thetas, params = [], []
         for seed in seeds.tolist():
             g = torch.Generator().manual_seed(seed)
             thetas.append(torch.randn(2, 3, generator=g) * sigma_affine + torch.eye(2, 3))
             params.append(torch.randn(points_tps ** 2, generator=g) * sigma_tps)
-        self.theta = torch.stack(thetas).to(device)  # (B, 2, 3)
-        self.tps = torch.stack(params).to(device)  # (B, P²)
-        self.control = coordinate_grid(points_tps, points_tps, device=device).view(-1, 2)  # (P², 2)
+        self.theta = torch.stack(thetas).to(device, dtype)  # (B, 2, 3)
+        self.tps = torch.stack(params).to(device, dtype)  # (B, P²)
+        self.control = coordinate_grid(points_tps, points_tps, device=device, dtype=dtype).view(-1, 2)  # (P², 2)
 
     def warp_coordinates(self, points: torch.Tensor) -> torch.Tensor:
         """(B, N, 2) -> (B, N, 2)."""
@@ -78,28 +87,28 @@ class RandomTransform:
 
     def warp_image(self, image: torch.Tensor) -> torch.Tensor:
         b, _, h, w = image.shape
-        grid = coordinate_grid(h, w, device=image.device, dtype=torch.float32).view(1, -1, 2).expand(b, -1, -1)
+        grid = coordinate_grid(h, w, device=image.device, dtype=self.theta.dtype).view(1, -1, 2).expand(b, -1, -1)
         grid = self.warp_coordinates(grid).view(b, h, w, 2).to(image.dtype)
         return F.grid_sample(image, grid, padding_mode="reflection", align_corners=False)
 
 
 def equivariance_losses(kp_driving: Keypoints, kp_transformed: Keypoints, transform: RandomTransform
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean |kp_d − T(kp_t)| and mean |I − J_d⁻¹ · ∂T · J_t|, in float32."""
-    value_d, value_t = kp_driving.value.float(), kp_transformed.value.float()
+    """Mean |kp_d − T(kp_t)| and mean |I − J_d⁻¹ · ∂T · J_t|, in float32 or wider."""
+    value_d, value_t = at_least_float32(kp_driving.value), at_least_float32(kp_transformed.value)
     value = (value_d - transform.warp_coordinates(value_t)).abs().mean()
-    mapped = transform.jacobian(value_t) @ kp_transformed.jacobian.float()
-    product = inverse_2x2(kp_driving.jacobian.float()) @ mapped
-    jacobian = (torch.eye(2, device=product.device) - product).abs().mean()
+    mapped = transform.jacobian(value_t) @ at_least_float32(kp_transformed.jacobian)
+    product = inverse_2x2(at_least_float32(kp_driving.jacobian)) @ mapped
+    jacobian = (torch.eye(2, device=product.device, dtype=product.dtype) - product).abs().mean()
     return value, jacobian
 
 
 def keypoint_distance_loss(value: torch.Tensor, threshold: float, mode: str) -> torch.Tensor:
     """Over all K×K pairs of (B, K, 2) keypoints; 0 when every pair is at least `threshold` apart, up to 2."""
     k = value.shape[1]
-    diff = value.float()[:, :, None] - value.float()[:, None]
+    diff = at_least_float32(value)[:, :, None] - at_least_float32(value)[:, None]
     distance = torch.sqrt(diff.square().sum(-1) + 1e-8)
-    eye = torch.eye(k, device=value.device)
+    eye = torch.eye(k, device=value.device, dtype=diff.dtype)
     if mode == "released":
         return (1 - torch.sign(distance + eye * threshold - threshold)).mean()
     return (2 * F.relu(threshold - distance) / threshold * (1 - eye)).mean()
@@ -109,10 +118,10 @@ def consistency_loss(projected: list[torch.Tensor], values: list[torch.Tensor]) 
     """Per compensated scale: mean |value − resize(projected).detach()|; only the memory side gets gradient."""
     terms = []
     for feature, value in zip(projected, values):
-        target = feature.detach().float()
+        target = at_least_float32(feature.detach())
         if target.shape[2:] != value.shape[2:]:
             target = F.interpolate(target, size=value.shape[2:], mode="bilinear", align_corners=True)
-        terms.append((target - value.float()).abs().mean())
+        terms.append((target - at_least_float32(value)).abs().mean())
     return terms
 
 
@@ -139,7 +148,8 @@ class Objective(nn.Module):
         if sum(c.perceptual):
             losses["perceptual"] = perceptual_loss(self.vgg, self.pyramid, decoded.prediction, driving, c.perceptual)
         if c.equivariance_value or c.equivariance_jacobian:
-            transform = RandomTransform(seeds, c.sigma_affine, c.sigma_tps, c.points_tps, driving.device)
+            transform = RandomTransform(seeds, c.sigma_affine, c.sigma_tps, c.points_tps, driving.device,
+                                        loss_dtype(driving))
             kp_transformed = kp_detector(transform.warp_image(driving))
             value, jacobian = equivariance_losses(kp_driving, kp_transformed, transform)
             if c.equivariance_value:

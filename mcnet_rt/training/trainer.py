@@ -55,6 +55,9 @@ class Trainer:
         self.process, self.device = init_process(c.train.device)
         if c.train.amp == "fp16" and self.device.type != "cuda":
             raise InputError("config train.amp=fp16 needs a CUDA device; use bf16 or none on the CPU")
+        if c.train.amp != "none" and c.train.dtype != "float32":
+            raise InputError(f"config train.amp={c.train.amp} needs train.dtype=float32, not {c.train.dtype}")
+        self.dtype = getattr(torch, c.train.dtype)
         model_config = c.model_config()
         # Data first: a missing or empty dataset is reported before any network is built.
         self.dataset = VideoFrameDataset(c.data.root, model_config.image_size, c.data.augmentation, c.train.seed,
@@ -68,11 +71,11 @@ class Trainer:
         torch.manual_seed(c.train.seed)
         np.random.seed(c.train.seed)
         random.seed(c.train.seed)
-        self.model = MCNet(model_config).to(self.device).train()
+        self.model = MCNet(model_config).to(self.device, self.dtype).train()
         # Only the released noise uses this weight; with the noise off it would get no gradient, which DDP rejects.
         self.model.generator.memory.iicm.noise_strength.requires_grad_(c.model.memory_noise)
-        vgg = perceptual_network(c.loss.vgg19_weights).to(self.device) if sum(c.loss.perceptual) else None
-        objective = Objective(self.model, c.loss, vgg).to(self.device)
+        vgg = perceptual_network(c.loss.vgg19_weights).to(self.device, self.dtype) if sum(c.loss.perceptual) else None
+        objective = Objective(self.model, c.loss, vgg).to(self.device, self.dtype)
         if self.process.distributed:
             if c.train.sync_batchnorm:
                 sync_batchnorm(self.model, self.device)
@@ -156,8 +159,8 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=AMP_DTYPES[self.config.train.amp])
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> StepResult:
-        source = batch["source"].to(self.device, non_blocking=True)
-        driving = batch["driving"].to(self.device, non_blocking=True)
+        source = batch["source"].to(self.device, self.dtype, non_blocking=True)
+        driving = batch["driving"].to(self.device, self.dtype, non_blocking=True)
         with self.autocast():
             losses, visuals = self.objective(source, driving, batch["seed"])
         total = sum(losses.values())
