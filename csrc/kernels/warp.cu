@@ -1,5 +1,6 @@
-// Fused warp: deformation resize + grid sample + occlusion multiply, one thread per output pixel, looping over
-// channels (the resized grid and occlusion are computed once per pixel and never stored).
+// Fused warp: deformation resize + grid sample + occlusion multiply, one thread per output pixel and chunk of
+// channels (the resized grid and occlusion are computed per pixel and never stored). Consecutive threads take
+// consecutive pixels of one chunk, so reads of the grid and writes of each channel plane are coalesced.
 #include "cuda_types.cuh"
 #include "mcnet_rt/detail/warp_math.h"
 
@@ -13,12 +14,16 @@ __global__ void warp_forward_kernel(WarpShape s, const T* __restrict__ features,
                                     const float* __restrict__ deformation, const float* __restrict__ occlusion,
                                     T* __restrict__ out) {
   const long long pixels = static_cast<long long>(s.height) * s.width;
-  const long long total = static_cast<long long>(s.batch) * s.grids * pixels;
+  const int chunks = detail::warp_channel_chunks(s.channels);
+  const long long total = static_cast<long long>(s.batch) * s.grids * chunks * pixels;
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
-    const long long n = i / pixels;
-    const int p = static_cast<int>(i - n * pixels);
-    detail::warp_forward_pixel<T, float>(s, n, p / s.width, p % s.width, features, deformation, occlusion, out);
+    const long long item = i / pixels;
+    const int p = static_cast<int>(i - item * pixels);
+    const long long n = item / chunks;
+    const int chunk = static_cast<int>(item - n * chunks);
+    detail::warp_forward_pixel<T, float>(s, n, chunk, p / s.width, p % s.width, features, deformation, occlusion,
+                                         out);
   }
 }
 
@@ -32,12 +37,15 @@ __global__ void warp_backward_kernel(WarpShape s, const T* __restrict__ features
                                      const T* __restrict__ grad_out, float* grad_features, float* grad_deformation,
                                      float* grad_occlusion) {
   const long long pixels = static_cast<long long>(s.height) * s.width;
-  const long long total = static_cast<long long>(s.batch) * s.grids * pixels;
+  const int chunks = detail::warp_channel_chunks(s.channels);
+  const long long total = static_cast<long long>(s.batch) * s.grids * chunks * pixels;
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
-    const long long n = i / pixels;
-    const int p = static_cast<int>(i - n * pixels);
-    detail::warp_backward_pixel<T, float>(s, n, p / s.width, p % s.width, features, deformation, occlusion,
+    const long long item = i / pixels;
+    const int p = static_cast<int>(i - item * pixels);
+    const long long n = item / chunks;
+    const int chunk = static_cast<int>(item - n * chunks);
+    detail::warp_backward_pixel<T, float>(s, n, chunk, p / s.width, p % s.width, features, deformation, occlusion,
                                           grad_out, grad_features, grad_deformation, grad_occlusion, AtomicAdd{});
   }
 }
@@ -46,7 +54,8 @@ __global__ void warp_backward_kernel(WarpShape s, const T* __restrict__ features
 
 int warp_forward_cuda(DType dtype, const WarpShape& s, const void* features, const void* deformation,
                       const void* occlusion, void* out, Stream stream) {
-  const long long total = static_cast<long long>(s.batch) * s.grids * s.height * s.width;
+  const long long total = static_cast<long long>(s.batch) * s.grids * detail::warp_channel_chunks(s.channels) *
+                          s.height * s.width;
   if (total == 0) return 0;
   return dispatch_cuda_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -60,7 +69,8 @@ int warp_forward_cuda(DType dtype, const WarpShape& s, const void* features, con
 int warp_backward_cuda(DType dtype, const WarpShape& s, const void* features, const void* deformation,
                        const void* occlusion, const void* grad_out, void* grad_features, void* grad_deformation,
                        void* grad_occlusion, Stream stream) {
-  const long long total = static_cast<long long>(s.batch) * s.grids * s.height * s.width;
+  const long long total = static_cast<long long>(s.batch) * s.grids * detail::warp_channel_chunks(s.channels) *
+                          s.height * s.width;
   if (total == 0) return 0;
   return dispatch_cuda_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);

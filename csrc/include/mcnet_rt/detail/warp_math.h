@@ -133,14 +133,22 @@ MCNET_HD WarpPoint<A> warp_point(const WarpShape& s, long long n, int y, int x, 
   return p;
 }
 
+// Channels handled per work item: a pixel's geometry is computed once per chunk, and wide maps with few pixels
+// (512 channels at 32×32) still spread over many CUDA threads.
+constexpr int kWarpChannelChunk = 32;
+
+MCNET_HD int warp_channel_chunks(int channels) { return (channels + kWarpChannelChunk - 1) / kWarpChannelChunk; }
+
 template <typename T, typename A>
-MCNET_HD void warp_forward_pixel(const WarpShape& s, long long n, int y, int x, const T* features,
+MCNET_HD void warp_forward_pixel(const WarpShape& s, long long n, int chunk, int y, int x, const T* features,
                                  const A* deformation, const A* occlusion, T* out) {
   const WarpPoint<A> p = warp_point(s, n, y, x, deformation, occlusion);
   const long long plane = static_cast<long long>(s.height) * s.width;
-  const T* f = features + (n / s.grids) * s.channels * plane;
-  T* o = out + n * s.channels * plane + static_cast<long long>(y) * s.width + x;
-  for (int c = 0; c < s.channels; ++c, f += plane, o += plane) {
+  const int c0 = chunk * kWarpChannelChunk;
+  const int c1 = c0 + kWarpChannelChunk < s.channels ? c0 + kWarpChannelChunk : s.channels;
+  const T* f = features + ((n / s.grids) * s.channels + c0) * plane;
+  T* o = out + (n * s.channels + c0) * plane + static_cast<long long>(y) * s.width + x;
+  for (int c = c0; c < c1; ++c, f += plane, o += plane) {
     A value = A(0);
     for (int k = 0; k < 4; ++k) {
       if (p.taps.offset[k] >= 0) value += p.taps.weight[k] * static_cast<A>(f[p.taps.offset[k]]);
@@ -149,19 +157,22 @@ MCNET_HD void warp_forward_pixel(const WarpShape& s, long long n, int y, int x, 
   }
 }
 
-// Gradients of one output pixel: scattered into the features (through the sample taps) and into the
-// low-resolution deformation and occlusion (through the resize taps) with `add`.
+// Gradients of one output pixel over one channel chunk: scattered into the features (through the sample taps)
+// and, as partial sums over the chunk, into the low-resolution deformation and occlusion (through the resize
+// taps) with `add`.
 template <typename T, typename A, typename Add>
-MCNET_HD void warp_backward_pixel(const WarpShape& s, long long n, int y, int x, const T* features,
+MCNET_HD void warp_backward_pixel(const WarpShape& s, long long n, int chunk, int y, int x, const T* features,
                                   const A* deformation, const A* occlusion, const T* grad_out, A* grad_features,
                                   A* grad_deformation, A* grad_occlusion, Add add) {
   const WarpPoint<A> p = warp_point(s, n, y, x, deformation, occlusion);
   const long long plane = static_cast<long long>(s.height) * s.width;
+  const int c0 = chunk * kWarpChannelChunk;
+  const int c1 = c0 + kWarpChannelChunk < s.channels ? c0 + kWarpChannelChunk : s.channels;
   const long long feature_offset = (n / s.grids) * s.channels * plane;
-  const T* f = features + feature_offset;
-  const T* g = grad_out + n * s.channels * plane + static_cast<long long>(y) * s.width + x;
+  const T* f = features + feature_offset + c0 * plane;
+  const T* g = grad_out + (n * s.channels + c0) * plane + static_cast<long long>(y) * s.width + x;
   A grad_ix = A(0), grad_iy = A(0), grad_occ = A(0);
-  for (int c = 0; c < s.channels; ++c, f += plane, g += plane) {
+  for (int c = c0; c < c1; ++c, f += plane, g += plane) {
     const A go = static_cast<A>(*g);
     const A gv = go * p.occlusion;
     A v[4];
