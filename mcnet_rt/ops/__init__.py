@@ -6,6 +6,7 @@ from .memory_attention import memory_attention, memory_attention_reference
 from .modulated_conv import dynamic_conv2d, dynamic_conv2d_reference, modulated_conv2d, modulated_conv2d_reference
 from .warp import sparse_warp, sparse_warp_reference, warp_features, warp_features_reference
 
-__all__ = ["cuda_kernels_available", "missing_kernel", "use_impl", "memory_attention", "memory_attention_reference", "dynamic_conv2d", "dynamic_conv2d_reference",
+__all__ = ["cuda_kernels_available", "missing_kernel", "use_impl", "memory_attention", "memory_attention_reference",
+           "dynamic_conv2d", "dynamic_conv2d_reference",
            "modulated_conv2d", "modulated_conv2d_reference", "sparse_warp", "sparse_warp_reference",
            "warp_features", "warp_features_reference"]

@@ -107,6 +107,11 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def address(tensor: torch.Tensor | None) -> int:
+    """A launcher's pointer argument: the tensor's data pointer, 0 for an absent optional tensor."""
+    return 0 if tensor is None else tensor.data_ptr()
+
+
 def launch_args(tensor: torch.Tensor) -> tuple[bool, int]:
     """(is CUDA, current stream handle) for a launcher: kernels run on PyTorch's current stream."""
     if tensor.device.type == "cuda":

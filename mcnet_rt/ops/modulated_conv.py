@@ -66,10 +66,6 @@ def _to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x.to(dtype)
 
 
-def _address(t: torch.Tensor | None) -> int:
-    return 0 if t is None else t.data_ptr()
-
-
 def _conv_shape(weight: torch.Tensor, x: torch.Tensor, x_batch_stride: int) -> tuple:
     experts, c_out, c_in = weight.shape[:3]
     return (x.shape[0], c_in, c_out, x.shape[2], x.shape[3], experts, x_batch_stride)
@@ -88,9 +84,10 @@ def _persample_conv2d(x: torch.Tensor, weight: torch.Tensor, mix: torch.Tensor |
     rows = weight.shape[2] if transposed else weight.shape[1]
     out = x.new_empty((x.shape[0], rows, x.shape[2], x.shape[3]))
     cuda, stream = _native.launch_args(x)
+    address = _native.address
     _native.native().persample_conv2d(cuda, _native.dtype_code(x.dtype), _conv_shape(weight, x, stride), transposed,
-                                      x.data_ptr(), weight.data_ptr(), _address(mix), _address(in_scale),
-                                      _address(out_scale), _address(bias), out.data_ptr(), stream)
+                                      x.data_ptr(), weight.data_ptr(), address(mix), address(in_scale),
+                                      address(out_scale), address(bias), out.data_ptr(), stream)
     return out
 
 

@@ -51,10 +51,6 @@ def _shape(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.T
     return (b, grids, c, h, w, deformation.shape[1], deformation.shape[2], *occ_size, align_corners)
 
 
-def _address(t: torch.Tensor | None) -> int:
-    return 0 if t is None else t.data_ptr()
-
-
 @torch.library.custom_op("mcnet_rt::warp", mutates_args=())
 def _warp(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None, grids: int,
           align_corners: bool) -> torch.Tensor:
@@ -65,8 +61,8 @@ def _warp(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Te
     cuda, stream = _native.launch_args(features)
     _native.native().warp_forward(cuda, _native.dtype_code(features.dtype),
                                   _shape(features, deformation, occlusion, grids, align_corners),
-                                  features.data_ptr(), deformation.data_ptr(), _address(occlusion), out.data_ptr(),
-                                  stream)
+                                  features.data_ptr(), deformation.data_ptr(), _native.address(occlusion),
+                                  out.data_ptr(), stream)
     return out
 
 
@@ -85,15 +81,14 @@ def _warp_backward(grad_out: torch.Tensor, features: torch.Tensor, deformation: 
     grad_out = grad_out.contiguous()  # a named reference: a temporary's pointer would dangle
     grad_features = torch.zeros(features.shape, dtype=acc, device=features.device)
     grad_deformation = torch.zeros_like(deformation)
-    grad_occlusion = torch.zeros_like(occlusion) if occlusion is not None else deformation.new_empty(0)
+    grad_occlusion = torch.zeros_like(occlusion) if occlusion is not None else None
     cuda, stream = _native.launch_args(features)
     _native.native().warp_backward(cuda, _native.dtype_code(features.dtype),
                                    _shape(features, deformation, occlusion, grids, align_corners),
-                                   features.data_ptr(), deformation.data_ptr(), _address(occlusion),
-                                   grad_out.data_ptr(), grad_features.data_ptr(),
-                                   grad_deformation.data_ptr(), _address(grad_occlusion if occlusion is not None
-                                                                         else None), stream)
-    return grad_features, grad_deformation, grad_occlusion
+                                   features.data_ptr(), deformation.data_ptr(), _native.address(occlusion),
+                                   grad_out.data_ptr(), grad_features.data_ptr(), grad_deformation.data_ptr(),
+                                   _native.address(grad_occlusion), stream)
+    return grad_features, grad_deformation, grad_occlusion if occlusion is not None else deformation.new_empty(0)
 
 
 @_warp_backward.register_fake
