@@ -1,4 +1,4 @@
-// CPU twin of kernels/warp.cu: the same per-pixel, per-channel-chunk math, run serially in float32 or float64.
+// CPU twin of kernels/warp.cu: the same work items and math, run serially in float32 or float64.
 #include "mcnet_rt/detail/warp_math.h"
 
 namespace mcnet_rt {
@@ -6,27 +6,17 @@ namespace {
 
 template <typename T>
 void forward(const WarpShape& s, const T* features, const T* deformation, const T* occlusion, T* out) {
-  const long long samples = static_cast<long long>(s.batch) * s.grids;
-  const int chunks = detail::warp_channel_chunks(s.channels);
-  for (long long n = 0; n < samples; ++n)
-    for (int chunk = 0; chunk < chunks; ++chunk)
-      for (int y = 0; y < s.height; ++y)
-        for (int x = 0; x < s.width; ++x)
-          detail::warp_forward_pixel<T, T>(s, n, chunk, y, x, features, deformation, occlusion, out);
+  for (long long i = 0, items = detail::warp_items(s); i < items; ++i)
+    detail::warp_forward_item<T, T>(s, detail::warp_item(s, i), features, deformation, occlusion, out);
 }
 
 template <typename T>
 void backward(const WarpShape& s, const T* features, const T* deformation, const T* occlusion, const T* grad_out,
               T* grad_features, T* grad_deformation, T* grad_occlusion) {
   const auto add = [](T* target, T value) { *target += value; };
-  const long long samples = static_cast<long long>(s.batch) * s.grids;
-  const int chunks = detail::warp_channel_chunks(s.channels);
-  for (long long n = 0; n < samples; ++n)
-    for (int chunk = 0; chunk < chunks; ++chunk)
-      for (int y = 0; y < s.height; ++y)
-        for (int x = 0; x < s.width; ++x)
-          detail::warp_backward_pixel<T, T>(s, n, chunk, y, x, features, deformation, occlusion, grad_out,
-                                            grad_features, grad_deformation, grad_occlusion, add);
+  for (long long i = 0, items = detail::warp_items(s); i < items; ++i)
+    detail::warp_backward_item<T, T>(s, detail::warp_item(s, i), features, deformation, occlusion, grad_out,
+                                     grad_features, grad_deformation, grad_occlusion, add);
 }
 
 }  // namespace

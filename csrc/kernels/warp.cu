@@ -13,17 +13,10 @@ template <typename T>
 __global__ void warp_forward_kernel(WarpShape s, const T* __restrict__ features,
                                     const float* __restrict__ deformation, const float* __restrict__ occlusion,
                                     T* __restrict__ out) {
-  const long long pixels = static_cast<long long>(s.height) * s.width;
-  const int chunks = detail::warp_channel_chunks(s.channels);
-  const long long total = static_cast<long long>(s.batch) * s.grids * chunks * pixels;
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
+  const long long items = detail::warp_items(s);
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < items;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
-    const long long item = i / pixels;
-    const int p = static_cast<int>(i - item * pixels);
-    const long long n = item / chunks;
-    const int chunk = static_cast<int>(item - n * chunks);
-    detail::warp_forward_pixel<T, float>(s, n, chunk, p / s.width, p % s.width, features, deformation, occlusion,
-                                         out);
+    detail::warp_forward_item<T, float>(s, detail::warp_item(s, i), features, deformation, occlusion, out);
   }
 }
 
@@ -36,17 +29,11 @@ __global__ void warp_backward_kernel(WarpShape s, const T* __restrict__ features
                                      const float* __restrict__ deformation, const float* __restrict__ occlusion,
                                      const T* __restrict__ grad_out, float* grad_features, float* grad_deformation,
                                      float* grad_occlusion) {
-  const long long pixels = static_cast<long long>(s.height) * s.width;
-  const int chunks = detail::warp_channel_chunks(s.channels);
-  const long long total = static_cast<long long>(s.batch) * s.grids * chunks * pixels;
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
+  const long long items = detail::warp_items(s);
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < items;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
-    const long long item = i / pixels;
-    const int p = static_cast<int>(i - item * pixels);
-    const long long n = item / chunks;
-    const int chunk = static_cast<int>(item - n * chunks);
-    detail::warp_backward_pixel<T, float>(s, n, chunk, p / s.width, p % s.width, features, deformation, occlusion,
-                                          grad_out, grad_features, grad_deformation, grad_occlusion, AtomicAdd{});
+    detail::warp_backward_item<T, float>(s, detail::warp_item(s, i), features, deformation, occlusion, grad_out,
+                                         grad_features, grad_deformation, grad_occlusion, AtomicAdd{});
   }
 }
 
@@ -54,8 +41,7 @@ __global__ void warp_backward_kernel(WarpShape s, const T* __restrict__ features
 
 int warp_forward_cuda(DType dtype, const WarpShape& s, const void* features, const void* deformation,
                       const void* occlusion, void* out, Stream stream) {
-  const long long total = static_cast<long long>(s.batch) * s.grids * detail::warp_channel_chunks(s.channels) *
-                          s.height * s.width;
+  const long long total = detail::warp_items(s);
   if (total == 0) return 0;
   return dispatch_cuda_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -69,8 +55,7 @@ int warp_forward_cuda(DType dtype, const WarpShape& s, const void* features, con
 int warp_backward_cuda(DType dtype, const WarpShape& s, const void* features, const void* deformation,
                        const void* occlusion, const void* grad_out, void* grad_features, void* grad_deformation,
                        void* grad_occlusion, Stream stream) {
-  const long long total = static_cast<long long>(s.batch) * s.grids * detail::warp_channel_chunks(s.channels) *
-                          s.height * s.width;
+  const long long total = detail::warp_items(s);
   if (total == 0) return 0;
   return dispatch_cuda_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);

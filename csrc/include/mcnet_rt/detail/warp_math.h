@@ -139,15 +139,35 @@ constexpr int kWarpChannelChunk = 32;
 
 MCNET_HD int warp_channel_chunks(int channels) { return (channels + kWarpChannelChunk - 1) / kWarpChannelChunk; }
 
+// One work item: output sample n, channel chunk, pixel (y, x). Items are numbered with the pixel fastest, so
+// consecutive CUDA threads read and write consecutive pixels.
+struct WarpItem {
+  long long n;
+  int chunk, y, x;
+};
+
+MCNET_HD long long warp_items(const WarpShape& s) {
+  return static_cast<long long>(s.batch) * s.grids * warp_channel_chunks(s.channels) * s.height * s.width;
+}
+
+MCNET_HD WarpItem warp_item(const WarpShape& s, long long i) {
+  const long long pixels = static_cast<long long>(s.height) * s.width;
+  const long long item = i / pixels;
+  const int p = static_cast<int>(i - item * pixels);
+  const int chunks = warp_channel_chunks(s.channels);
+  return {item / chunks, static_cast<int>(item % chunks), p / s.width, p % s.width};
+}
+
 template <typename T, typename A>
-MCNET_HD void warp_forward_pixel(const WarpShape& s, long long n, int chunk, int y, int x, const T* features,
-                                 const A* deformation, const A* occlusion, T* out) {
-  const WarpPoint<A> p = warp_point(s, n, y, x, deformation, occlusion);
+MCNET_HD void warp_forward_item(const WarpShape& s, const WarpItem& item, const T* features, const A* deformation,
+                                const A* occlusion, T* out) {
+  const long long n = item.n;
+  const WarpPoint<A> p = warp_point(s, n, item.y, item.x, deformation, occlusion);
   const long long plane = static_cast<long long>(s.height) * s.width;
-  const int c0 = chunk * kWarpChannelChunk;
+  const int c0 = item.chunk * kWarpChannelChunk;
   const int c1 = c0 + kWarpChannelChunk < s.channels ? c0 + kWarpChannelChunk : s.channels;
   const T* f = features + ((n / s.grids) * s.channels + c0) * plane;
-  T* o = out + (n * s.channels + c0) * plane + static_cast<long long>(y) * s.width + x;
+  T* o = out + (n * s.channels + c0) * plane + static_cast<long long>(item.y) * s.width + item.x;
   for (int c = c0; c < c1; ++c, f += plane, o += plane) {
     A value = A(0);
     for (int k = 0; k < 4; ++k) {
@@ -161,16 +181,17 @@ MCNET_HD void warp_forward_pixel(const WarpShape& s, long long n, int chunk, int
 // and, as partial sums over the chunk, into the low-resolution deformation and occlusion (through the resize
 // taps) with `add`.
 template <typename T, typename A, typename Add>
-MCNET_HD void warp_backward_pixel(const WarpShape& s, long long n, int chunk, int y, int x, const T* features,
-                                  const A* deformation, const A* occlusion, const T* grad_out, A* grad_features,
-                                  A* grad_deformation, A* grad_occlusion, Add add) {
-  const WarpPoint<A> p = warp_point(s, n, y, x, deformation, occlusion);
+MCNET_HD void warp_backward_item(const WarpShape& s, const WarpItem& item, const T* features, const A* deformation,
+                                 const A* occlusion, const T* grad_out, A* grad_features, A* grad_deformation,
+                                 A* grad_occlusion, Add add) {
+  const long long n = item.n;
+  const WarpPoint<A> p = warp_point(s, n, item.y, item.x, deformation, occlusion);
   const long long plane = static_cast<long long>(s.height) * s.width;
-  const int c0 = chunk * kWarpChannelChunk;
+  const int c0 = item.chunk * kWarpChannelChunk;
   const int c1 = c0 + kWarpChannelChunk < s.channels ? c0 + kWarpChannelChunk : s.channels;
   const long long feature_offset = (n / s.grids) * s.channels * plane;
   const T* f = features + feature_offset + c0 * plane;
-  const T* g = grad_out + (n * s.channels + c0) * plane + static_cast<long long>(y) * s.width + x;
+  const T* g = grad_out + (n * s.channels + c0) * plane + static_cast<long long>(item.y) * s.width + item.x;
   A grad_ix = A(0), grad_iy = A(0), grad_occ = A(0);
   for (int c = c0; c < c1; ++c, f += plane, g += plane) {
     const A go = static_cast<A>(*g);
