@@ -23,6 +23,7 @@ from .models import MCNet
 FORMAT = "mcnet_rt"
 FORMAT_VERSION = "1"
 NETWORKS = ("kp_detector", "generator")
+OFFICIAL_EXTENSIONS = (".pth.tar", ".pth", ".pt")
 
 # Official generator key prefix -> ours, first match wins (a longer official prefix comes before its own prefix).
 MEMORY_KEY_RENAMES = (

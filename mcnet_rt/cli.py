@@ -13,6 +13,7 @@ from .animate import PRECISIONS, AnimateOptions, animate_video, note
 from .config import PRESETS, preset
 from .errors import InputError
 from .io.atomic import check_new_directory
+from .io.outputs import VIDEO_EXTENSIONS, check_output_file
 from .models import MCNet
 from .profile import gflops_per_frame, parameter_counts
 
@@ -53,6 +54,7 @@ def model_from_args(args: argparse.Namespace, device: torch.device) -> tuple[MCN
 
 
 def cmd_animate(args: argparse.Namespace) -> None:
+    check_output_file(args.output, VIDEO_EXTENSIONS, inputs=(args.source, args.driving), overwrite=args.overwrite)
     device = pick_device(args.device)
     dtype = pick_dtype(args.precision, device)
     if args.batch_size < 1:
@@ -66,14 +68,13 @@ def cmd_animate(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
+    output = check_output_file(args.output, (".safetensors", *checkpoint.OFFICIAL_EXTENSIONS), inputs=(args.input,),
+                               overwrite=args.overwrite)
     model = checkpoint.load(args.input)
-    output = Path(args.output)
-    if output.suffix == ".safetensors":
+    if output.name.lower().endswith(".safetensors"):
         checkpoint.save(model, output)
-    elif output.name.endswith((".pth.tar", ".pth", ".pt")):
-        checkpoint.save_official(model, output)
     else:
-        raise InputError(f"{output}: unknown output format; use .safetensors (ours) or .pth.tar (official layout)")
+        checkpoint.save_official(model, output)
     print(f"wrote {output}")
 
 
@@ -159,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("animate", help="animate a still face with a driving video")
     p.add_argument("--source", required=True, help="source image (face-centred)")
     p.add_argument("--driving", required=True, help="driving video (face-centred); its audio is kept")
-    p.add_argument("-o", "--output", required=True, help="output .mp4")
+    p.add_argument("-o", "--output", required=True, help=f"output video ({', '.join(VIDEO_EXTENSIONS)}; H.264)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--checkpoint", help="official .pth.tar or mcnet_rt .safetensors")
     weights.add_argument("--untrained", choices=sorted(PRESETS), help="random weights of a preset (pipeline test)")
@@ -177,14 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_animate)
 
     p = sub.add_parser("convert", help="convert between the official .pth.tar and mcnet_rt .safetensors")
-    p.add_argument("input")
-    p.add_argument("output")
+    p.add_argument("input", help="official .pth.tar or mcnet_rt .safetensors checkpoint")
+    p.add_argument("output", help=".safetensors (mcnet_rt, configuration in its metadata) or .pth.tar (official "
+                   "layout; other configurations than vox-256 are stored as an extra entry)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("info", help="configuration, parameter counts and GFLOPs per frame")
-    p.add_argument("checkpoint", nargs="?")
+    p.add_argument("checkpoint", nargs="?", help="official .pth.tar or mcnet_rt .safetensors (default: a preset)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="vox-256", help="used when no checkpoint is given")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("evaluate", help="the paper's metrics: same-identity reconstruction, cross-identity animation")

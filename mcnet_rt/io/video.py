@@ -11,7 +11,7 @@ import av
 import numpy as np
 
 from mcnet_rt.errors import InputError
-from mcnet_rt.io.atomic import atomic_output
+from mcnet_rt.io.atomic import atomic_output, write_failed
 
 # Audio codecs copied into the output untouched. The MP4 muxer also accepts PCM, Vorbis and others,
 # but common players do not play those from MP4, so everything else is re-encoded to AAC.
@@ -119,9 +119,11 @@ class VideoWriter:
             tmp = stack.enter_context(atomic_output(self.path))
             try:
                 self._out = stack.enter_context(av.open(str(tmp), "w"))
+                self._video = self._out.add_stream("libx264", rate=self.fps, options={"crf": "18"})
             except ValueError as e:
                 raise InputError(f"{self.path}: cannot write a video with this file extension ({e})") from e
-            self._video = self._out.add_stream("libx264", rate=self.fps, options={"crf": "18"})
+            except OSError as e:
+                raise write_failed(self.path, e) from None
             self._video.width = self.width
             self._video.height = self.height
             self._video.pix_fmt = "yuv420p"
@@ -152,16 +154,22 @@ class VideoWriter:
         video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
         video_frame.pts = self.frames_written
         video_frame.time_base = 1 / self.fps
-        self._out.mux(self._video.encode(video_frame))
+        try:
+            self._out.mux(self._video.encode(video_frame))
+        except OSError as e:  # a full disk shows here, at the first failed write, not after the whole run
+            raise write_failed(self.path, e) from None
         self.frames_written += 1
 
     def __exit__(self, exc_type, exc, tb) -> bool | None:
         if exc_type is not None:
             return self._stack.__exit__(exc_type, exc, tb)
-        with self._stack:
-            self._out.mux(self._video.encode(None))
-            if self._audio is not None:
-                self._copy_audio()
+        try:
+            with self._stack:
+                self._out.mux(self._video.encode(None))
+                if self._audio is not None:
+                    self._copy_audio()
+        except OSError as e:
+            raise write_failed(self.path, e) from None
         return None
 
     def _copy_audio(self) -> None:
