@@ -4,6 +4,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,11 @@ from mcnet_rt.errors import InputError
 
 NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
 _TMP_MARK = ".tmp-"
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+# Outputs renamed into place by this process, in order: an interrupt that arrives after the last one was
+# committed finds the run's work done (the CLI then reports success, not "interrupted").
+committed: list[Path] = []
 
 
 def temporary_name(path: Path) -> Path:
@@ -38,12 +44,29 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         try:
-            os.replace(tmp, path)
+            os.chmod(tmp, 0o666 & ~_umask())  # some writers (safetensors) create files readable by the owner only
+            _commit(tmp, path)
         except OSError as e:
             raise write_failed(path, e) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    """Rename `tmp` to `path` and record it, with interrupts held until both are done."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    try:
+        os.replace(tmp, path)
+        committed.append(path)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_failed(path: Path, error: BaseException) -> InputError:
@@ -77,7 +100,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if path.exists():
             path.rmdir()
-        os.replace(tmp, path)
+        _commit(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
