@@ -38,6 +38,10 @@ def _check(path: Path, extensions: tuple[str, ...], inputs: Iterable[str | os.Pa
                          f"file systems allow {NAME_MAX})")
     if not path.name or path.is_dir():
         raise InputError(f"{path}: is a directory, expected an output file name")
+    for given in inputs:
+        if _same_file(path, Path(given)):
+            raise InputError(f"{path}: is an input of this run ({given}); writing it would destroy the input, "
+                             "choose another output name")
     if not path.name.lower().endswith(extensions):
         raise InputError(f"{path}: cannot write this file type; use {', '.join(extensions)}")
     folder = path.parent
@@ -45,10 +49,6 @@ def _check(path: Path, extensions: tuple[str, ...], inputs: Iterable[str | os.Pa
         raise InputError(f"{folder}: output directory does not exist")
     if not folder.is_dir():
         raise InputError(f"{folder}: is a file, not a folder, so {path.name} cannot be written in it")
-    for given in inputs:
-        if _same_file(path, Path(given)):
-            raise InputError(f"{path}: is an input of this run ({given}); writing it would destroy the input, "
-                             "choose another output name")
     if path.exists() and not overwrite:
         raise InputError(f"{path}: already exists; pass --overwrite to replace it")
     _check_writable(path)
