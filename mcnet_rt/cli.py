@@ -10,7 +10,8 @@ import sys
 import torch
 
 from . import __version__, checkpoint
-from .animate import PRECISIONS, AnimateOptions, animate_video, note
+from .animate import AnimateOptions, animate_video, note
+from .pipeline import PRECISIONS
 from .config import PRESETS, preset
 from .errors import InputError
 from .io import atomic
