@@ -244,6 +244,23 @@ def test_read_only_folder_is_refused_before_model_work(read_only_folder, media, 
             "cannot write in")
 
 
+@pytest.fixture
+def full_folder(tmp_path):
+    """A folder on a 200 kB file system (root can mount one; others skip): a full disk before the run starts."""
+    folder = tmp_path / "full"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs",
+                                             str(folder)]).returncode != 0:
+        pytest.skip("needs root with mount to make a small file system")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_full_disk_is_refused_before_model_work(full_folder, media, capsys):
+    out = full_folder / "out.mp4"
+    refused(animate_args(media, out), capsys, full_folder, str(out), "no space left")
+
+
 @contextlib.contextmanager
 def file_size_limit(limit: int):
     """Writes beyond `limit` bytes fail with EFBIG, as on a full disk (the signal that would kill us is ignored)."""
