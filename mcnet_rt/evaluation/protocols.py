@@ -27,13 +27,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mcnet_rt import faces
 from mcnet_rt.animate import AnimateOptions, Animator, note, to_tensor
 from mcnet_rt.errors import InputError
 from mcnet_rt.io.image import fit_square, read_image
 from mcnet_rt.io.video import probe_video, read_frames
 from mcnet_rt.models import MCNet
 
-from . import faces, image_metrics, motion_metrics
+from . import image_metrics, motion_metrics
 from .perceptual import lpips
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
