@@ -104,6 +104,12 @@ def test_paste_back_of_the_sources_own_crop_restores_the_source(portrait, tracke
     assert darker[0][:, inner[0], inner[1]].mean() < 0.6 * source[0][:, inner[0], inner[1]].mean()
 
 
+def test_paste_back_of_a_crop_that_leaves_the_frame():
+    transform = CropTransform.from_square(np.array([10.0, 10.0, 60.0]), (100, 150), 64, inside=False)
+    pasted = transform.paste(torch.ones(1, 3, 64, 64), torch.zeros(1, 3, 100, 150), feather=0.1)
+    assert pasted[0, :, :30, :30].min() > 0.999 and pasted[0, :, 45:, :].max() == 0 and pasted[0, :, :, 45:].max() == 0
+
+
 def test_one_euro_is_steady_on_constant_input_reduces_jitter_and_resets():
     constant = OneEuroFilter()
     assert all(np.array_equal(constant(np.array([3.0, -1.0])), [3.0, -1.0]) for _ in range(10))

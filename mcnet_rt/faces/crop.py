@@ -138,11 +138,23 @@ class CropTransform:
 
     def paste(self, face: torch.Tensor, background: torch.Tensor, feather: float = 0.1) -> torch.Tensor:
         """`background` (B, C, H, W) with `face` (B, C, out, out) warped back into the crop's place, blended over
-        a border of `feather` × the crop's side that fades smoothly to the background."""
+        a border of `feather` × the crop's side that fades smoothly to the background. Only the frame rectangle
+        that the crops cover is resampled; the rest is the background, untouched."""
         if tuple(background.shape[-2:]) != self.frame_size or tuple(face.shape[-2:]) != (self.out_size,) * 2:
             raise ValueError(f"paste: expected faces of {self.out_size}² and frames of {self.frame_size}, got "
                              f"{tuple(face.shape[-2:])} and {tuple(background.shape[-2:])}")
+        corners = self.to_frame(np.array([[0.0, 0.0], [self.out_size, self.out_size]]))
+        x0, y0 = np.clip(np.floor(corners[..., 0, :].reshape(-1, 2).min(0)).astype(int), 0, None)
+        x1, y1 = np.minimum(np.ceil(corners[..., 1, :].reshape(-1, 2).max(0)).astype(int),
+                            (self.frame_size[1], self.frame_size[0]))
+        result = background.clone()
+        if x1 <= x0 or y1 <= y0:
+            return result
         mask = feather_mask(self.out_size, feather, face).expand(face.shape[0], 1, -1, -1)
-        warped = _warp(torch.cat([face, mask], dim=1), self.matrix, (self.out_size,) * 2, self.frame_size)
+        region_to_crop = _homogeneous(self.matrix) @ np.array([[1.0, 0, x0], [0, 1, y0], [0, 0, 1]])
+        warped = _warp(torch.cat([face, mask], dim=1), region_to_crop[..., :2, :], (self.out_size,) * 2,
+                       (y1 - y0, x1 - x0))
         alpha = warped[:, -1:]
-        return background * (1 - alpha) + warped[:, :-1] * alpha
+        region = result[..., y0:y1, x0:x1]
+        result[..., y0:y1, x0:x1] = region * (1 - alpha) + warped[:, :-1] * alpha
+        return result
