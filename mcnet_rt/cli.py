@@ -90,6 +90,7 @@ def print_kernel_report(as_json: bool) -> None:
     print("mcnet_rt._C CUDA code: " + (f"{', '.join(compiled['sass'])} + PTX {compiled['ptx']} (CUDA "
                                        f"{compiled['cuda_runtime']} runtime, build {compiled['build_hash']})"
                                        if compiled else "none"))
+    print(f"CUDA kernels on this machine: {report['cuda_kernels']}")
     for family, picks in report["auto"].items():
         print(f"{family}:")
         for dtype, pick in picks.items():

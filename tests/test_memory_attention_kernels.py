@@ -90,11 +90,16 @@ def test_extreme_logits_stay_finite_and_correct():
     ref = memory_attention_reference(*exact)
     out = memory_attention(*exact, impl="kernel")
     assert torch.isfinite(out).all() and relative_error(out, ref) <= 1e-12
-    for got, want in zip(grads(out, exact), grads(ref, exact)):
+    ref_grads = grads(ref, exact)
+    for got, want in zip(grads(out, exact), ref_grads):
         assert torch.isfinite(got).all() and relative_error(got, want) <= 1e-9
     single = [t.detach().float().requires_grad_() for t in exact]
-    out32 = memory_attention(*single, impl="kernel")
-    assert torch.isfinite(out32).all() and all(torch.isfinite(g).all() for g in grads(out32, single))
+    out32, torch32 = memory_attention(*single, impl="kernel"), memory_attention_reference(*single)
+    assert torch.isfinite(out32).all()
+    # The base-2 log-sum-exp keeps P's exponent exact enough: at logits up to ~700 the float32 gradients stay
+    # within twice PyTorch's own float32 error (the natural-log one doubled the query gradient's error).
+    for got, own, want in zip(grads(out32, single), grads(torch32, single), ref_grads):
+        assert torch.isfinite(got).all() and relative_error(got, want) <= 2 * relative_error(own, want) + 1e-6
 
 
 def test_equal_keys_average_the_values_and_give_no_query_gradient():

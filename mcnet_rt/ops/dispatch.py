@@ -30,7 +30,6 @@ CPU_DTYPES = (torch.float32, torch.float64)
 # Op -> family: the families are what `mcnet-rt info --kernels` reports.
 FAMILIES = {"warp_features": "warp", "sparse_warp": "warp", "memory_attention": "memory_attention",
             "modulated_conv2d": "modulated_conv", "dynamic_conv2d": "modulated_conv"}
-CUDA_ERROR_INSUFFICIENT_DRIVER = 35
 
 log = logging.getLogger("mcnet_rt.ops")
 _noted: set[str] = set()
@@ -46,14 +45,14 @@ def cuda_problem(build: Build | None, facts: DeviceFacts, dtype: torch.dtype) ->
     if build is None:
         return "mcnet_rt._C was built without CUDA (nvcc was not found at build time); rebuild it with nvcc"
     runtime = _version(build.runtime_version)
-    if facts.driver_version and facts.driver_version // 1000 < build.runtime_version // 1000:
+    if facts.driver_version == 0:
+        return "no NVIDIA driver answers mcnet_rt._C's CUDA runtime (no GPU on this machine?)"
+    if facts.driver_version // 1000 < build.runtime_version // 1000:
         return (f"the NVIDIA driver supports CUDA up to {_version(facts.driver_version)}, but mcnet_rt._C links the "
                 f"CUDA {runtime} runtime, which needs a driver for CUDA {build.runtime_version // 1000}.0 or newer; "
                 f"update the driver, or rebuild _C with a CUDA {facts.driver_version // 1000}.x toolkit")
     if facts.device_count < 0:
-        code = -facts.device_count
-        what = "the driver is too old for it" if code == CUDA_ERROR_INSUFFICIENT_DRIVER else f"cudaError {code}"
-        return f"mcnet_rt._C's CUDA {runtime} runtime cannot use this machine's driver ({what})"
+        return f"mcnet_rt._C's CUDA {runtime} runtime cannot use this machine's driver (cudaError {-facts.device_count})"
     major, minor = facts.capability
     arch = 10 * major + minor
     native = any(sass // 10 == major and sass <= arch for sass in build.sass_archs)
@@ -185,6 +184,7 @@ def report(device: torch.device) -> dict:
         "compiled": ({"sass": [f"sm_{a}" for a in build.sass_archs], "ptx": f"compute_{build.ptx_arch}",
                       "cuda_runtime": _version(build.runtime_version), "build_hash": build.build_hash}
                      if build else None),
+        "cuda_kernels": missing_device_kernel(torch.device("cuda"), torch.float32) or "can run",
         "auto": families,
         "measured": {name: {"use": d.use, "why": d.why} for name, d in decisions.load(key).items()},
         "cache": str(decisions.cache_path()),

@@ -36,8 +36,9 @@ class DeviceFacts:
 
 
 class Machine:
-    """The real answers, from `_C` and torch. `measure_cpu` lets the measured dispatch run on CPU tensors (the CPU
-    twins), which tests use to exercise it without a GPU; the real machine leaves CPU tensors to the references."""
+    """The real answers, from `_C` and torch, asked once per process (every op call consults them).
+    `measure_cpu` lets the measured dispatch run on CPU tensors (the CPU twins), which tests use to exercise it
+    without a GPU; the real machine leaves CPU tensors to the references."""
 
     measure_cpu = False
 
@@ -50,15 +51,22 @@ class Machine:
                      _module_hash(module.__file__))
 
     def device(self, device: torch.device) -> DeviceFacts:
-        if device.type != "cuda":
-            return DeviceFacts(platform.processor() or platform.machine(), (0, 0), 0, 0)
-        module = _native.native()
-        count = module.cuda_device_count() if module is not None else 0
-        driver = module.cuda_driver_version() if module is not None else 0
-        if not torch.cuda.is_available():
-            return DeviceFacts("no CUDA device", (0, 0), driver, count)
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return DeviceFacts(torch.cuda.get_device_name(index), torch.cuda.get_device_capability(index), driver, count)
+        index = device.index
+        if device.type == "cuda" and index is None and torch.cuda.is_available():
+            index = torch.cuda.current_device()
+        return _device_facts(device.type, index)
+
+
+@functools.cache
+def _device_facts(kind: str, index: int | None) -> DeviceFacts:
+    if kind != "cuda":
+        return DeviceFacts(platform.processor() or platform.machine(), (0, 0), 0, 0)
+    module = _native.native()
+    count = module.cuda_device_count() if module is not None else 0
+    driver = module.cuda_driver_version() if module is not None else 0
+    if not torch.cuda.is_available():
+        return DeviceFacts("no CUDA device", (0, 0), driver, count)
+    return DeviceFacts(torch.cuda.get_device_name(index), torch.cuda.get_device_capability(index), driver, count)
 
 
 @functools.cache
