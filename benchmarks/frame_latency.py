@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 
 import mcnet_rt
-from mcnet_rt.animate import PRECISIONS, autocast
-from mcnet_rt.keypoints import relative_keypoints
+from mcnet_rt.pipeline import PRECISIONS, FrameStep, autocast, motion_reference, prepare_source
 from mcnet_rt.ops import use_impl
 from timing import RESULTS, Timer, percentiles, stamp
 
@@ -28,22 +27,21 @@ def measure(model: mcnet_rt.MCNet, device: torch.device, dtype: torch.dtype, bat
     gen = torch.Generator().manual_seed(0)
     source = torch.rand(1, 3, size, size, generator=gen).to(device)
     driving = torch.rand(batch, 3, size, size, generator=gen).to(device)
+    prepared = prepare_source(model, source, dtype)
+    reference = motion_reference(model, prepared, driving[:1], dtype=dtype)
+    step = FrameStep(model, dtype)
+    inputs = step.inputs(prepared, reference)
     with torch.inference_mode(), autocast(device, dtype):
-        cache = model.encode_source(source).expand(batch)
-        kp_initial = model.kp_detector(driving[:1])
+        cache = prepared.expand(batch)
         kp_driving = model.kp_detector(driving)
         motion = model.generator.estimate_motion(cache.image, cache.keypoints, kp_driving)
-
-        def end_to_end():
-            kp = relative_keypoints(cache.keypoints, model.kp_detector(driving), kp_initial)
-            return model.animate(cache, kp)
-
+        # The stages break the step down (same autocast); "end_to_end" is the step itself.
         stages = {
             "keypoints": lambda: model.kp_detector(driving),
             "dense_motion": lambda: model.generator.estimate_motion(cache.image, cache.keypoints, kp_driving),
             "warp+memory+decoder": lambda: model.generator.decode(cache.image, cache.features, motion,
                                                                   cache.keypoints.value),
-            "end_to_end": end_to_end,
+            "end_to_end": lambda: step(driving, *inputs),
         }
         timer = Timer(device)
         results = {}
@@ -103,7 +101,7 @@ def main() -> None:
 
     report = {
         "benchmark": "frame_latency",
-        "what": "per-frame path with the source cached: driving keypoints + relative motion + generator",
+        "what": "the per-frame step (mcnet_rt.pipeline.FrameStep, source cached): driving keypoints + relative motion + generator",
         **stamp(device),
         "preset": preset,
         "weights": args.checkpoint or "random init",

@@ -6,7 +6,6 @@ feeds the driver's keypoints directly (it transfers the driver's face shape too,
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,8 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from .keypoints import Keypoints, movement_scale, relative_keypoints
 from .models import MCNet
+from .pipeline import FrameStep, MotionReference, motion_reference, prepare_source, to_tensor, to_uint8
 from .io.image import fit_square, read_image
 from .io.video import VideoWriter, probe_video, read_frames
 
@@ -31,28 +30,9 @@ class AnimateOptions:
     label: str | None = None  # text burned into every output frame (used to mark untrained weights)
 
 
-def to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(B,H,W,3) uint8 -> (B,3,H,W) float in [0,1]."""
-    return torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).float().div_(255)
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B,3,H,W) float in [0,1] -> (B,H,W,3) uint8."""
-    return images.float().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def autocast(device: torch.device, dtype: torch.dtype):
-    """Mixed precision at `dtype`, or nothing for float32."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 class Animator:
-    """Holds one encoded source and turns batches of driving frames into predictions."""
+    """Holds one prepared source and turns batches of driving frames into predictions through the `FrameStep`;
+    relative motion is measured from the first driving frame it sees."""
 
     def __init__(self, model: MCNet, source: np.ndarray, options: AnimateOptions,
                  dtype: torch.dtype = torch.float32):
@@ -60,25 +40,17 @@ class Animator:
         self.options = options
         self.dtype = dtype
         self.device = next(model.parameters()).device
-        with torch.inference_mode(), autocast(self.device, dtype):
-            self.cache = model.encode_source(to_tensor(source[None], self.device))
-        self.kp_source = self.cache.keypoints.to(torch.float32)
-        self.kp_initial: Keypoints | None = None
-        self.scale = 1.0
+        self.step = FrameStep(model, dtype, relative=options.relative)
+        self.source = prepare_source(model, to_tensor(source[None], self.device), dtype)
+        self.reference: MotionReference | None = None
 
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        with autocast(self.device, self.dtype):
-            kp_driving = self.model.kp_detector(to_tensor(frames, self.device)).to(torch.float32)
-        # Motion transfer in float32, outside autocast: it composes jacobians and their inverses.
-        if self.options.relative:
-            if self.kp_initial is None:
-                self.kp_initial = Keypoints(kp_driving.value[:1], kp_driving.jacobian[:1])
-                if self.options.adapt_scale:
-                    self.scale = movement_scale(self.kp_source, self.kp_initial)
-            kp_driving = relative_keypoints(self.kp_source, kp_driving, self.kp_initial, self.scale)
-        with autocast(self.device, self.dtype):
-            return to_uint8(self.model.animate(self.cache, kp_driving))
+        driving = to_tensor(frames, self.device)
+        if self.reference is None:
+            self.reference = motion_reference(self.model, self.source, driving[:1], self.options.adapt_scale,
+                                              self.dtype)
+        return to_uint8(self.step(driving, *self.step.inputs(self.source, self.reference)))
 
 
 def burn_label(frame: np.ndarray, text: str) -> np.ndarray:

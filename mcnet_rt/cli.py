@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from . import checkpoint
-from .animate import PRECISIONS, AnimateOptions, animate_video, note
+from .animate import AnimateOptions, animate_video, note
+from .pipeline import PRECISIONS
 from .config import PRESETS, preset
 from .errors import InputError
 from .io.atomic import check_new_directory

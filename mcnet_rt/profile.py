@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .models import MCNet
+from .pipeline import FrameStep, motion_reference, prepare_source
 
 
 def parameter_counts(model: MCNet) -> dict[str, int]:
@@ -39,7 +40,7 @@ def _gflops(fn) -> float:
 
 
 def gflops_per_frame(model: MCNet) -> dict[str, float]:
-    """Cost at batch 1: per source (cached) and per driving frame.
+    """Cost at batch 1: per source (cached), per stage, and of the per-frame step itself.
 
     Counted with autograd enabled (nothing is backpropagated): the counter's module tracker rejects parameters
     passed between modules under no_grad.
@@ -47,16 +48,18 @@ def gflops_per_frame(model: MCNet) -> dict[str, float]:
     device = next(model.parameters()).device
     size = model.config.image_size
     image = torch.rand(1, model.config.num_channels, size, size, device=device)
+    source = prepare_source(model, image)
+    step = FrameStep(model)
+    inputs = step.inputs(source, motion_reference(model, source, image))
+    kp = source.keypoints
     with torch.no_grad():
-        kp = model.kp_detector(image)
-        features = model.generator.encode(image)
         motion = model.generator.estimate_motion(image, kp, kp)
     parts = {
         "keypoint_detector": _gflops(lambda: model.kp_detector(image)),
         "encoder (per source)": _gflops(lambda: model.generator.encode(image)),
         "dense_motion": _gflops(lambda: model.generator.estimate_motion(image, kp, kp)),
-        "decoder+memory": _gflops(lambda: model.generator.decode(image, features, motion, kp.value)),
+        "decoder+memory": _gflops(lambda: model.generator.decode(image, source.features, motion, kp.value)),
     }
     parts["generator (uncached)"] = parts["encoder (per source)"] + parts["dense_motion"] + parts["decoder+memory"]
-    parts["per frame (source cached)"] = parts["keypoint_detector"] + parts["dense_motion"] + parts["decoder+memory"]
+    parts["per frame (source cached)"] = _gflops(lambda: step(image, *inputs))
     return parts

@@ -2,7 +2,8 @@
 import numpy as np
 import torch
 
-from mcnet_rt.animate import AnimateOptions, Animator, compose, to_tensor, to_uint8
+from mcnet_rt.animate import AnimateOptions, Animator, compose
+from mcnet_rt.pipeline import to_tensor, to_uint8
 
 
 def frames(n, size=128, seed=0):
@@ -15,8 +16,8 @@ def test_first_driving_frame_reproduces_the_source_pose(small_model):
     animator = Animator(small_model, source, AnimateOptions(relative=True, adapt_scale=True))
     out = animator(driving)
     with torch.no_grad():
-        expected = small_model.generate(to_tensor(source[None], torch.device("cpu")), animator.kp_source,
-                                        animator.kp_source)
+        expected = small_model.generate(to_tensor(source[None], torch.device("cpu")), animator.source.keypoints,
+                                        animator.source.keypoints)
     assert np.abs(out[0].astype(int) - to_uint8(expected)[0].astype(int)).max() <= 1
 
 

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mcnet_rt.animate import AnimateOptions, Animator, note, to_tensor
+from mcnet_rt.animate import AnimateOptions, Animator, note
+from mcnet_rt.pipeline import to_tensor
 from mcnet_rt.errors import InputError
 from mcnet_rt.io.image import fit_square, read_image
 from mcnet_rt.io.video import probe_video, read_frames

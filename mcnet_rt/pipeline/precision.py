@@ -1,0 +1,21 @@
+"""Precision names and the one autocast switch used by the step, the CLI and the benchmarks."""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def autocast(device: torch.device | str, dtype: torch.dtype):
+    """Mixed precision at `dtype` on `device`, or nothing for float32."""
+    device_type = torch.device(device).type
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=dtype)
+
+
+def full_precision(device: torch.device | str):
+    """Autocast off inside a mixed-precision region (motion transfer composes jacobians and their inverses)."""
+    return torch.autocast(device_type=torch.device(device).type, enabled=False)
