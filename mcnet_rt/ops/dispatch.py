@@ -52,7 +52,8 @@ def cuda_problem(build: Build | None, facts: DeviceFacts, dtype: torch.dtype) ->
                 f"CUDA {runtime} runtime, which needs a driver for CUDA {build.runtime_version // 1000}.0 or newer; "
                 f"update the driver, or rebuild _C with a CUDA {facts.driver_version // 1000}.x toolkit")
     if facts.device_count < 0:
-        return f"mcnet_rt._C's CUDA {runtime} runtime cannot use this machine's driver (cudaError {-facts.device_count})"
+        return (f"mcnet_rt._C's CUDA {runtime} runtime cannot use this machine's driver "
+                f"(cudaError {-facts.device_count})")
     major, minor = facts.capability
     arch = 10 * major + minor
     native = any(sass // 10 == major and sass <= arch for sass in build.sass_archs)
