@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -97,7 +98,7 @@ ParallelCompile("MAX_JOBS", needs_recompile=naive_recompile).install()
 
 setup(
     name="mcnet_rt",
-    version="0.1.0",
+    version=re.search(r'__version__ = "(.+)"', (ROOT / "mcnet_rt" / "__init__.py").read_text())[1],
     description="Real-time MCNet talking-head engine",
     packages=find_packages(include=["mcnet_rt", "mcnet_rt.*"]),
     python_requires=">=3.10",

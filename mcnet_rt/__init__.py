@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+__version__ = "0.1.0"
+
 from .checkpoint import load, save, save_official
 from .config import PRESETS, MCNetConfig, preset
 from .errors import CheckpointError, InputError

@@ -6,8 +6,11 @@ feeds the driver's keypoints directly (it transfers the driver's face shape too,
 """
 from __future__ import annotations
 
+import itertools
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,7 @@ from tqdm import tqdm
 from .models import MCNet
 from .pipeline import FrameStep, MotionReference, motion_reference, prepare_source, to_tensor, to_uint8
 from .io.image import fit_square, read_image
-from .io.video import VideoWriter, probe_video, read_frames
+from .io.video import VideoWriter, probe_video, read_timed_frames
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class AnimateOptions:
     batch_size: int = 8
     panels: bool = False  # source | driving | result side by side instead of the result alone
     label: str | None = None  # text burned into every output frame (used to mark untrained weights)
+    max_frames: int | None = None  # stop after this many driving frames
+    max_seconds: float | None = None  # stop at this time of the driving video
 
 
 class Animator:
@@ -54,12 +59,21 @@ class Animator:
 
 
 def burn_label(frame: np.ndarray, text: str) -> np.ndarray:
-    """Write `text` on a black band across the top of the frame."""
+    """Write `text` on a black band across the top of the frame, wrapped at word breaks so that all of it shows
+    on narrow frames (a cut-off "NOT A RESULT" would defeat the label)."""
     image = Image.fromarray(frame)
     draw = ImageDraw.Draw(image)
-    band = max(12, frame.shape[0] // 16)
+    lines = [""]
+    for word in text.split():
+        joined = f"{lines[-1]} {word}".strip()
+        if lines[-1] and draw.textlength(joined) > frame.shape[1] - 8:
+            lines.append(word)
+        else:
+            lines[-1] = joined
+    line_height = draw.textbbox((0, 0), "Ag")[3] + 2
+    band = max(12, frame.shape[0] // 16, line_height * len(lines) + 2)
     draw.rectangle((0, 0, frame.shape[1], band), fill=(0, 0, 0))
-    draw.text((4, 1), text, fill=(255, 64, 64))
+    draw.multiline_text((4, 1), "\n".join(lines), fill=(255, 64, 64), spacing=2)
     return np.asarray(image)
 
 
@@ -83,6 +97,7 @@ def animate_video(model: MCNet, source_path: str | Path, driving_path: str | Pat
     """Write `output_path` (H.264 MP4 with the driving video's audio); returns the number of frames written.
 
     Inputs are assumed face-centred; other sizes are centre-cropped to a square and resized, with a note.
+    Frames keep the driving video's timestamps, so a variable frame rate stays in sync with its audio.
     Nothing is left at `output_path` unless the whole video was written.
     """
     size = model.config.image_size
@@ -92,27 +107,49 @@ def animate_video(model: MCNet, source_path: str | Path, driving_path: str | Pat
     info = probe_video(driving_path)
     animator = Animator(model, source, options, dtype)
     width = size * (3 if options.panels else 1)
+    frames = _limited(read_timed_frames(driving_path), options, info.fps)
+    first, first_time = next(frames)
+    _, frame_note = fit_square(first, size)
+    if frame_note:  # before the progress bar starts, so that the note does not break its line
+        note(f"driving {driving_path}: {frame_note} (every frame)")
+    total = min(filter(None, (info.num_frames, options.max_frames)), default=None)
     written = 0
-    with VideoWriter(output_path, info.fps, width, size, audio_from=driving_path) as writer, \
-            tqdm(total=info.num_frames or None, unit="frame", desc="animate", disable=not progress) as bar:
-        batch: list[np.ndarray] = []
+    with VideoWriter(output_path, info.fps, width, size, audio_from=driving_path, time_base=info.time_base) as writer:
+        with tqdm(total=total, unit="frame", desc="animate", disable=not progress) as bar:
+            batch: list[np.ndarray] = []
+            times: list[Fraction | None] = []
 
-        def flush() -> None:
-            nonlocal written
-            driving = np.stack(batch)
-            for frame in compose(source, driving, animator(driving), options):
-                writer.write(frame)
-            written += len(batch)
-            bar.update(len(batch))
-            batch.clear()
+            def flush() -> None:
+                nonlocal written
+                driving = np.stack(batch)
+                for frame, time in zip(compose(source, driving, animator(driving), options), times):
+                    writer.write(frame, None if time is None or first_time is None else time - first_time)
+                    bar.update(1)
+                written += len(batch)
+                batch.clear()
+                times.clear()
 
-        for index, frame in enumerate(read_frames(driving_path)):
-            frame, frame_note = fit_square(frame, size)
-            if index == 0 and frame_note:
-                note(f"driving {driving_path}: {frame_note} (every frame)")
-            batch.append(frame)
-            if len(batch) == options.batch_size:
+            for frame, time in itertools.chain([(first, first_time)], frames):
+                batch.append(fit_square(frame, size)[0])
+                times.append(time)
+                if len(batch) == options.batch_size:
+                    flush()
+            if batch:
                 flush()
-        if batch:
-            flush()
+    if writer.audio_problem:
+        note(writer.audio_problem)
     return written
+
+
+def _limited(frames: Iterator[tuple[np.ndarray, Fraction | None]], options: AnimateOptions, fps: Fraction):
+    """The driving frames up to --max-frames and before --max-seconds (counted from the first frame)."""
+    start = None
+    for index, (frame, time) in enumerate(frames):
+        if options.max_frames is not None and index >= options.max_frames:
+            return
+        if options.max_seconds is not None:
+            start = time if start is None else start
+            elapsed = index / fps if time is None or start is None else time - start
+            if elapsed >= options.max_seconds:
+                return
+        yield frame, time

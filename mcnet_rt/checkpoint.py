@@ -17,12 +17,15 @@ from safetensors.torch import save_file
 
 from .config import MCNetConfig, preset
 from .errors import CheckpointError
-from .io.atomic import atomic_output
+from .io.atomic import atomic_output, write_failed
 from .models import MCNet
 
 FORMAT = "mcnet_rt"
 FORMAT_VERSION = "1"
 NETWORKS = ("kp_detector", "generator")
+OFFICIAL_EXTENSIONS = (".pth.tar", ".pth", ".pt")
+# Extra top-level entry of an official-layout file holding our configuration; files without it are vox-256.
+CONFIG_KEY = "mcnet_rt_config"
 
 # Official generator key prefix -> ours, first match wins (a longer official prefix comes before its own prefix).
 MEMORY_KEY_RENAMES = (
@@ -61,13 +64,15 @@ def ours_to_official(key: str) -> str:
 
 def _read_torch_file(path: Path) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # A file object, not the path: torch hands any path ending in .safetensors to safetensors.
+        with path.open("rb") as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "weights_only" in str(e) or "Weights only load failed" in str(e):
             raise CheckpointError(f"{path}: holds Python objects other than tensors and plain containers; refusing to "
                                   "unpickle it, since that can run arbitrary code") from None
         raise CheckpointError(f"{path}: corrupt checkpoint ({str(e).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, SafetensorError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({first})") from None
 
@@ -97,12 +102,32 @@ def _identify_foreign(path: Path, raw: dict) -> None:
         raise CheckpointError(f"{path}: the generator has no memory unit (mbUnit.* weights); not an MCNet checkpoint")
 
 
-def _read_official(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+def _check_state(path: Path, net: str, state: object) -> None:
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: '{net}' is a {type(state).__name__}, expected a dictionary of weights")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path}: '{net}' holds {key!r}: {type(value).__name__}; expected weight names "
+                                  "mapped to tensors")
+
+
+def _read_official(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], MCNetConfig]:
     raw = _read_torch_file(path)
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path}: not a checkpoint dictionary (found {type(raw).__name__})")
+    for net in NETWORKS:
+        if net in raw:
+            _check_state(path, net, raw[net])
     _identify_foreign(path, raw)
-    return {net: {official_to_ours(k): v for k, v in _strip_module(raw[net]).items()} for net in NETWORKS}
+    config = _parse_config(path, raw[CONFIG_KEY]) if CONFIG_KEY in raw else preset("vox-256")
+    return {net: {official_to_ours(k): v for k, v in _strip_module(raw[net]).items()} for net in NETWORKS}, config
+
+
+def _parse_config(path: Path, text: object) -> MCNetConfig:
+    try:
+        return MCNetConfig.from_json(text)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its stored model configuration is unreadable ({e})") from None
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], MCNetConfig]:
@@ -118,10 +143,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, dict[str, torch.Tensor]], M
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except SafetensorError as e:
         raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({e})") from None
-    try:
-        config = MCNetConfig.from_json(meta["config"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: its stored model configuration is unreadable ({e})") from None
+    if "config" not in meta:
+        raise CheckpointError(f"{path}: its metadata holds no model configuration")
+    config = _parse_config(path, meta["config"])
     states = {net: {} for net in NETWORKS}
     for key, tensor in tensors.items():
         net, _, name = key.partition(".")
@@ -183,17 +207,34 @@ def _load_into(model: MCNet, path: Path, states: dict[str, dict[str, torch.Tenso
     if problems:
         raise CheckpointError(f"{path}: does not match the model configuration: " + " | ".join(problems))
     for net in NETWORKS:
+        _check_values(path, net, getattr(model, net).state_dict(), states[net])
+    for net in NETWORKS:
         getattr(model, net).load_state_dict(states[net], strict=True)
 
 
+def _check_values(path: Path, net: str, expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> None:
+    """Refuse weights that would run but give black or meaningless frames: integer or boolean tensors where the
+    model has floating-point ones, and NaN or infinite values."""
+    for key, tensor in given.items():
+        if not expected[key].is_floating_point():
+            continue  # BatchNorm's num_batches_tracked counter is an integer
+        if not tensor.is_floating_point():
+            raise CheckpointError(f"{path}: weight {net}.{key} is {str(tensor.dtype).removeprefix('torch.')}; "
+                                  "model weights must be floating point")
+        if not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: weight {net}.{key} holds NaN or infinite values; the checkpoint is "
+                                  "broken (e.g. a diverged training run)")
+
+
 def load(path: str | Path, device: str | torch.device = "cpu", memory_noise: bool = False) -> MCNet:
-    """Load an official MCNet `.pth.tar` (the released vox-256 configuration) or an mcnet_rt safetensors file.
+    """Load an official MCNet `.pth.tar` (the released vox-256 configuration unless the file carries ours, as
+    `save_official` writes it) or an mcnet_rt safetensors file.
 
     Returns the model in eval mode. `memory_noise=True` restores the released code's random noise injection.
     """
     path = Path(path)
     if _file_kind(path) == "torch":
-        states, config = _read_official(path), preset("vox-256")
+        states, config = _read_official(path)
     else:
         states, config = _read_safetensors(path)
     config = config.with_memory_noise(memory_noise)
@@ -210,8 +251,7 @@ def save(model: MCNet, path: str | Path) -> None:
     tensors = {f"{net}.{k}": v.detach().cpu().contiguous()
                for net in NETWORKS for k, v in getattr(model, net).state_dict().items()}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_json()}
-    with atomic_output(Path(path)) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+    _write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def official_state(model: MCNet) -> dict[str, dict[str, torch.Tensor]]:
@@ -221,7 +261,18 @@ def official_state(model: MCNet) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def save_official(model: MCNet, path: str | Path, extra: dict | None = None) -> None:
-    """Write the official `.pth.tar` layout (atomic); `extra` adds top-level entries (optimizer states, epoch)."""
-    with atomic_output(Path(path)) as tmp:
-        torch.save({**official_state(model), "epoch": 0, **(extra or {})}, tmp)
+    """Write the official `.pth.tar` layout (atomic) plus our configuration as one extra string entry, which the
+    released code ignores; `extra` adds top-level entries (optimizer states, epoch)."""
+    content = {**official_state(model), "epoch": 0, CONFIG_KEY: model.config.to_json(), **(extra or {})}
+    _write(path, lambda tmp: torch.save(content, tmp))
+
+
+def _write(path: str | Path, write) -> None:
+    """Run `write(tmp)` under atomic_output; its failures (full disk, I/O errors) become one error line."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        try:
+            write(tmp)
+        except (OSError, RuntimeError, SafetensorError) as e:
+            raise write_failed(path, e) from None
 

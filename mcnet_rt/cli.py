@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import signal
 import sys
-from pathlib import Path
 
 import torch
 
-from . import checkpoint
+from . import __version__, checkpoint
 from .animate import AnimateOptions, animate_video, note
 from .pipeline import PRECISIONS
 from .config import PRESETS, preset
 from .errors import InputError
+from .io import atomic
 from .io.atomic import check_new_directory
+from .io.outputs import VIDEO_EXTENSIONS, check_output_file
 from .models import MCNet
 from .profile import gflops_per_frame, parameter_counts
 
@@ -23,11 +26,20 @@ OFFICIAL_CHECKPOINT_HINT = (
 )
 
 
+DEVICE_HELP = "auto, cpu, cuda or cuda:N"
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: no CUDA device is available (this torch build: {torch.__version__})")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise InputError(f"--device {name}: not a device this tool runs on; use {DEVICE_HELP}")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {name}: no CUDA device is available (this torch build: {torch.__version__})")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return torch.device(name)
 
 
@@ -54,27 +66,44 @@ def model_from_args(args: argparse.Namespace, device: torch.device) -> tuple[MCN
 
 
 def cmd_animate(args: argparse.Namespace) -> None:
+    check_output_file(args.output, VIDEO_EXTENSIONS, inputs=(args.source, args.driving), overwrite=args.overwrite)
     device = pick_device(args.device)
     dtype = pick_dtype(args.precision, device)
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_batch_size(args.batch_size)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        raise InputError(f"--max-seconds must be a positive number of seconds, got {args.max_seconds}")
     model, label = model_from_args(args, device)
     options = AnimateOptions(relative=args.mode == "relative", adapt_scale=not args.no_adapt_scale,
-                             batch_size=args.batch_size, panels=args.panels, label=label)
+                             batch_size=args.batch_size, panels=args.panels, label=label,
+                             max_frames=args.max_frames, max_seconds=args.max_seconds)
     frames = animate_video(model, args.source, args.driving, args.output, options, dtype,
                            progress=not args.quiet)
     print(f"wrote {args.output}: {frames} frames ({device.type}, {str(dtype).removeprefix('torch.')})")
 
 
+BATCH_WARNING = 32
+
+
+def check_batch_size(batch_size: int) -> None:
+    """Refuse a batch below 1 and warn above BATCH_WARNING: memory grows with every frame of a batch."""
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+    if batch_size > BATCH_WARNING:
+        note(f"--batch-size {batch_size}: memory grows with each frame of a batch (measured on the CPU: the small "
+             "preset needs 0.5 GB at batch 8 and 2.2 GB at 120; vox-256 2.8 GB at batch 8); above "
+             f"{BATCH_WARNING} it rarely runs faster")
+
+
 def cmd_convert(args: argparse.Namespace) -> None:
+    output = check_output_file(args.output, (".safetensors", *checkpoint.OFFICIAL_EXTENSIONS), inputs=(args.input,),
+                               overwrite=args.overwrite)
     model = checkpoint.load(args.input)
-    output = Path(args.output)
-    if output.suffix == ".safetensors":
+    if output.name.lower().endswith(".safetensors"):
         checkpoint.save(model, output)
-    elif output.name.endswith((".pth.tar", ".pth", ".pt")):
-        checkpoint.save_official(model, output)
     else:
-        raise InputError(f"{output}: unknown output format; use .safetensors (ours) or .pth.tar (official layout)")
+        checkpoint.save_official(model, output)
     print(f"wrote {output}")
 
 
@@ -117,8 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                          "128-d embedding")
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_batch_size(args.batch_size)
     videos = protocols.find_videos(args.same_id) if args.same_id else None
     pairs = protocols.read_pairs(args.cross_id) if args.cross_id else None
     device = pick_device(args.device)
@@ -156,12 +184,14 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcnet-rt", description="Real-time MCNet talking-head animation.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__} (torch {torch.__version__})")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("animate", help="animate a still face with a driving video")
     p.add_argument("--source", required=True, help="source image (face-centred)")
     p.add_argument("--driving", required=True, help="driving video (face-centred); its audio is kept")
-    p.add_argument("-o", "--output", required=True, help="output .mp4")
+    p.add_argument("-o", "--output", required=True, help=f"output video ({', '.join(VIDEO_EXTENSIONS)}; H.264)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--checkpoint", help="official .pth.tar or mcnet_rt .safetensors")
     weights.add_argument("--untrained", choices=sorted(PRESETS), help="random weights of a preset (pipeline test)")
@@ -169,8 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="relative: apply the driver's motion since its first frame (default)")
     p.add_argument("--no-adapt-scale", action="store_true", help="do not scale motion by the face-size ratio")
     p.add_argument("--panels", action="store_true", help="write source | driving | result side by side")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--max-frames", type=int, metavar="N", help="animate only the first N driving frames")
+    p.add_argument("--max-seconds", type=float, metavar="S", help="animate only the first S seconds of the driver")
+    p.add_argument("--batch-size", type=int, default=8, help="driving frames per model call (default 8); memory "
+                   "grows with it")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
                    help="auto: fp16 on CUDA, fp32 on the CPU")
     p.add_argument("--memory-noise", action="store_true",
@@ -179,14 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_animate)
 
     p = sub.add_parser("convert", help="convert between the official .pth.tar and mcnet_rt .safetensors")
-    p.add_argument("input")
-    p.add_argument("output")
+    p.add_argument("input", help="official .pth.tar or mcnet_rt .safetensors checkpoint")
+    p.add_argument("output", help=".safetensors (mcnet_rt, configuration in its metadata) or .pth.tar (official "
+                   "layout; other configurations than vox-256 are stored as an extra entry)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("info", help="configuration, parameter counts and GFLOPs per frame")
-    p.add_argument("checkpoint", nargs="?")
+    p.add_argument("checkpoint", nargs="?", help="official .pth.tar or mcnet_rt .safetensors (default: a preset)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="vox-256", help="used when no checkpoint is given")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("evaluate", help="the paper's metrics: same-identity reconstruction, cross-identity animation")
@@ -209,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--aed-squared", action="store_true",
                    help="AED as squared distance (released cmp_aed) instead of Euclidean")
     p.add_argument("--openface-weights", metavar="FILE", help="OpenFace nn4.small2 weights (not supported yet)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=8, help="frames per model call (default 8)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto")
     p.add_argument("--memory-noise", action="store_true", help="restore the released memory-unit noise")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -231,16 +266,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (kill, timeout, a closed terminal), raised like Ctrl-C so that temporaries are removed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit status: 0 done, 2 refused input (one line on stderr), 128+signal interrupted.
+
+    An interrupt leaves no output behind: whatever was being written is removed, and 'interrupted' is only said
+    when nothing new was written (an interrupt arriving after the output was complete counts as done).
+    """
     args = build_parser().parse_args(argv)
+    handlers = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    committed_before = len(atomic.committed)
     try:
         args.func(args)
     except InputError as e:
         print(f"mcnet-rt: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        written = atomic.committed[committed_before:]
+        if written:
+            print(f"mcnet-rt: interrupted after {written[-1]} was complete; it is kept", file=sys.stderr)
+            return 0
         print("mcnet-rt: interrupted", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", signal.SIGINT)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return 0
 
 

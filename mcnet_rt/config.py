@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 from .errors import InputError
@@ -68,17 +69,46 @@ class MCNetConfig:
         gen = dict(raw["generator"])
         gen["dense_motion"] = DenseMotionConfig(**gen["dense_motion"])
         gen["memory"] = MemoryConfig(**gen["memory"])
-        return cls(
+        config = cls(
             image_size=raw["image_size"],
             num_channels=raw["num_channels"],
             num_kp=raw["num_kp"],
             keypoint_detector=KeypointDetectorConfig(**raw["keypoint_detector"]),
             generator=GeneratorConfig(**gen),
         )
+        check_bounds(config)
+        return config
 
     def with_memory_noise(self, noise: bool) -> "MCNetConfig":
         memory = dataclasses.replace(self.generator.memory, noise=noise)
         return dataclasses.replace(self, generator=dataclasses.replace(self.generator, memory=memory))
+
+
+# Integer sizes a configuration read from a file may have: generous around the presets, yet small enough that no
+# file can make the model ask for more memory than a workstation has (2^20 channels would ask for 39 TB).
+INT_BOUNDS = {
+    "image_size": (32, 1024), "num_channels": (3, 3), "num_kp": (1, 64), "block_expansion": (1, 512),
+    "max_features": (1, 4096), "num_blocks": (1, 8), "num_down_blocks": (1, 6), "channels": (1, 2048),
+    "spatial": (1, 128), "num_experts": (1, 16),
+}
+
+
+def check_bounds(config, prefix: str = "") -> None:
+    """Raise ValueError naming the first field whose type or value is out of range (sizes bounded, floats
+    finite and positive), so that a configuration from a file is checked before a model is built from it."""
+    for f in dataclasses.fields(config):
+        value, name = getattr(config, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            check_bounds(value, name + ".")
+        elif f.type == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} = {value!r}, expected true or false")
+        elif f.type == "int":
+            low, high = INT_BOUNDS[f.name]
+            if type(value) is not int or not low <= value <= high:
+                raise ValueError(f"{name} = {value!r}, expected an integer from {low} to {high}")
+        elif type(value) not in (int, float) or not (math.isfinite(value) and 0 < value <= 1e3):
+            raise ValueError(f"{name} = {value!r}, expected a positive number")
 
 
 PRESETS: dict[str, MCNetConfig] = {

@@ -195,12 +195,13 @@ def test_fit_square_identity():
 
 def test_probe_video(feat_data):
     info = probe_video(feat_data / "single_face.mp4")
-    assert info == VideoInfo(width=640, height=360, fps=Fraction(30), num_frames=72, has_audio=True)
+    assert info == VideoInfo(width=640, height=360, fps=Fraction(30), num_frames=72, has_audio=True,
+                             time_base=Fraction(1, 15360))
 
 
 def test_probe_video_without_audio(carphone):
     info = probe_video(carphone)
-    assert info == VideoInfo(176, 144, Fraction(30000, 1001), 120, False)
+    assert info == VideoInfo(176, 144, Fraction(30000, 1001), 120, False, Fraction(1, 30000))
 
 
 def test_read_frames_yields_every_frame(feat_data):

@@ -204,7 +204,7 @@ def read_pairs(csv_path: str | Path) -> tuple[str, list[Pair]]:
     if not csv_path.is_file():
         raise InputError(f"{csv_path}: file not found")
     try:
-        with open(csv_path, newline="") as f:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:  # spreadsheets save UTF-8 with a BOM
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise InputError(f"{csv_path}: not a readable CSV file ({e})") from e

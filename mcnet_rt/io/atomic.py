@@ -1,13 +1,31 @@
-"""Write outputs under a temporary name, so that a crash or Ctrl-C never leaves a half-written file."""
+"""Write outputs under a temporary name, so that a crash, Ctrl-C or kill never leaves a half-written file."""
 
 import contextlib
 import os
 import secrets
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 from mcnet_rt.errors import InputError
+
+NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+_TMP_MARK = ".tmp-"
+_INTERRUPTS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+# Outputs renamed into place by this process, in order: an interrupt that arrives after the last one was
+# committed finds the run's work done (the CLI then reports success, not "interrupted").
+committed: list[Path] = []
+
+
+def temporary_name(path: Path) -> Path:
+    """A hidden sibling of `path` with its suffix (writers such as FFmpeg pick the format from it), short enough
+    for the file system even when `path`'s own name is near the limit."""
+    tail = f"{_TMP_MARK}{secrets.token_hex(4)}{path.suffix}"
+    room = NAME_MAX - len(os.fsencode("." + tail))
+    stem = os.fsencode(path.name)[:room].decode(errors="ignore")
+    return path.with_name(f".{stem}{tail}")
 
 
 @contextlib.contextmanager
@@ -15,20 +33,46 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path that replaces `path` only if the block completes; otherwise delete it.
 
     The temporary lives in the same directory (so the final rename stays on one file system and is
-    atomic), is hidden, and keeps `path`'s suffix because writers such as FFmpeg pick the format from it.
+    atomic) and is hidden. The block turns its own write failures into `write_failed` errors.
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"{path.parent}: output directory does not exist")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected an output file name")
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}{path.suffix}")
+    tmp = temporary_name(path)
     try:
         yield tmp
-        os.replace(tmp, path)
+        try:
+            os.chmod(tmp, 0o666 & ~_umask())  # some writers (safetensors) create files readable by the owner only
+            _commit(tmp, path)
+        except OSError as e:
+            raise write_failed(path, e) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    """Rename `tmp` to `path` and record it, with interrupts held until both are done."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
+    try:
+        os.replace(tmp, path)
+        committed.append(path)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_failed(path: Path, error: BaseException) -> InputError:
+    """One line for a failed write (full disk, no permission, read-only file system), naming the output."""
+    reason = getattr(error, "strerror", None) or str(error).splitlines()[0] or type(error).__name__
+    return InputError(f"{path}: cannot write the output ({reason})")
 
 
 def check_new_directory(path: str | os.PathLike) -> Path:
@@ -56,7 +100,7 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if path.exists():
             path.rmdir()
-        os.replace(tmp, path)
+        _commit(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,25 +1,24 @@
 """Still images in and out, refusing inputs that would silently produce a wrong animation."""
 
 import os
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from mcnet_rt.errors import InputError
+from mcnet_rt.io.inputs import check_input_file
 
 MIN_SIDE = 32
 
 _GRAYSCALE_MODES = {"1", "L", "LA", "La"}
-_HIGH_DEPTH_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
+_HIGH_DEPTH_MODES = {"I": "32-bit integer", "F": "32-bit floating-point", "I;16": "16-bit", "I;16L": "16-bit",
+                     "I;16B": "16-bit", "I;16N": "16-bit"}
 _ALPHA_MODES = {"RGBA", "RGBa", "PA"}
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Load an 8-bit colour image as an (H, W, 3) uint8 RGB array, upright as a viewer shows it."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
+    path = check_input_file(path)
     try:
         with Image.open(path) as image:
             image.load()
@@ -30,7 +29,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if image.mode in _GRAYSCALE_MODES:
         raise InputError(f"{path}: is a grayscale image; the model needs a colour (RGB) image")
     if image.mode in _HIGH_DEPTH_MODES:
-        raise InputError(f"{path}: 16-bit images are not supported, convert to 8-bit RGB")
+        raise InputError(f"{path}: {_HIGH_DEPTH_MODES[image.mode]} images are not supported, convert to 8-bit RGB")
     if image.mode in _ALPHA_MODES or "transparency" in image.info:
         image = image.convert("RGBA")
         if image.getextrema()[3][0] < 255:
