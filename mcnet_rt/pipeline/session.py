@@ -121,6 +121,15 @@ class Session:
         self.no_face_frames = 0
         self.times = StageTimes()
 
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of the output frames."""
+        if self.options.output_size is not None:
+            return self.options.output_size
+        if self.options.paste_back:
+            return self.source_image.shape[1], self.source_image.shape[0]
+        return self.size, self.size
+
     def reset_reference(self) -> None:
         """The next frame with a face becomes the reference pose (safe to call from another thread or a signal
         handler: it takes effect at the next frame)."""
