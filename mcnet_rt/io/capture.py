@@ -31,6 +31,7 @@ class CameraCapture:
                  backoff: float = 0.5, report: Callable[[str], None] = _say):
         self.index, self.open_camera, self.retries, self.backoff, self.report = index, open_camera, retries, \
             backoff, report
+        cv2.setLogLevel(2)  # errors only: OpenCV's warnings about a missing camera would bury our one-line message
         self.camera = self._open()
         if self.camera is None:
             where = f" (/dev/video{index} does not exist)" if sys.platform == "linux" and \
