@@ -16,8 +16,7 @@ from pathlib import Path
 
 import torch
 
-from mcnet_rt.faces import FaceDetector, FaceTracker
-from mcnet_rt.faces.tracking import frame_tensor
+from mcnet_rt.faces import FaceDetector, FaceTracker, frame_tensor
 from mcnet_rt.io.video import read_frames
 from timing import RESULTS, Timer, percentiles, stamp
 

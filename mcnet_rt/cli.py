@@ -186,7 +186,33 @@ def cmd_convert(args: argparse.Namespace) -> None:
     print(f"wrote {output}")
 
 
+def print_kernel_report(as_json: bool) -> None:
+    """Per op family: the architectures `_C` was compiled for, and what impl="auto" runs here and why."""
+    from .ops import dispatch
+
+    report = dispatch.report(pick_device("auto"))
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    compiled = report["compiled"]
+    print(f"device: {report['device']}")
+    print("mcnet_rt._C CUDA code: " + (f"{', '.join(compiled['sass'])} + PTX {compiled['ptx']} (CUDA "
+                                       f"{compiled['cuda_runtime']} runtime, build {compiled['build_hash']})"
+                                       if compiled else "none"))
+    print(f"CUDA kernels on this machine: {report['cuda_kernels']}")
+    for family, picks in report["auto"].items():
+        print(f"{family}:")
+        for dtype, pick in picks.items():
+            print(f"  {dtype:9s} auto -> {pick}")
+    print(f"measured decisions ({report['cache']}):" + ("" if report["measured"] else " none yet"))
+    for name, decision in report["measured"].items():
+        print(f"  {name}: {decision['use']} ({decision['why']})")
+
+
 def cmd_info(args: argparse.Namespace) -> None:
+    if args.kernels:
+        print_kernel_report(args.json)
+        return
     if args.checkpoint:
         model = checkpoint.load(args.checkpoint)
         source = str(args.checkpoint)
@@ -321,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", nargs="?", help="official .pth.tar or mcnet_rt .safetensors (default: a preset)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="vox-256", help="used when no checkpoint is given")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--kernels", action="store_true",
+                   help="instead: the native kernels' architectures, and what impl=auto runs on this machine and why")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("evaluate", help="the paper's metrics: same-identity reconstruction, cross-identity animation")

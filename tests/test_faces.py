@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from mcnet_rt.faces import (CropTransform, FaceDetector, FaceTracker, OneEuroFilter, crop_frame, face_runs,
-                            normalised_landmarks)
-from mcnet_rt.faces.tracking import frame_tensor
+                            frame_tensor, normalised_landmarks)
 from mcnet_rt.io.image import read_image
 from mcnet_rt.io.video import read_frames
 

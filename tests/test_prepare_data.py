@@ -30,7 +30,8 @@ def test_writes_the_voxceleb_layout_and_skips_bad_videos(prepared, raw_videos):
         image = np.asarray(Image.open(frames[0]))
         assert image.shape == (SIZE, SIZE, 3) and image.std() > 20  # a real picture, not padding
     assert (root / "test").is_dir() and not any((root / "test").iterdir())
-    assert f"2 videos written ({2 * FRAMES} frames; 0 frames without a face left out), 0 already there, 2 skipped" in printed
+    assert (f"2 videos written ({2 * FRAMES} frames; 0 frames without a face left out), 0 already there, "
+            "2 skipped") in printed
     assert f"{raw_videos / 'no_face.mp4'}: no face found in 12 of 12 frames" in printed
     assert f"{raw_videos / 'broken.mp4'}: not a readable video" in printed
 

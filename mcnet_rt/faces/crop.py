@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 
 def square_from_box(box: np.ndarray, margin: float) -> np.ndarray:
-    """(..., 3) squares (cx, cy, side) around (..., 4) boxes (x, y, w, h): side = the box's larger side × (1 + 2·margin)."""
+    """(..., 3) squares (cx, cy, side) around (..., 4) boxes (x, y, w, h); side = larger box side × (1 + 2·margin)."""
     box = np.asarray(box, dtype=np.float64)
     side = np.maximum(box[..., 2], box[..., 3]) * (1 + 2 * margin)
     return np.stack([box[..., 0] + box[..., 2] / 2, box[..., 1] + box[..., 3] / 2, side], axis=-1)
@@ -158,3 +158,14 @@ class CropTransform:
         region = result[..., y0:y1, x0:x1]
         result[..., y0:y1, x0:x1] = region * (1 - alpha) + warped[:, :-1] * alpha
         return result
+
+
+def frame_tensor(frame: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float().div(255)
+
+
+def crop_frame(frame: np.ndarray, transform: CropTransform) -> np.ndarray:
+    """The crop of one (H, W, 3) uint8 frame as (S, S, 3) uint8 (CPU convenience over CropTransform.crop)."""
+    crop = transform.crop(frame_tensor(frame))[0]
+    return crop.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()

@@ -2,10 +2,10 @@
 
 A face is trusted only when confirmed: a detection scoring at least `min_score` whose crop FaceMesh also finds a
 face in (BlazeFace alone fires on drawn faces and text, e.g. a cartoon title card at 0.6-0.7). The track then
-follows the detection (of any score the detector reports) that overlaps the previous box most; a frame without one reports no face (None), and after
-`lost_after` such frames the track ends, so a new face must be confirmed again. Nothing is held or invented: a
-frame reports a face only where the detector saw one, or, with `detect_every` > 1, the last seen box marked
-`detected=False`.
+follows the detection (of any score the detector reports) that overlaps the previous box most; a frame without one
+reports no face (None), and after `lost_after` such frames the track ends, so a new face must be confirmed again.
+Nothing is held or invented: a frame reports a face only where the detector saw one, or, with `detect_every` > 1,
+the last seen box marked `detected=False`.
 """
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from .crop import CropTransform, square_from_box
+from .crop import CropTransform, crop_frame, square_from_box
 from .detection import Detection, FaceDetector
 from .landmarks import face_mesh
 from .one_euro import OneEuroFilter
@@ -29,17 +28,6 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     x1, y1 = np.minimum(a[:2] + a[2:], b[:2] + b[2:])
     inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
     return float(inter / (a[2] * a[3] + b[2] * b[3] - inter + 1e-9))
-
-
-def frame_tensor(frame: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H, W) float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float().div(255)
-
-
-def crop_frame(frame: np.ndarray, transform: CropTransform) -> np.ndarray:
-    """The crop of one (H, W, 3) uint8 frame as (S, S, 3) uint8 (CPU convenience over CropTransform.crop)."""
-    crop = transform.crop(frame_tensor(frame))[0]
-    return crop.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
 
 
 @dataclass(frozen=True)
@@ -94,7 +82,8 @@ class FaceTracker:
             overlaps = [(iou(d.box, previous), d) for d in detections]
             overlaps = [(o, d) for o, d in overlaps if o >= self.min_iou]
             return max(overlaps, key=lambda od: od[0])[1] if overlaps else None
-        for detection in (d for d in detections if d.score >= self.min_score):  # best score first; the first one FaceMesh confirms starts the track
+        # best score first: the first that FaceMesh confirms starts the track
+        for detection in (d for d in detections if d.score >= self.min_score):
             if self._confirmed(frame, detection):
                 return detection
         return None

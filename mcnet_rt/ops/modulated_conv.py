@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _native
+from . import _native, dispatch
 
 
 def _grouped_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
@@ -232,14 +232,17 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     """The models' modulated conv (see `modulated_conv2d_reference`); the kernel modulates and demodulates the
     shared weight as it loads it, with no per-sample weight tensor, and reads an expanded x without copying it."""
     dtype = _kernel_dtype(x)
-    if not _native.choose(impl, "modulated_conv2d", x.new_empty(0, dtype=dtype)):
-        return modulated_conv2d_reference(x, weight, styles, demodulate, eps)
-    _check_taps("modulated_conv2d", weight)
-    acc = _native.accumulation_dtype(dtype)
-    weight = weight.to(dtype).contiguous()
-    styles = styles.to(acc).contiguous()
-    demod = _demodulation(weight, styles, eps) if demodulate else None
-    return _persample_conv2d(_to(x, dtype), weight.unsqueeze(0), None, styles, demod, None, False)
+
+    def kernel(x, weight, styles):
+        _check_taps("modulated_conv2d", weight)
+        kernel_weight = weight.to(dtype).contiguous()
+        kernel_styles = styles.to(_native.accumulation_dtype(dtype)).contiguous()
+        demod = _demodulation(kernel_weight, kernel_styles, eps) if demodulate else None
+        return _persample_conv2d(_to(x, dtype), kernel_weight.unsqueeze(0), None, kernel_styles, demod, None, False)
+
+    return dispatch.run(impl, "modulated_conv2d", (x, weight, styles), kernel,
+                        lambda x, weight, styles: modulated_conv2d_reference(x, weight, styles, demodulate, eps),
+                        dtype=dtype)
 
 
 def dynamic_conv2d(x: torch.Tensor, expert_weight: torch.Tensor, expert_bias: torch.Tensor, gate: torch.Tensor,
@@ -247,10 +250,14 @@ def dynamic_conv2d(x: torch.Tensor, expert_weight: torch.Tensor, expert_bias: to
     """The models' expert-mixture conv (see `dynamic_conv2d_reference`); the kernel mixes the experts as it loads
     them, with no per-sample weight tensor."""
     dtype = _kernel_dtype(x)
-    if not _native.choose(impl, "dynamic_conv2d", x.new_empty(0, dtype=dtype)):
-        return dynamic_conv2d_reference(x, expert_weight, expert_bias, gate)
-    _check_taps("dynamic_conv2d", expert_weight)
-    acc = _native.accumulation_dtype(dtype)
-    gate = gate.to(acc).contiguous()
-    bias = torch.mm(gate, expert_bias.to(acc))
-    return _persample_conv2d(_to(x, dtype), expert_weight.to(dtype).contiguous(), gate, None, None, bias, False)
+
+    def kernel(x, expert_weight, expert_bias, gate):
+        _check_taps("dynamic_conv2d", expert_weight)
+        acc = _native.accumulation_dtype(dtype)
+        kernel_gate = gate.to(acc).contiguous()
+        bias = torch.mm(kernel_gate, expert_bias.to(acc))
+        return _persample_conv2d(_to(x, dtype), expert_weight.to(dtype).contiguous(), kernel_gate, None, None, bias,
+                                 False)
+
+    return dispatch.run(impl, "dynamic_conv2d", (x, expert_weight, expert_bias, gate), kernel,
+                        dynamic_conv2d_reference, dtype=dtype)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _native
+from . import _native, dispatch
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -125,15 +125,16 @@ def _warp_kernel(features: torch.Tensor, deformation: torch.Tensor, occlusion: t
 def warp_features(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None = None,
                   impl: str | None = None) -> torch.Tensor:
     """The generator's warp (see `warp_features_reference`), through the fused kernel when `impl` allows."""
-    if not _native.choose(impl, "warp_features", features):
-        return warp_features_reference(features, deformation, occlusion)
-    return _warp_kernel(features, deformation, occlusion, 1, True)
+    return dispatch.run(impl, "warp_features", (features, deformation, occlusion),
+                        lambda f, d, o: _warp_kernel(f, d, o, 1, True), warp_features_reference)
+
+
+def _sparse_warp_kernel(image: torch.Tensor, motions: torch.Tensor) -> torch.Tensor:
+    b, k, h, w, _ = motions.shape
+    out = _warp_kernel(image, motions.reshape(b * k, h, w, 2), None, k, False)
+    return out.view(b, k, *image.shape[1:])
 
 
 def sparse_warp(image: torch.Tensor, motions: torch.Tensor, impl: str | None = None) -> torch.Tensor:
     """The dense-motion network's K+1 warps (see `sparse_warp_reference`) in one launch."""
-    if not _native.choose(impl, "sparse_warp", image):
-        return sparse_warp_reference(image, motions)
-    b, k, h, w, _ = motions.shape
-    out = _warp_kernel(image, motions.reshape(b * k, h, w, 2), None, k, False)
-    return out.view(b, k, *image.shape[1:])
+    return dispatch.run(impl, "sparse_warp", (image, motions), _sparse_warp_kernel, sparse_warp_reference)

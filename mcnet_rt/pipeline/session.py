@@ -142,7 +142,7 @@ class Session:
             self.tracker.reset()
         if crop is None:
             raise InputError("the chosen reference frame has no face")
-        with torch.inference_mode():
+        with torch.no_grad():
             keypoints = FrameStep(self.model, self.dtype).detect(crop)
         self.reference = reference_from_keypoints(self.source, keypoints, self.options.adapt_scale)
 
@@ -218,7 +218,7 @@ def _inputs(step: FrameStep, sessions: list[Session], references: list[MotionRef
     return _cat([step.inputs(s.source, r) for s, r in zip(sessions, references)])
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def process_batch(step: FrameStep, sessions: list[Session], frames: list[np.ndarray]) -> list[np.ndarray]:
     """The output frame of each (session, frame) pair; see the module doc. A session whose frame shows no face
     holds its last pose; before its first face it shows its source crop unchanged."""
