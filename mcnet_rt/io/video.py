@@ -161,6 +161,10 @@ class VideoWriter:
             self._src = self._audio = None
             if self.audio_from is not None:
                 self._add_audio_stream(stack.enter_context(_open(self.audio_from)))
+            try:
+                self._out.start_encoding()  # creates the file now, not at the encoder's first packet
+            except OSError as e:
+                raise write_failed(self.path, e) from None
             self._stack = stack.pop_all()
         return self
 
