@@ -327,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "image with --paste-back)")
     p.add_argument("--smoothing", type=float, default=0.05, metavar="SECONDS",
                    help="One-Euro smoothing of the keypoints: time constant at rest (default 0.05; 0 = off)")
-    p.add_argument("--no-pace", action="store_true", help="read --input as fast as the pipeline goes (every frame, none dropped) instead of at its rate")
+    p.add_argument("--no-pace", action="store_true",
+                   help="read --input as fast as the pipeline goes (every frame, none dropped) instead of at its rate")
     p.add_argument("--loop", action="store_true", help="start --input again at its end")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N captured frames")
     p.add_argument("--overlay", action="store_true", help="draw fps and per-stage milliseconds on the output")
