@@ -28,7 +28,7 @@ from . import faces
 from .errors import InputError
 from .models import MCNet
 from .pipeline import FrameStep, Session, SessionOptions, process_batch
-from .io.image import read_image
+from .io.image import fit_square, read_image
 from .io.video import VideoWriter, even_size, probe_video, read_timed_frames
 
 
@@ -141,6 +141,10 @@ def animate_video(model: MCNet, source_path: str | Path, driving_path: str | Pat
         session.set_reference(reference)
     frames = _limited(read_timed_frames(driving_path), options, info.fps)
     first, first_time = next(frames)
+    if options.crop == "centre":  # say what the centre crop does to these inputs, before the progress bar
+        for name, image, every in ((source_path, source, ""), (driving_path, first, " (every frame)")):
+            if change := fit_square(image, session.size)[1]:
+                note(f"{name}: {change}{every}")
     blank = np.zeros((session.output_size[1], session.output_size[0], 3), np.uint8)
     width, height = even_size(*compose(source, [first], [blank], options)[0].shape[1::-1])
     total = min(filter(None, (info.num_frames, options.max_frames)), default=None)
