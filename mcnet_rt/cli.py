@@ -127,7 +127,7 @@ def cmd_live(args: argparse.Namespace) -> None:
     inputs = (args.source, args.input) if args.input else (args.source,)
     check_sink(args.output, args.overwrite, inputs)
     if args.stats:
-        check_output_file(args.stats, (".json",), inputs, overwrite=True)
+        check_output_file(args.stats, (".json",), inputs, overwrite=args.overwrite)
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
     device = pick_device(args.device)
@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=VIRTUAL_CAMERA, metavar="SINK",
                    help=f"{VIRTUAL_CAMERA} (default; v4l2loopback on Linux, OBS Virtual Camera elsewhere), "
                    "FILE.mp4 (real timestamps; kept playable on Ctrl-C/SIGTERM) or null")
-    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.add_argument("--overwrite", action="store_true", help="replace the output and --stats files if they exist")
     add_model_options(p)
     add_crop_options(p)
     p.add_argument("--output-size", metavar="WxH", help="output frame size (default: the crop, or the avatar "
