@@ -16,8 +16,8 @@ def test_first_driving_frame_reproduces_the_source_pose(small_model):
     animator = Animator(small_model, source, AnimateOptions(relative=True, adapt_scale=True))
     out = animator(driving)
     with torch.no_grad():
-        expected = small_model.generate(to_tensor(source[None], torch.device("cpu")), animator.source.keypoints,
-                                        animator.source.keypoints)
+        keypoints = animator.session.source.keypoints
+        expected = small_model.generate(to_tensor(source[None], torch.device("cpu")), keypoints, keypoints)
     assert np.abs(out[0].astype(int) - to_uint8(expected)[0].astype(int)).max() <= 1
 
 
@@ -49,7 +49,7 @@ def test_bfloat16_pipeline_error_is_the_models_own(small_model):
 def test_compose_panels_and_label():
     source, driving, results = frames(1)[0], frames(2, seed=1), frames(2, seed=2)
     assert compose(source, driving, results, AnimateOptions()) is results
-    panels = compose(source, driving, results, AnimateOptions(panels=True, label="X"))
+    panels = np.stack(compose(source, driving, results, AnimateOptions(panels=True, label="X")))
     assert panels.shape == (2, 128, 384, 3)
     np.testing.assert_array_equal(panels[1, 20:, 128:256], driving[1, 20:])
     np.testing.assert_array_equal(panels[0, 20:, :128], source[20:])

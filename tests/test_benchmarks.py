@@ -50,3 +50,11 @@ def test_face_stack_benchmark_times_every_stage(tmp_path):
     report = json.loads(output.read_text())
     assert report["frame_size"] == [640, 360] and report["frames_with_face"] >= 1
     assert all(report[k]["iterations"] == 5 for k in ("detector", "tracker_update", "crop", "paste_back"))
+
+
+def test_live_benchmark_reports_latency_percentiles_and_drops(tmp_path):
+    output = tmp_path / "live.json"
+    run("live.py", "--frames", "4", "--animate-frames", "0", "--output", str(output))
+    report = json.loads(output.read_text())
+    assert report["live"]["frames_captured"] == 4 and report["input_size"] == [640, 360]
+    assert {"p50_ms", "p99_ms"} <= report["live"]["latency"].keys() and report["dtype"] == "float32"

