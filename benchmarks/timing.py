@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -12,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from mcnet_rt.pipeline.stats import percentiles
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -33,16 +34,6 @@ class Timer:
         start = time.perf_counter()
         fn()
         return (time.perf_counter() - start) * 1e3
-
-
-def percentiles(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-
-    def pick(q: float) -> float:
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-    return {"p50_ms": pick(0.50), "p95_ms": pick(0.95), "p99_ms": pick(0.99), "mean_ms": statistics.fmean(ordered),
-            "min_ms": ordered[0], "iterations": len(ordered)}
 
 
 def cpu_name() -> str:

@@ -1,14 +1,20 @@
 """Animate a still face with a driving video: the source is encoded once, driving frames go through in batches.
 
-Motion transfer follows the released demo (`--relative --adapt_scale`): keypoint displacements since the first
-driving frame, scaled by the ratio of the keypoint hulls, are applied to the source keypoints. Absolute mode
-feeds the driver's keypoints directly (it transfers the driver's face shape too, which is rarely wanted).
+Both images are cropped to the face (`crop="auto"`: found by mcnet_rt.faces, the driving crop tracked and
+stabilised), to their centre square (`centre`) or taken whole (`none`). A driving frame without a face holds the
+last pose. With `paste_back` the output is the whole source image with the animated face in place. Every frame
+goes through the same `Session` / `process_batch` as live and serve.
+
+Motion transfer follows the released demo (`--relative --adapt_scale`): keypoint displacements since the reference
+driving frame (the first with a face, or with `best_frame` the one whose face landmarks are closest to the
+source's), scaled by the ratio of the keypoint hulls, are applied to the source keypoints. Absolute mode feeds
+the driver's keypoints directly (it transfers the driver's face shape too, which is rarely wanted).
 """
 from __future__ import annotations
 
 import itertools
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -18,10 +24,12 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from . import faces
+from .errors import InputError
 from .models import MCNet
-from .pipeline import FrameStep, MotionReference, motion_reference, prepare_source, to_tensor, to_uint8
-from .io.image import fit_square, read_image
-from .io.video import VideoWriter, probe_video, read_timed_frames
+from .pipeline import FrameStep, Session, SessionOptions, process_batch
+from .io.image import read_image
+from .io.video import VideoWriter, even_size, probe_video, read_timed_frames
 
 
 @dataclass(frozen=True)
@@ -33,34 +41,28 @@ class AnimateOptions:
     label: str | None = None  # text burned into every output frame (used to mark untrained weights)
     max_frames: int | None = None  # stop after this many driving frames
     max_seconds: float | None = None  # stop at this time of the driving video
+    crop: str = "auto"  # auto | centre | none (see the module doc)
+    paste_back: bool = False
+    best_frame: bool = False
 
 
 class Animator:
-    """Holds one prepared source and turns batches of driving frames into predictions through the `FrameStep`;
-    relative motion is measured from the first driving frame it sees."""
+    """Batches of face-centred driving frames at the model's size -> predictions, through a `Session` without
+    cropping (evaluation's protocols); relative motion is measured from the first driving frame it sees."""
 
     def __init__(self, model: MCNet, source: np.ndarray, options: AnimateOptions,
                  dtype: torch.dtype = torch.float32):
-        self.model = model
-        self.options = options
-        self.dtype = dtype
-        self.device = next(model.parameters()).device
         self.step = FrameStep(model, dtype, relative=options.relative)
-        self.source = prepare_source(model, to_tensor(source[None], self.device), dtype)
-        self.reference: MotionReference | None = None
+        self.session = Session(model, source, SessionOptions(crop="none", adapt_scale=options.adapt_scale), dtype)
 
-    @torch.inference_mode()
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        driving = to_tensor(frames, self.device)
-        if self.reference is None:
-            self.reference = motion_reference(self.model, self.source, driving[:1], self.options.adapt_scale,
-                                              self.dtype)
-        return to_uint8(self.step(driving, *self.step.inputs(self.source, self.reference)))
+        return np.stack(process_batch(self.step, [self.session] * len(frames), list(frames)))
 
 
-def burn_label(frame: np.ndarray, text: str) -> np.ndarray:
-    """Write `text` on a black band across the top of the frame, wrapped at word breaks so that all of it shows
-    on narrow frames (a cut-off "NOT A RESULT" would defeat the label)."""
+def burn_label(frame: np.ndarray, text: str, bottom: bool = False, colour: tuple[int, int, int] = (255, 64, 64)
+               ) -> np.ndarray:
+    """Write `text` on a black band across the top (or bottom) of the frame, wrapped at word breaks so that all of
+    it shows on narrow frames (a cut-off "NOT A RESULT" would defeat the label)."""
     image = Image.fromarray(frame)
     draw = ImageDraw.Draw(image)
     lines = [""]
@@ -72,18 +74,29 @@ def burn_label(frame: np.ndarray, text: str) -> np.ndarray:
             lines[-1] = joined
     line_height = draw.textbbox((0, 0), "Ag")[3] + 2
     band = max(12, frame.shape[0] // 16, line_height * len(lines) + 2)
-    draw.rectangle((0, 0, frame.shape[1], band), fill=(0, 0, 0))
-    draw.multiline_text((4, 1), "\n".join(lines), fill=(255, 64, 64), spacing=2)
+    top = frame.shape[0] - band if bottom else 0
+    draw.rectangle((0, top, frame.shape[1], top + band), fill=(0, 0, 0))
+    draw.multiline_text((4, top + 1), "\n".join(lines), fill=colour, spacing=2)
     return np.asarray(image)
 
 
-def compose(source: np.ndarray, driving: np.ndarray, results: np.ndarray, options: AnimateOptions) -> np.ndarray:
-    """The frames to write: results alone, or source | driving | result panels; labelled when asked."""
+def _height(image: np.ndarray, height: int) -> np.ndarray:
+    width = max(1, round(image.shape[1] * height / image.shape[0]))
+    return image if image.shape[0] == height else np.asarray(Image.fromarray(image).resize((width, height),
+                                                                                          Image.BICUBIC))
+
+
+def compose(source: np.ndarray, driving: Iterable[np.ndarray], results: list[np.ndarray],
+            options: AnimateOptions) -> list[np.ndarray]:
+    """The frames to write: results alone, or source | driving | result panels at the result's height;
+    labelled when asked."""
     out = results
     if options.panels:
-        out = np.concatenate([np.broadcast_to(source, driving.shape), driving, results], axis=2)
+        height = results[0].shape[0]
+        out = [np.concatenate([_height(source, height), _height(frame, height), result], axis=1)
+               for frame, result in zip(driving, results)]
     if options.label:
-        out = np.stack([burn_label(f, options.label) for f in out])
+        out = [burn_label(f, options.label) for f in out]
     return out
 
 
@@ -91,54 +104,64 @@ def note(message: str) -> None:
     tqdm.write(f"mcnet-rt: note: {message}", file=sys.stderr)  # above the progress bar, not through it
 
 
+def best_frame(source: np.ndarray, frames: Iterable[np.ndarray]) -> np.ndarray | None:
+    """The frame whose normalised FaceMesh landmarks are closest to the source's (the released demo's
+    --find_best_frame), or None when no frame shows a face."""
+    mesh = faces.face_mesh()
+    target = mesh(source)
+    if target is None:
+        raise InputError("--best-frame: FaceMesh finds no face landmarks in the source image")
+    target = faces.normalised_landmarks(target)
+    best, distance = None, np.inf
+    for frame in frames:
+        points = mesh(frame)
+        if points is not None and (d := float(np.sum((faces.normalised_landmarks(points) - target) ** 2))) < distance:
+            best, distance = frame, d
+    return best
+
+
 def animate_video(model: MCNet, source_path: str | Path, driving_path: str | Path, output_path: str | Path,
                   options: AnimateOptions = AnimateOptions(), dtype: torch.dtype = torch.float32,
                   progress: bool = True) -> int:
     """Write `output_path` (H.264 MP4 with the driving video's audio); returns the number of frames written.
 
-    Inputs are assumed face-centred; other sizes are centre-cropped to a square and resized, with a note.
     Frames keep the driving video's timestamps, so a variable frame rate stays in sync with its audio.
     Nothing is left at `output_path` unless the whole video was written.
     """
-    size = model.config.image_size
-    source, source_note = fit_square(read_image(source_path), size)
-    if source_note:
-        note(f"source {source_path}: {source_note}")
+    source = read_image(source_path)
     info = probe_video(driving_path)
-    animator = Animator(model, source, options, dtype)
-    width = size * (3 if options.panels else 1)
+    session = Session(model, source, SessionOptions(crop=options.crop, paste_back=options.paste_back,
+                                                    adapt_scale=options.adapt_scale, rate=float(info.fps)),
+                      dtype, source_name=str(source_path))
+    step = FrameStep(model, dtype, relative=options.relative)
+    if options.best_frame:
+        reference = best_frame(source, (f for f, _ in _limited(read_timed_frames(driving_path), options, info.fps)))
+        if reference is None:
+            raise InputError(f"{driving_path}: --best-frame: no driving frame shows a face")
+        session.set_reference(reference)
     frames = _limited(read_timed_frames(driving_path), options, info.fps)
     first, first_time = next(frames)
-    _, frame_note = fit_square(first, size)
-    if frame_note:  # before the progress bar starts, so that the note does not break its line
-        note(f"driving {driving_path}: {frame_note} (every frame)")
+    blank = np.zeros((session.output_size[1], session.output_size[0], 3), np.uint8)
+    width, height = even_size(*compose(source, [first], [blank], options)[0].shape[1::-1])
     total = min(filter(None, (info.num_frames, options.max_frames)), default=None)
-    written = 0
-    with VideoWriter(output_path, info.fps, width, size, audio_from=driving_path, time_base=info.time_base) as writer:
-        with tqdm(total=total, unit="frame", desc="animate", disable=not progress) as bar:
-            batch: list[np.ndarray] = []
-            times: list[Fraction | None] = []
-
-            def flush() -> None:
-                nonlocal written
-                driving = np.stack(batch)
-                for frame, time in zip(compose(source, driving, animator(driving), options), times):
-                    writer.write(frame, None if time is None or first_time is None else time - first_time)
-                    bar.update(1)
-                written += len(batch)
-                batch.clear()
-                times.clear()
-
-            for frame, time in itertools.chain([(first, first_time)], frames):
-                batch.append(fit_square(frame, size)[0])
-                times.append(time)
-                if len(batch) == options.batch_size:
-                    flush()
-            if batch:
-                flush()
+    with VideoWriter(output_path, info.fps, width, height, audio_from=driving_path, time_base=info.time_base) \
+            as writer, tqdm(total=total, unit="frame", desc="animate", disable=not progress) as bar:
+        for batch in batches(itertools.chain([(first, first_time)], frames), options.batch_size):
+            images = [frame for frame, _ in batch]
+            results = process_batch(step, [session] * len(images), images)
+            for frame, (_, time) in zip(compose(source, images, results, options), batch):
+                writer.write(np.ascontiguousarray(frame[:height, :width]),
+                             None if time is None or first_time is None else time - first_time)
+                bar.update(1)
     if writer.audio_problem:
         note(writer.audio_problem)
-    return written
+    return writer.frames_written
+
+
+def batches(items: Iterator, size: int) -> Iterator[list]:
+    """Lists of up to `size` consecutive items."""
+    while batch := list(itertools.islice(items, size)):
+        yield batch
 
 
 def _limited(frames: Iterator[tuple[np.ndarray, Fraction | None]], options: AnimateOptions, fps: Fraction):

@@ -6,20 +6,24 @@ import json
 import re
 import signal
 import sys
+from pathlib import Path
 
 import torch
 
 from . import __version__, checkpoint
 from .animate import AnimateOptions, animate_video, note
-from .pipeline import PRECISIONS
 from .config import PRESETS, preset
 from .errors import InputError
 from .io import atomic
 from .io.atomic import check_new_directory
 from .io.outputs import VIDEO_EXTENSIONS, check_output_file
 from .models import MCNet
+from .io.image import read_image
+from .io.sinks import VIRTUAL_CAMERA
+from .pipeline import CROPS, PRECISIONS, FrameStep, Session, SessionOptions
 from .profile import gflops_per_frame, parameter_counts
 
+SOURCE_CACHE = Path.home() / ".cache" / "mcnet_rt" / "sources"
 OFFICIAL_CHECKPOINT_HINT = (
     "the official MCNet vox-256 checkpoint is linked from the README of the authors' repository "
     "harlanhong/ICCV2023-MCNET on GitHub"
@@ -77,10 +81,85 @@ def cmd_animate(args: argparse.Namespace) -> None:
     model, label = model_from_args(args, device)
     options = AnimateOptions(relative=args.mode == "relative", adapt_scale=not args.no_adapt_scale,
                              batch_size=args.batch_size, panels=args.panels, label=label,
-                             max_frames=args.max_frames, max_seconds=args.max_seconds)
+                             max_frames=args.max_frames, max_seconds=args.max_seconds, crop=args.crop,
+                             paste_back=args.paste_back, best_frame=args.best_frame)
     frames = animate_video(model, args.source, args.driving, args.output, options, dtype,
                            progress=not args.quiet)
     print(f"wrote {args.output}: {frames} frames ({device.type}, {str(dtype).removeprefix('torch.')})")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """The weights, device and precision options of every command that runs the model."""
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--checkpoint", help="official .pth.tar or mcnet_rt .safetensors")
+    weights.add_argument("--untrained", choices=sorted(PRESETS), help="random weights of a preset (pipeline test)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
+                   help="auto: fp16 on CUDA, fp32 on the CPU")
+    p.add_argument("--memory-noise", action="store_true",
+                   help="restore the released code's random noise in the memory unit (non-deterministic)")
+
+
+def add_crop_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--crop", choices=CROPS, default="auto",
+                   help="auto: find and track the faces (default); centre: the centre square; none: the whole frame")
+    p.add_argument("--paste-back", action="store_true",
+                   help="output the whole source image with the animated face in place")
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        width, height = (int(n) for n in text.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--output-size {text}: expected WIDTHxHEIGHT, e.g. 640x480") from None
+    if width < 2 or height < 2:
+        raise InputError(f"--output-size {text}: at least 2x2 pixels")
+    return width, height
+
+
+def cmd_live(args: argparse.Namespace) -> None:
+    from .io.capture import CameraCapture, StreamCapture
+    from .io.sinks import check_sink, open_sink
+    from .pipeline.live import LiveRunner, reset_controls
+
+    inputs = (args.source, args.input) if args.input else (args.source,)
+    check_sink(args.output, args.overwrite, inputs)
+    if args.stats:
+        check_output_file(args.stats, (".json",), inputs, overwrite=True)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.precision, device)
+    source = read_image(args.source)
+    capture = StreamCapture(args.input, pace=not args.no_pace, loop=args.loop) if args.input else \
+        CameraCapture(args.camera)
+    model, label = model_from_args(args, device)
+    options = SessionOptions(crop=args.crop, paste_back=args.paste_back, output_size=parse_size(args.output_size),
+                             smoothing=args.smoothing, rate=capture.rate)
+    session = Session(model, source, options, dtype, cache_dir=None if args.no_cache else args.cache_dir,
+                      source_name=args.source)
+    sink = open_sink(args.output, *session.output_size, capture.rate)
+    runner = LiveRunner(session, FrameStep(model, dtype), capture, sink, overlay=args.overlay, label=label,
+                        max_frames=args.max_frames, lossless=bool(args.input) and args.no_pace)
+    print(f"mcnet-rt: live from {args.input or f'camera {args.camera}'} to {args.output} "
+          f"({device.type}, {str(dtype).removeprefix('torch.')}); press r (or send SIGUSR1) to reset the reference "
+          "pose, Ctrl-C to stop", file=sys.stderr)
+    with reset_controls(runner):
+        stats = runner.run()
+    stats.update(device=device.type, dtype=str(dtype).removeprefix("torch."), batch=1,
+                 input=args.input or f"camera {args.camera}", output_size=list(session.output_size),
+                 model=args.checkpoint or f"untrained preset {args.untrained}")
+    latency = stats["latency"]
+    print(f"mcnet-rt: {stats['frames_output']} frames out of {stats['frames_captured']} captured, "
+          f"{stats['fps']:.1f} fps, latency p50 {latency.get('p50_ms', 0):.0f} ms p95 {latency.get('p95_ms', 0):.0f} "
+          f"ms p99 {latency.get('p99_ms', 0):.0f} ms, dropped {stats['dropped_before_inference']} before and "
+          f"{stats['dropped_before_output']} after inference, {stats['no_face_frames']} without a face",
+          file=sys.stderr)
+    if args.stats:
+        with atomic.atomic_output(args.stats) as tmp:
+            tmp.write_text(json.dumps(stats, indent=2))
 
 
 BATCH_WARNING = 32
@@ -204,28 +283,48 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("animate", help="animate a still face with a driving video")
-    p.add_argument("--source", required=True, help="source image (face-centred)")
-    p.add_argument("--driving", required=True, help="driving video (face-centred); its audio is kept")
+    p.add_argument("--source", required=True, help="source image (a photo with a face)")
+    p.add_argument("--driving", required=True, help="driving video (a face moving); its audio is kept")
     p.add_argument("-o", "--output", required=True, help=f"output video ({', '.join(VIDEO_EXTENSIONS)}; H.264)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
-    weights = p.add_mutually_exclusive_group()
-    weights.add_argument("--checkpoint", help="official .pth.tar or mcnet_rt .safetensors")
-    weights.add_argument("--untrained", choices=sorted(PRESETS), help="random weights of a preset (pipeline test)")
+    add_model_options(p)
+    add_crop_options(p)
     p.add_argument("--mode", choices=("relative", "absolute"), default="relative",
-                   help="relative: apply the driver's motion since its first frame (default)")
+                   help="relative: apply the driver's motion since its first face frame (default)")
+    p.add_argument("--best-frame", action="store_true", help="measure relative motion from the driving frame whose "
+                   "face landmarks are closest to the source's (the released demo's --find_best_frame)")
     p.add_argument("--no-adapt-scale", action="store_true", help="do not scale motion by the face-size ratio")
     p.add_argument("--panels", action="store_true", help="write source | driving | result side by side")
     p.add_argument("--max-frames", type=int, metavar="N", help="animate only the first N driving frames")
     p.add_argument("--max-seconds", type=float, metavar="S", help="animate only the first S seconds of the driver")
     p.add_argument("--batch-size", type=int, default=8, help="driving frames per model call (default 8); memory "
                    "grows with it")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
-                   help="auto: fp16 on CUDA, fp32 on the CPU")
-    p.add_argument("--memory-noise", action="store_true",
-                   help="restore the released code's random noise in the memory unit (non-deterministic)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_animate)
+
+    p = sub.add_parser("live", help="drive an avatar from a camera or stream in real time (virtual camera, file)")
+    p.add_argument("--source", required=True, help="avatar image (a photo with a face)")
+    camera = p.add_mutually_exclusive_group()
+    camera.add_argument("--camera", type=int, default=0, metavar="N", help="camera index (default 0)")
+    camera.add_argument("--input", metavar="FILE_OR_URL", help="a video file or network stream instead of a camera")
+    p.add_argument("--output", default=VIRTUAL_CAMERA, metavar="SINK",
+                   help=f"{VIRTUAL_CAMERA} (default; v4l2loopback on Linux, OBS Virtual Camera elsewhere), "
+                   "FILE.mp4 (real timestamps; kept playable on Ctrl-C/SIGTERM) or null")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    add_model_options(p)
+    add_crop_options(p)
+    p.add_argument("--output-size", metavar="WxH", help="output frame size (default: the crop, or the avatar "
+                   "image with --paste-back)")
+    p.add_argument("--smoothing", type=float, default=0.05, metavar="SECONDS",
+                   help="One-Euro smoothing of the keypoints: time constant at rest (default 0.05; 0 = off)")
+    p.add_argument("--no-pace", action="store_true", help="read --input as fast as the pipeline goes (every frame, none dropped) instead of at its rate")
+    p.add_argument("--loop", action="store_true", help="start --input again at its end")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N captured frames")
+    p.add_argument("--overlay", action="store_true", help="draw fps and per-stage milliseconds on the output")
+    p.add_argument("--stats", metavar="FILE.json", help="write latency percentiles, stage times, fps and drops")
+    p.add_argument("--cache-dir", default=str(SOURCE_CACHE), help=f"prepared avatars (default {SOURCE_CACHE})")
+    p.add_argument("--no-cache", action="store_true", help="prepare the avatar afresh and keep nothing on disk")
+    p.set_defaults(func=cmd_live)
 
     p = sub.add_parser("convert", help="convert between the official .pth.tar and mcnet_rt .safetensors")
     p.add_argument("input", help="official .pth.tar or mcnet_rt .safetensors checkpoint")

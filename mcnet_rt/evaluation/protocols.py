@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from mcnet_rt import faces
-from mcnet_rt.animate import AnimateOptions, Animator, note
+from mcnet_rt.animate import AnimateOptions, Animator, batches, note
 from mcnet_rt.pipeline import to_tensor
 from mcnet_rt.errors import InputError
 from mcnet_rt.io.image import fit_square, read_image
@@ -94,11 +94,6 @@ class ProtocolResult:
                 heapq.heapreplace(self.worst, (*entry, panels(i)))
 
 
-def _batches(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
-    while batch := list(itertools.islice(frames, size)):
-        yield batch
-
-
 def _clip_frames(path: Path) -> Iterator[np.ndarray]:
     """The frames of a video file, or of a folder of PNG/JPG frames (the layout `prepare-data` writes)."""
     if path.is_dir():
@@ -162,7 +157,7 @@ def same_identity(model: MCNet, videos: list[Path], settings: Settings, progress
             source = next(frames)
             animator = Animator(model, source, _options(settings), settings.dtype)
             count = 0
-            for batch in _batches(itertools.chain([source], frames), settings.batch_size):
+            for batch in batches(itertools.chain([source], frames), settings.batch_size):
                 real = np.stack(batch)
                 generated = animator(real)
                 g, r = to_tensor(generated, device), to_tensor(real, device)
@@ -292,7 +287,7 @@ def cross_identity(model: MCNet, kind: str, pairs: list[Pair], settings: Setting
                 first = next(frames)
                 anchor_obs = faces.observe(first)
                 count = 0
-                for batch in _batches(itertools.chain([first], frames), settings.batch_size):
+                for batch in batches(itertools.chain([first], frames), settings.batch_size):
                     driving = np.stack(batch)
                     _cross_metrics(result, settings, clip, count, source, driving, animator(driving), anchor_obs,
                                    caption)

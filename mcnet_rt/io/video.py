@@ -29,8 +29,15 @@ class VideoInfo:
     time_base: Fraction  # unit of its video timestamps; writing in the same unit keeps them exact
 
 
-def _open(path: Path) -> av.container.InputContainer:
-    check_input_file(path)
+def is_url(name: str | os.PathLike) -> bool:
+    """A network stream (rtsp://, http://, ...) rather than a file."""
+    return "://" in str(name)
+
+
+def _open(path: Path | str) -> av.container.InputContainer:
+    """A file (checked first) or a network stream URL, opened for reading."""
+    if not is_url(path):
+        check_input_file(path)
     try:
         # Titles and comments in Latin-1 are common in camera files; they must not stop the video being read.
         return av.open(str(path), metadata_errors="ignore")
@@ -90,10 +97,16 @@ def read_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
 
 def read_timed_frames(path: str | os.PathLike) -> Iterator[tuple[np.ndarray, Fraction | None]]:
     """Like read_frames, with each frame's presentation time in seconds (None where the file gives none), so
-    that a variable-frame-rate video keeps its timing."""
-    path = Path(path)
+    that a variable-frame-rate video keeps its timing. `path` may be a network stream URL."""
+    path = str(path) if is_url(path) else Path(path)
     with _open(path) as container:
         yield from _decode(path, container)
+
+
+def even_size(width: int, height: int) -> tuple[int, int]:
+    """The largest even size within width × height (yuv420p needs even sides; writers drop the odd last
+    row/column)."""
+    return width - width % 2, height - height % 2
 
 
 class VideoWriter:

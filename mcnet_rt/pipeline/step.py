@@ -42,13 +42,18 @@ def motion_reference(model: MCNet, source: SourceCache, driving: torch.Tensor, a
     model.check_images(driving, "reference frame")
     with torch.inference_mode(), autocast(driving.device, dtype):
         keypoints = model.kp_detector(driving).to(torch.float32)
+    return reference_from_keypoints(source, keypoints, adapt_scale)
+
+
+def reference_from_keypoints(source: SourceCache, keypoints: Keypoints, adapt_scale: bool = True) -> MotionReference:
+    """`motion_reference` for driving keypoints already detected (live: the frame the user resets to)."""
     count = keypoints.value.shape[0]
     sources = source.keypoints if source.keypoints.value.shape[0] == count else \
         Keypoints(*(t.expand(count, *t.shape[1:]) for t in source.keypoints))
     scales = [movement_scale(Keypoints(sources.value[i:i + 1], sources.jacobian[i:i + 1]),
                              Keypoints(keypoints.value[i:i + 1], keypoints.jacobian[i:i + 1])) if adapt_scale else 1.0
               for i in range(count)]
-    return MotionReference(keypoints, torch.tensor(scales, dtype=torch.float32, device=driving.device))
+    return MotionReference(keypoints, torch.tensor(scales, dtype=torch.float32, device=keypoints.value.device))
 
 
 class FrameStep(nn.Module):

@@ -1,0 +1,89 @@
+"""The prepared source (its crop, keypoints and encoder features) kept on disk, so that a restart of `live` with
+the same avatar and weights skips the face search and the encoder.
+
+The key is a hash of the image's pixels, the model's weights and configuration, and the options that change the
+crop, so a changed file or checkpoint never meets a stale entry. Entries are safetensors files (no pickle):
+loading one cannot run code.
+"""
+from __future__ import annotations
+
+import hashlib
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..faces import CropTransform
+from ..io.atomic import atomic_output
+from ..keypoints import Keypoints
+from ..models import MCNet, SourceCache
+from .frames import to_tensor
+from .step import prepare_source
+
+if TYPE_CHECKING:
+    from .session import SessionOptions
+
+_weights_hashes: weakref.WeakKeyDictionary[MCNet, str] = weakref.WeakKeyDictionary()
+
+
+def weights_hash(model: MCNet) -> str:
+    """SHA-256 of the configuration and every parameter and buffer (computed once per model object)."""
+    if model not in _weights_hashes:
+        digest = hashlib.sha256(model.config.to_json().encode())
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        _weights_hashes[model] = digest.hexdigest()
+    return _weights_hashes[model]
+
+
+def source_key(model: MCNet, image: np.ndarray, options: "SessionOptions", dtype: torch.dtype) -> str:
+    digest = hashlib.sha256(weights_hash(model).encode())
+    digest.update(repr((image.shape, options.crop, options.margin, str(dtype))).encode())
+    digest.update(np.ascontiguousarray(image).tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _save(path: Path, transform: CropTransform, cache: SourceCache) -> None:
+    tensors = {"matrix": torch.from_numpy(np.ascontiguousarray(transform.matrix)),
+               "frame_size": torch.tensor(transform.frame_size), "image": cache.image,
+               "kp_value": cache.keypoints.value, "kp_jacobian": cache.keypoints.jacobian,
+               **{f"feature_{i}": f for i, f in enumerate(cache.features)}}
+    with atomic_output(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+
+
+def _load(path: Path, out_size: int, device: torch.device) -> tuple[CropTransform, SourceCache] | None:
+    try:
+        t = load_file(str(path), device=str(device))
+    except (OSError, SafetensorError):
+        return None  # unreadable or truncated: prepared again and rewritten
+    features = [t[f"feature_{i}"] for i in range(sum(k.startswith("feature_") for k in t))]
+    transform = CropTransform(t["matrix"].cpu().numpy(), tuple(int(n) for n in t["frame_size"]), out_size)
+    return transform, SourceCache(t["image"], Keypoints(t["kp_value"], t["kp_jacobian"]), features)
+
+
+def load_or_prepare(model: MCNet, image: np.ndarray, find_crop: Callable[[], CropTransform],
+                    options: "SessionOptions", dtype: torch.dtype,
+                    cache_dir: str | Path | None) -> tuple[CropTransform, SourceCache]:
+    """The source's crop transform and prepared cache: from `cache_dir` when an entry for this image, these weights
+    and options exists, else computed (`find_crop`, then the encoder) and stored there."""
+    device = next(model.parameters()).device
+    size = model.config.image_size
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"{source_key(model, image, options, dtype)}.safetensors"
+        if path.is_file() and (found := _load(path, size, device)) is not None:
+            return found
+    transform = find_crop()
+    crop = transform.crop(to_tensor(image[None], device))
+    cache = prepare_source(model, crop, dtype)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _save(path, transform, cache)
+    return transform, cache

@@ -1,0 +1,267 @@
+"""One caller's state around the per-frame step, and the one batched per-frame function that animate, live and
+serve all run.
+
+A `Session` is an avatar driven by one camera or video: the source image cropped to its face and prepared once,
+the face tracker of the driving frames, the reference pose of relative motion (reset on demand), a One-Euro filter
+on the driving keypoints, the last good pose (frames without a face hold it) and per-stage timings.
+
+`process_batch(step, sessions, frames)` takes one frame per entry: each session crops its frame (in list order,
+so one session may appear several times for consecutive frames, as animate batches a video); the crops go through
+ONE `step.detect`; each session fixes its reference and filters its keypoints; ONE `step.render` runs with the
+sessions' sources and references concatenated; each session pastes back / resizes its output.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import faces
+from ..errors import InputError
+from ..keypoints import Keypoints
+from ..models import MCNet
+from .frames import to_tensor, to_uint8
+from .prepared import load_or_prepare
+from .stats import StageTimes
+from .step import FrameStep, MotionReference, reference_from_keypoints
+
+CROPS = ("auto", "centre", "none")
+
+# Keypoints live in [-1, 1]; a head turn moves them by about one unit per second. beta lets the cut-off rise with
+# that speed so that motion follows with little lag while a still face stays steady.
+KEYPOINT_BETA = 2.0
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """crop: auto (the face, found and tracked), centre (the centre square) or none (the whole frame, resized).
+    smoothing: seconds of One-Euro smoothing of the driving keypoints at rest (0 = off); rate: the expected frame
+    rate in Hz (the filters' time step). output_size: (width, height); default the crop, or the source image with
+    paste_back. detect_every: run the face detector on every n-th driving frame (the crop is held in between)."""
+
+    crop: str = "auto"
+    paste_back: bool = False
+    output_size: tuple[int, int] | None = None
+    adapt_scale: bool = True
+    smoothing: float = 0.0
+    rate: float = 30.0
+    margin: float = 0.4
+    feather: float = 0.1
+    detect_every: int = 1
+
+    def __post_init__(self):
+        if self.crop not in CROPS:
+            raise InputError(f"crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
+        if self.smoothing < 0 or self.rate <= 0 or self.detect_every < 1:
+            raise InputError(f"need smoothing >= 0, rate > 0 and detect_every >= 1, got {self.smoothing}, "
+                             f"{self.rate}, {self.detect_every}")
+        if self.output_size is not None and min(self.output_size) < 2:
+            raise InputError(f"output size must be at least 2×2 pixels, got {self.output_size}")
+
+
+def frame_crop(mode: str, frame_size: tuple[int, int], size: int) -> faces.CropTransform:
+    """The crop of a frame for the face-independent modes: its centre square (centre) or all of it (none)."""
+    height, width = frame_size
+    if mode == "centre":
+        return faces.CropTransform.from_square(np.array([width / 2, height / 2, min(height, width)]), frame_size,
+                                               size)
+    matrix = np.array([[size / width, 0.0, 0.0], [0.0, size / height, 0.0]])
+    return faces.CropTransform(matrix, (height, width), size)
+
+
+def source_crop(image: np.ndarray, options: SessionOptions, size: int, name: str) -> faces.CropTransform:
+    """The crop of the avatar image; with crop=auto its face must be found (a clear error otherwise)."""
+    if options.crop != "auto":
+        return frame_crop(options.crop, image.shape[:2], size)
+    track = faces.FaceTracker(margin=options.margin).update(image)
+    if track is None:
+        raise InputError(f"{name}: no face found (MediaPipe face detection, confirmed by FaceMesh); use a photo "
+                         "with a clearly visible face, or --crop centre to use the centre of the image as it is")
+    return track.crop(size)
+
+
+def _is_identity(transform: faces.CropTransform) -> bool:
+    return transform.frame_size == (transform.out_size,) * 2 and np.allclose(transform.matrix, np.eye(2, 3))
+
+
+class Session:
+    """One avatar (`source_image`, (H, W, 3) uint8 RGB) driven by one stream of frames; see the module doc.
+
+    `process(frame)` returns the output frame (uint8 RGB); `reset_reference()` makes the next frame with a face the
+    reference pose (the avatar then shows its source pose); `set_smoothing(seconds)`; `stats()`. With `cache_dir`
+    the prepared source is kept on disk, keyed by the image's and the weights' hashes.
+    """
+
+    def __init__(self, model: MCNet, source_image: np.ndarray, options: SessionOptions = SessionOptions(),
+                 dtype: torch.dtype = torch.float32, cache_dir: str | Path | None = None,
+                 source_name: str = "source image"):
+        self.model = model
+        self.options = options
+        self.dtype = dtype
+        self.device = next(model.parameters()).device
+        self.size = model.config.image_size
+        self.source_image = source_image
+        self.source_transform, self.source = load_or_prepare(
+            model, source_image, lambda: source_crop(source_image, options, self.size, source_name), options,
+            dtype, cache_dir)
+        self.source_full = to_tensor(source_image[None], self.device) if options.paste_back else None
+        self.tracker = faces.FaceTracker(margin=options.margin, detect_every=options.detect_every,
+                                         smoothing=faces.OneEuroFilter(rate=options.rate)) \
+            if options.crop == "auto" else None
+        self.keypoint_filter: faces.OneEuroFilter | None = None
+        self.set_smoothing(options.smoothing)
+        self.reference: MotionReference | None = None
+        self.pose: Keypoints | None = None  # the last good (filtered) driving keypoints
+        self._reset_requested = False
+        self.frames = 0
+        self.no_face_frames = 0
+        self.times = StageTimes()
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of the output frames."""
+        if self.options.output_size is not None:
+            return self.options.output_size
+        if self.options.paste_back:
+            return self.source_image.shape[1], self.source_image.shape[0]
+        return self.size, self.size
+
+    def reset_reference(self) -> None:
+        """The next frame with a face becomes the reference pose (safe to call from another thread or a signal
+        handler: it takes effect at the next frame)."""
+        self._reset_requested = True
+
+    def set_reference(self, frame: np.ndarray) -> None:
+        """Make `frame` (a driving frame with a face) the reference pose now (animate's --best-frame)."""
+        crop = self._crop(frame)
+        if self.tracker is not None:
+            self.tracker.reset()
+        if crop is None:
+            raise InputError("the chosen reference frame has no face")
+        with torch.inference_mode():
+            keypoints = FrameStep(self.model, self.dtype).detect(crop)
+        self.reference = reference_from_keypoints(self.source, keypoints, self.options.adapt_scale)
+
+    def set_smoothing(self, seconds: float) -> None:
+        """One-Euro smoothing of the driving keypoints: seconds of time constant at rest, 0 = off."""
+        if seconds < 0:
+            raise InputError(f"smoothing must be >= 0 seconds, got {seconds}")
+        self.keypoint_filter = faces.OneEuroFilter(min_cutoff=1 / (2 * np.pi * seconds), beta=KEYPOINT_BETA,
+                                                   rate=self.options.rate) if seconds > 0 else None
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        """The output frame for one driving frame."""
+        return process_batch(FrameStep(self.model, self.dtype), [self], [frame])[0]
+
+    def stats(self) -> dict:
+        """Frames seen, frames without a face, and per-stage milliseconds (p50/p95/p99/mean over a recent window)."""
+        return {"frames": self.frames, "no_face_frames": self.no_face_frames, "stages": self.times.summary()}
+
+    def _crop(self, frame: np.ndarray) -> torch.Tensor | None:
+        """The (1, 3, S, S) driving crop, or None when the frame shows no face."""
+        if self.tracker is not None:
+            track = self.tracker.update(frame)
+            if track is None:
+                return None
+            transform = track.crop(self.size)
+        else:
+            transform = frame_crop(self.options.crop, frame.shape[:2], self.size)
+        image = to_tensor(frame[None], self.device)
+        return image if _is_identity(transform) else transform.crop(image)
+
+    def _observe(self, keypoints: Keypoints) -> Keypoints:
+        """Fix the reference if there is none, filter the keypoints; they become the pose held by no-face frames."""
+        if self._reset_requested or self.reference is None:
+            self._reset_requested = False
+            self.reference = reference_from_keypoints(self.source, keypoints, self.options.adapt_scale)
+            if self.keypoint_filter is not None:
+                self.keypoint_filter.reset()
+        if self.keypoint_filter is not None:
+            flat = torch.cat([keypoints.value.flatten(), keypoints.jacobian.flatten()]).cpu().numpy()
+            smooth = torch.from_numpy(self.keypoint_filter(flat)).to(keypoints.value)
+            count = keypoints.value.numel()
+            keypoints = Keypoints(smooth[:count].view_as(keypoints.value), smooth[count:].view_as(keypoints.jacobian))
+        self.pose = keypoints
+        return keypoints
+
+    def _finish(self, face: torch.Tensor) -> np.ndarray:
+        """The output frame for a (1, 3, S, S) face: pasted back into the avatar image and/or resized."""
+        image = self.source_transform.paste(face, self.source_full, self.options.feather) \
+            if self.options.paste_back else face
+        if self.options.output_size is not None:
+            width, height = self.options.output_size
+            if tuple(image.shape[-2:]) != (height, width):
+                image = F.interpolate(image, size=(height, width), mode="bilinear", antialias=True,
+                                      align_corners=False)
+        return to_uint8(image)[0]
+
+
+def _sync(device: torch.device) -> None:
+    """Stage timings on a GPU need the work done (the CPU only queues it); a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _cat(parts: list[tuple[torch.Tensor, ...]]) -> list[torch.Tensor]:
+    return [torch.cat(column) for column in zip(*parts)]
+
+
+def _inputs(step: FrameStep, sessions: list[Session], references: list[MotionReference]) -> list[torch.Tensor]:
+    """The step's source and reference inputs: one session's own (batch 1, broadcast by the step) when a batch
+    is one session's consecutive frames with one reference, else every entry's concatenated."""
+    if all(s is sessions[0] for s in sessions) and all(r is references[0] for r in references):
+        return list(step.inputs(sessions[0].source, references[0]))
+    return _cat([step.inputs(s.source, r) for s, r in zip(sessions, references)])
+
+
+@torch.inference_mode()
+def process_batch(step: FrameStep, sessions: list[Session], frames: list[np.ndarray]) -> list[np.ndarray]:
+    """The output frame of each (session, frame) pair; see the module doc. A session whose frame shows no face
+    holds its last pose; before its first face it shows its source crop unchanged."""
+    if len(sessions) != len(frames):
+        raise ValueError(f"process_batch: {len(sessions)} sessions but {len(frames)} frames")
+    device = sessions[0].device
+    crops = []
+    for session, frame in zip(sessions, frames):
+        start = time.perf_counter()
+        crops.append(session._crop(frame))
+        _sync(device)
+        session.times.add("crop", (time.perf_counter() - start) * 1e3)
+        session.frames += 1
+        session.no_face_frames += crops[-1] is None
+    seen = [i for i, crop in enumerate(crops) if crop is not None]
+    start = time.perf_counter()
+    detected = step.detect(torch.cat([crops[i] for i in seen])) if seen else None
+    _sync(device)
+    detect_ms = (time.perf_counter() - start) * 1e3
+    poses: list[Keypoints | None] = []
+    references: list[MotionReference | None] = []
+    for i, session in enumerate(sessions):  # in list order: a session's reference and filter follow its frames
+        if i in seen:
+            j = seen.index(i)
+            session._observe(Keypoints(detected.value[j:j + 1], detected.jacobian[j:j + 1]))
+            session.times.add("detect", detect_ms)
+        poses.append(session.pose)
+        references.append(session.reference)
+    posed = [i for i, pose in enumerate(poses) if pose is not None]
+    start = time.perf_counter()
+    rendered = step.render(*_cat([tuple(poses[i]) for i in posed]),
+                           *_inputs(step, [sessions[i] for i in posed], [references[i] for i in posed])) \
+        if posed else None
+    _sync(device)
+    render_ms = (time.perf_counter() - start) * 1e3
+    outputs = []
+    for i, session in enumerate(sessions):
+        start = time.perf_counter()
+        if i in posed:
+            j = posed.index(i)
+            outputs.append(session._finish(rendered[j:j + 1]))
+            session.times.add("render", render_ms)
+        else:
+            outputs.append(session._finish(session.source.image))
+        session.times.add("output", (time.perf_counter() - start) * 1e3)
+    return outputs
