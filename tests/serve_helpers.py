@@ -109,3 +109,13 @@ class ClipTrack(MediaStreamTrack):
         frame.pts, frame.time_base = int(self.index * 90000 / self.fps), Fraction(1, 90000)
         self.index += 1
         return frame
+
+
+def write_y4m(path, frames: list[np.ndarray], fps: int = 30) -> None:
+    """A .y4m clip (Chromium's fake camera input) from RGB frames: 4:2:0 planes after a one-line header."""
+    height, width = frames[0].shape[:2]
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for rgb in frames:
+            planes = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p").to_ndarray()
+            out.write(b"FRAME\n" + planes.tobytes())

@@ -16,6 +16,7 @@ from .scheduler import BatchScheduler, Slot, SlotClosed
 log = logging.getLogger("mcnet_rt.serve")
 RTP_TIME_BASE = Fraction(1, 90000)
 MAX_SMOOTHING = 1.0
+IDLE_TIMEOUT_S = 10.0
 
 
 class AvatarTrack(MediaStreamTrack):
@@ -68,13 +69,16 @@ class Peer:
             self._spawn(self._pump(track))
 
     async def _pump(self, track: MediaStreamTrack) -> None:
-        """Camera frames to the scheduler (decoded to RGB only for frames that make a batch)."""
+        """Camera frames to the scheduler (decoded to RGB only for frames that make a batch). A caller whose
+        frames stop (a closed tab, a lost network) is closed after IDLE_TIMEOUT_S rather than ICE's 30 s."""
         try:
             while True:
-                frame = await track.recv()
+                frame = await asyncio.wait_for(track.recv(), IDLE_TIMEOUT_S)
                 self.scheduler.submit(self.slot, frame, frame.pts)
         except MediaStreamError:
             await self.close("its camera stream ended")
+        except asyncio.TimeoutError:
+            await self.close(f"no camera frame for {IDLE_TIMEOUT_S:.0f} s")
 
     def _on_datachannel(self, channel) -> None:
         channel.on("message", lambda message: self._on_message(channel, message))
@@ -98,12 +102,12 @@ class Peer:
             channel.send(json.dumps({"error": f"bad control message: {e}"}))
 
     async def _send_stats(self, channel) -> None:
-        """Once a second: the scheduler's counters and the session's per-stage timings."""
+        """Once a second: the scheduler's counters and the session's stats (per-stage milliseconds)."""
         while not self.closed:
             await asyncio.sleep(1.0)
             if channel.readyState != "open" or self.slot.session is None:
                 continue
-            stats = {**self.slot.counters(), "stages_ms": self.slot.session.stats()}
+            stats = {**self.slot.counters(), "session": self.slot.session.stats()}
             channel.send(json.dumps({"stats": stats}))
 
     async def _on_connection_state(self) -> None:

@@ -160,8 +160,9 @@ async function updateStats() {
   $("latency").textContent = ms(await transportMs(call.pc) + server.latency_ms + receiveToDisplay);
   $("server-latency").textContent = ms(server.latency_ms);
   $("batch").textContent = `${ms(server.batch_ms)} (${server.batch_size})`;
-  $("stages").textContent = Object.entries(server.stages_ms || {})
-    .map(([name, value]) => `${name} ${typeof value === "number" ? value.toFixed(1) : value}`).join(", ") || "–";
+  const stages = Object.entries((server.session && server.session.stages) || {})
+    .filter(([, times]) => times.p50_ms !== undefined);
+  $("stages").textContent = stages.map(([name, times]) => `${name} ${times.p50_ms.toFixed(1)} ms`).join(" · ") || "–";
   $("counts").textContent = `${server.received} / ${server.processed} / ${server.late} / ${server.replaced}`;
 }
 
@@ -175,6 +176,7 @@ window.addEventListener("DOMContentLoaded", () => {
     $("smoothing-value").textContent = event.target.value;
     send({smoothing: Number(event.target.value)});
   });
+  window.addEventListener("pagehide", stop); // leave the call at once (the server would notice after 10 s)
   countAvatarFrames();
   setInterval(updateStats, 1000);
   loadSamples().catch((e) => showError(`Cannot list the sample faces: ${e.message}`));
