@@ -231,3 +231,12 @@ def test_two_aiortc_callers_get_frames_and_closing_frees_the_session(monkeypatch
             await pc2.close()
 
     asyncio.run(body())
+
+
+def test_serve_command_refuses_bad_options(capsys):
+    from mcnet_rt.cli import main
+
+    assert main(["serve", "--untrained", "small", "--max-sessions", "0"]) == 2
+    assert "--max-sessions must be at least 1" in capsys.readouterr().err
+    assert main(["serve", "--untrained", "small", "--host", "0.0.0.0", "--token", "short"]) == 2
+    assert "--token must be at least 16 characters" in capsys.readouterr().err
