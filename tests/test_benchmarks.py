@@ -50,3 +50,12 @@ def test_face_stack_benchmark_times_every_stage(tmp_path):
     report = json.loads(output.read_text())
     assert report["frame_size"] == [640, 360] and report["frames_with_face"] >= 1
     assert all(report[k]["iterations"] == 5 for k in ("detector", "tracker_update", "crop", "paste_back"))
+
+
+def test_serve_benchmark_runs_both_scheduler_modes(tmp_path):
+    output = tmp_path / "serve.json"
+    run("serve.py", "--streams", "2", "--seconds", "2", "--output", str(output))
+    results = json.loads(output.read_text())["results"]
+    assert [(r["mode"], r["streams"], len(r["per_stream"])) for r in results] == \
+        [("batched", 2, 2), ("one_at_a_time", 2, 2)]
+    assert all(r["total_fps"] > 0 for r in results)
