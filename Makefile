@@ -44,7 +44,12 @@ else
 		--panels -o out/demo.mp4
 endif
 
-test: $(NATIVE)
+# The serve tests drive Debian's Chromium (installed once; CI runs as root on Debian).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	apt-get update -qq && apt-get install -y -qq chromium chromium-driver
+
+test: $(NATIVE) $(CHROMIUM)
 	$(PY) -m pytest -q tests
 
 bench: $(NATIVE)

