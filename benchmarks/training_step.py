@@ -35,7 +35,7 @@ def measure(args: argparse.Namespace, amp: str, impl: str, device: torch.device)
         video.mkdir(parents=True)
         Image.new("RGB", (64, 64)).save(video / "0000000.png")
         config = load_config(None, overrides + [f"data.root={root}", f"log.dir={root}/run", "data.num_workers=0",
-                                                f"data.num_repeats={args.batch}"])
+                                                f"data.num_repeats={args.batch}", "validation.every=0"])
         trainer = Trainer(config)
     size = trainer.model.config.image_size
     batch = {"source": torch.rand(args.batch, 3, size, size), "driving": torch.rand(args.batch, 3, size, size),

@@ -42,6 +42,7 @@ class DataSection:
     id_sampling: bool = True  # one item per identity, a random video of it each time
     num_repeats: int = 75  # passes over the items per epoch
     num_workers: int = 8
+    persistent_workers: bool = True  # keep the DataLoader's workers between epochs (False: restart each epoch)
     augmentation: AugmentationSection = field(default_factory=AugmentationSection)
 
 

@@ -104,7 +104,7 @@ class Trainer:
         self.stop_signal: int | None = None
         self.loader = DataLoader(self.dataset, batch_size=c.train.batch_size, sampler=self.sampler,
                                  num_workers=c.data.num_workers, drop_last=True,
-                                 persistent_workers=c.data.num_workers > 0,
+                                 persistent_workers=c.data.persistent_workers and c.data.num_workers > 0,
                                  pin_memory=self.device.type == "cuda",
                                  generator=torch.Generator().manual_seed(c.train.seed + self.process.rank))
         if resume_path is not None:
