@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,12 +22,16 @@ from mcnet_rt.training.trainer import Trainer
 from mcnet_rt.training.validation import ValidationResult, Validator, is_improvement
 from training_fixtures import SIZE, held_out_identity_split, quick_config
 
+sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
+import render_run  # noqa: E402
+
 
 def test_validation_logs_metrics_and_grid_and_keeps_the_best_checkpoint(prepared, tmp_path):
     root = held_out_identity_split(prepared[0], tmp_path / "data")
     trainer = Trainer(quick_config(root, tmp_path / "run", "train.max_steps=3", "validation.every=1",
                                    "validation.pairs=2", "validation.grid_pairs=2",
-                                   "validation.metrics=[l1, psnr, lpips, akd]", "validation.best_metric=psnr"))
+                                   "validation.metrics=[l1, psnr, lpips, akd]", "validation.best_metric=psnr",
+                                   "log.log_every=1"))
     trainer.run()
     board = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
     board.Reload()
@@ -45,6 +51,9 @@ def test_validation_logs_metrics_and_grid_and_keeps_the_best_checkpoint(prepared
     assert best["step"] == best["best"]["step"] == best_step and best["best"]["metric"] == "psnr"
     assert best["best"]["value"] == pytest.approx(logged["psnr"][best_step - 1], rel=1e-6)
     assert trainer.best == best["best"]
+    # training/render_run.py draws the same log (loss, the four metrics, the latest grid) without a browser.
+    picture = Image.open(render_run.render(tmp_path / "run", tmp_path / "run.png"))
+    assert picture.width == 4 * 80 * 6 and picture.height == 9 * 80  # six panels of 4 in at 80 dpi, grid below
 
 
 def test_the_best_metric_knows_which_way_is_better():
