@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import statistics
 import tempfile
 import time
@@ -23,7 +22,7 @@ import torch
 from mcnet_rt.cli import main as cli
 from mcnet_rt.training.config import load_config
 from mcnet_rt.training.trainer import Trainer
-from timing import RESULTS, stamp
+from timing import stamp, write_report
 
 CONFIG = Path(__file__).parents[1] / "training" / "configs" / "small.yaml"
 
@@ -93,10 +92,7 @@ def main() -> None:
               f"{row['epoch_boundary_step_s']:.2f} s at epoch starts")
     report = {"benchmark": "training_loop", **stamp(torch.device("cpu")), "image_size": args.image_size,
               "batch": args.batch, "threads": args.threads, "workers": args.workers, "results": rows}
-    out = args.output or RESULTS / f"training_loop_cpu_small_b{args.batch}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(report, args.output, f"training_loop_cpu_small_b{args.batch}.json")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ the PyTorch references, measured in the same run), and writes JSON to benchmarks
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import tempfile
 import time
@@ -22,7 +21,7 @@ from PIL import Image
 from mcnet_rt.ops import use_impl
 from mcnet_rt.training.config import load_config
 from mcnet_rt.training.trainer import Trainer
-from timing import RESULTS, stamp
+from timing import stamp, write_report
 
 
 def measure(args: argparse.Namespace, amp: str, impl: str, device: torch.device) -> dict:
@@ -91,10 +90,7 @@ def main() -> None:
                   f"peak {row['peak_memory_gib']:.2f} GiB ({row['peak_memory_kind']})")
     report = {"benchmark": "training_step", **stamp(device), "preset": args.preset,
               "image_size": args.image_size, "batch": args.batch, "steps": args.steps, "results": rows}
-    out = args.output or RESULTS / f"training_step_{device.type}_{args.preset}_b{args.batch}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(report, args.output, f"training_step_{device.type}_{args.preset}_b{args.batch}.json")
 
 
 if __name__ == "__main__":
