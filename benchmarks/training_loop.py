@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from mcnet_rt.cli import main as cli
-from mcnet_rt.training.config import load_config
+from mcnet_rt.training.config import load_config, usable_scales
 from mcnet_rt.training.trainer import Trainer
 from timing import stamp, write_report
 
@@ -37,6 +37,7 @@ def shipped_clips(where: Path) -> Path:
 
 def measure(data: Path, log_dir: Path, args: argparse.Namespace, persistent: bool) -> dict:
     config = load_config(CONFIG, [f"data.root={data}", f"log.dir={log_dir}", f"model.image_size={args.image_size}",
+                                  f"loss.scales={usable_scales(args.image_size)}",
                                   f"train.batch_size={args.batch}", f"data.num_workers={args.workers}",
                                   f"data.num_repeats={args.repeats}", f"data.persistent_workers={persistent}",
                                   f"train.max_steps={args.steps}", "train.device=cpu", "validation.every=0",

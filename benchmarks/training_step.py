@@ -19,14 +19,14 @@ import torch
 from PIL import Image
 
 from mcnet_rt.ops import use_impl
-from mcnet_rt.training.config import load_config
+from mcnet_rt.training.config import load_config, usable_scales
 from mcnet_rt.training.trainer import Trainer
 from timing import stamp, write_report
 
 
 def measure(args: argparse.Namespace, amp: str, impl: str, device: torch.device) -> dict:
-    scales = "[1, 0.5, 0.25, 0.125]" if (args.image_size or 256) >= 128 else "[1, 0.5, 0.25]"
-    overrides = [f"model.preset={args.preset}", f"model.image_size={args.image_size}", f"loss.scales={scales}",
+    overrides = [f"model.preset={args.preset}", f"model.image_size={args.image_size}",
+                 f"loss.scales={usable_scales(args.image_size or 256)}",
                  f"train.batch_size={args.batch}", f"train.amp={amp}", f"train.device={device}"]
     with tempfile.TemporaryDirectory() as root:
         # A one-frame placeholder dataset satisfies the Trainer; the steps below get random batches directly.

@@ -42,3 +42,11 @@ def test_frame_latency_and_training_step_compare_impls(tmp_path):
         "none", "--steps", "1", "--warmup", "0", "--impls", "reference", "kernel", "--output", str(training))
     rows = json.loads(training.read_text())["results"]
     assert [r["ops"] for r in rows] == ["reference", "kernel"] and rows[1]["speedup_vs_reference"] > 0
+
+
+def test_training_loop_compares_persistent_workers(prepared, tmp_path):
+    output = tmp_path / "loop.json"
+    run("training_loop.py", "--data", str(prepared[0]), "--image-size", "64", "--batch", "2", "--workers", "1",
+        "--repeats", "2", "--steps", "3", "--threads", "1", "--output", str(output))
+    rows = json.loads(output.read_text())["results"]
+    assert [r["persistent_workers"] for r in rows] == [False, True] and all(r["steps_per_s"] > 0 for r in rows)

@@ -242,6 +242,14 @@ def override_differences(path: str | Path | None, overrides: list[str]) -> dict[
     return differences(_build(TrainConfig, _read_file(path), "").to_dict(), load_config(path, overrides).to_dict())
 
 
+VGG_MIN_SIZE = 16  # px: the smallest input whose relu5_1 (after four 2× poolings) is not empty
+
+
+def usable_scales(image_size: int, scales: list[float] = (1.0, 0.5, 0.25, 0.125)) -> list[float]:
+    """The pyramid scales (the released four by default) at which VGG still sees at least VGG_MIN_SIZE px."""
+    return [s for s in scales if s * image_size >= VGG_MIN_SIZE]
+
+
 def validate(config: TrainConfig) -> None:
     loss, train = config.loss, config.train
     if len(loss.perceptual) != 5:
@@ -251,9 +259,9 @@ def validate(config: TrainConfig) -> None:
     size = config.model_config().image_size
     if size < 64 or size % 32:
         raise InputError(f"config model.image_size: must be a multiple of 32, at least 64; got {size}")
-    if sum(loss.perceptual) and min(loss.scales) * size < 16:
+    if sum(loss.perceptual) and usable_scales(size, loss.scales) != loss.scales:
         raise InputError(f"config loss.scales: the smallest pyramid level, {min(loss.scales)} × {size} px, is below "
-                         "the 16 px that VGG's relu5_1 needs; drop that scale or raise model.image_size")
+                         f"the {VGG_MIN_SIZE} px that VGG's relu5_1 needs; drop that scale or raise model.image_size")
     valid = config.validation
     unknown = [m for m in valid.metrics if m not in LOWER_IS_BETTER]
     if unknown or not valid.metrics:
