@@ -24,7 +24,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt setup.py
 	touch $@
 
 $(NATIVE): $(STAMP) $(NATIVE_SOURCES)
-	MAX_JOBS=2 $(PY) setup.py --quiet build_ext --inplace
+	MAX_JOBS=2 $(PY) setup.py --quiet build_ext --inplace --force  # --force: the editable install above may have left a CPU-only _C that looks up to date
 	touch $@
 
 demo: $(NATIVE)

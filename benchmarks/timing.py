@@ -3,6 +3,7 @@ and the device/commit/command stamp every results file carries."""
 from __future__ import annotations
 
 import datetime
+import json
 import platform
 import subprocess
 import sys
@@ -84,3 +85,12 @@ def measure(fn: Callable[[], object], device: torch.device, warmup: int, iterati
     if device.type == "cuda":
         result["peak_mib"] = (torch.cuda.max_memory_allocated(device) - baseline) / 2**20
     return result
+
+
+def write_report(report: dict, output: Path | None, default_name: str) -> Path:
+    """Write a benchmark's JSON to `output`, or to benchmarks/results/<default_name>, and say where."""
+    out = output or RESULTS / default_name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return out

@@ -10,7 +10,6 @@ the PyTorch references, measured in the same run), and writes JSON to benchmarks
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import tempfile
 import time
@@ -20,14 +19,14 @@ import torch
 from PIL import Image
 
 from mcnet_rt.ops import use_impl
-from mcnet_rt.training.config import load_config
+from mcnet_rt.training.config import load_config, usable_scales
 from mcnet_rt.training.trainer import Trainer
-from timing import RESULTS, stamp
+from timing import stamp, write_report
 
 
 def measure(args: argparse.Namespace, amp: str, impl: str, device: torch.device) -> dict:
-    scales = "[1, 0.5, 0.25, 0.125]" if (args.image_size or 256) >= 128 else "[1, 0.5, 0.25]"
-    overrides = [f"model.preset={args.preset}", f"model.image_size={args.image_size}", f"loss.scales={scales}",
+    overrides = [f"model.preset={args.preset}", f"model.image_size={args.image_size}",
+                 f"loss.scales={usable_scales(args.image_size or 256)}",
                  f"train.batch_size={args.batch}", f"train.amp={amp}", f"train.device={device}"]
     with tempfile.TemporaryDirectory() as root:
         # A one-frame placeholder dataset satisfies the Trainer; the steps below get random batches directly.
@@ -35,7 +34,7 @@ def measure(args: argparse.Namespace, amp: str, impl: str, device: torch.device)
         video.mkdir(parents=True)
         Image.new("RGB", (64, 64)).save(video / "0000000.png")
         config = load_config(None, overrides + [f"data.root={root}", f"log.dir={root}/run", "data.num_workers=0",
-                                                f"data.num_repeats={args.batch}"])
+                                                f"data.num_repeats={args.batch}", "validation.every=0"])
         trainer = Trainer(config)
     size = trainer.model.config.image_size
     batch = {"source": torch.rand(args.batch, 3, size, size), "driving": torch.rand(args.batch, 3, size, size),
@@ -91,10 +90,7 @@ def main() -> None:
                   f"peak {row['peak_memory_gib']:.2f} GiB ({row['peak_memory_kind']})")
     report = {"benchmark": "training_step", **stamp(device), "preset": args.preset,
               "image_size": args.image_size, "batch": args.batch, "steps": args.steps, "results": rows}
-    out = args.output or RESULTS / f"training_step_{device.type}_{args.preset}_b{args.batch}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_report(report, args.output, f"training_step_{device.type}_{args.preset}_b{args.batch}.json")
 
 
 if __name__ == "__main__":

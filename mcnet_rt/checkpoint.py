@@ -246,11 +246,12 @@ def load(path: str | Path, device: str | torch.device = "cpu", memory_noise: boo
 
 # ---------------------------------------------------------------------------------------------------- writing
 
-def save(model: MCNet, path: str | Path) -> None:
-    """Write our format: safetensors with the configuration in its metadata (atomic)."""
+def save(model: MCNet, path: str | Path, notes: dict[str, str] | None = None) -> None:
+    """Write our format: safetensors with the configuration in its metadata (atomic); `notes` adds metadata
+    entries (e.g. which weights of a training run these are)."""
     tensors = {f"{net}.{k}": v.detach().cpu().contiguous()
                for net in NETWORKS for k, v in getattr(model, net).state_dict().items()}
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_json()}
+    meta = {**(notes or {}), "format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_json()}
     _write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 

@@ -67,3 +67,11 @@ def test_serve_benchmark_runs_both_scheduler_modes(tmp_path):
     assert [(r["mode"], r["streams"], len(r["per_stream"])) for r in results] == \
         [("batched", 2, 2), ("one_at_a_time", 2, 2)]
     assert all(r["total_fps"] > 0 for r in results)
+
+
+def test_training_loop_compares_persistent_workers(prepared, tmp_path):
+    output = tmp_path / "loop.json"
+    run("training_loop.py", "--data", str(prepared[0]), "--image-size", "64", "--batch", "2", "--workers", "1",
+        "--repeats", "2", "--steps", "3", "--threads", "1", "--output", str(output))
+    rows = json.loads(output.read_text())["results"]
+    assert [r["persistent_workers"] for r in rows] == [False, True] and all(r["steps_per_s"] > 0 for r in rows)

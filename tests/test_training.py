@@ -143,7 +143,7 @@ def test_overfitting_one_clip_reconstructs_a_held_out_frame(prepared, tmp_path):
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed support")
 def test_torchrun_two_processes_match_one_process_with_the_combined_batch(prepared, tmp_path):
     root, _ = prepared
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "tests")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
     script = str(REPO / "tests" / "ddp_step.py")
     # float64: the one-step gradient of this model is ill-conditioned in float32 (5e-4 from its float64 value), so
     # DDP and one process are compared where rounding cannot hide a wrong average or unsynchronised statistics.

@@ -42,6 +42,7 @@ class DataSection:
     id_sampling: bool = True  # one item per identity, a random video of it each time
     num_repeats: int = 75  # passes over the items per epoch
     num_workers: int = 8
+    persistent_workers: bool = True  # keep the DataLoader's workers between epochs (False: restart each epoch)
     augmentation: AugmentationSection = field(default_factory=AugmentationSection)
 
 
@@ -71,6 +72,8 @@ class OptimSection:
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     milestones: list[int] = field(default_factory=lambda: [80])  # epochs
     gamma: float = 0.1
+    warmup_steps: int = 0  # linear learning-rate warm-up over this many steps (0: none, as released)
+    ema: float = 0.0  # decay of an exponential moving average of both networks' weights (0: none, as released)
     clip_grad_norm: float = 10.0
     amp: str = "none"  # "bf16" (CPU or CUDA) or "fp16" (CUDA, with a GradScaler)
     dtype: str = "float32"  # "float64": exact-arithmetic runs, e.g. to check DDP against one process
@@ -89,6 +92,21 @@ class LogSection:
     progress: bool = True
 
 
+# The validation metrics and whether a lower value is better (what `validation.best_metric` minimises or maximises).
+LOWER_IS_BETTER = {"l1": True, "psnr": False, "lpips": True, "akd": True}
+
+
+@dataclass
+class ValidationSection:
+    """Same-identity reconstruction of fixed held-out pairs: metrics and an image grid every `every` steps."""
+    every: int = 1000  # steps between validations (0: none)
+    holdout: str = "identities"  # "identities": data.root/test/; "clips": one clip of each identity with several
+    pairs: int = 16  # fixed (source, driving) pairs, spread over the held-out clips
+    grid_pairs: int = 4  # of those, the ones shown in the image grid
+    metrics: list[str] = field(default_factory=lambda: ["l1", "psnr", "lpips", "akd"])
+    best_metric: str = "lpips"  # the checkpoint with the best value is kept as checkpoints/best.pt
+
+
 @dataclass
 class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)
@@ -96,6 +114,7 @@ class TrainConfig:
     loss: LossSection = field(default_factory=LossSection)
     train: OptimSection = field(default_factory=OptimSection)
     log: LogSection = field(default_factory=LogSection)
+    validation: ValidationSection = field(default_factory=ValidationSection)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -113,6 +132,8 @@ CHOICES = {
     "loss.kp_distance_mode": ("smooth", "released"),
     "train.amp": ("none", "bf16", "fp16"),
     "train.dtype": ("float32", "float64"),
+    "validation.holdout": ("identities", "clips"),
+    "validation.best_metric": tuple(LOWER_IS_BETTER),
 }
 
 
@@ -173,22 +194,60 @@ def apply_override(raw: dict, assignment: str) -> None:
     node[leaf] = yaml.safe_load(text)
 
 
+def _read_file(path: str | Path | None) -> dict:
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: not valid YAML ({e})") from None
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
     """The configuration of a YAML file (None: the defaults) with `--set` overrides applied, fully validated."""
-    raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: config file not found")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise InputError(f"{path}: not valid YAML ({e})") from None
+    raw = _read_file(path)
     for assignment in overrides:
         apply_override(raw, assignment)
     config = _build(TrainConfig, raw, "")
     validate(config)
     return config
+
+
+def flatten(values: dict, prefix: str = "") -> dict:
+    """{"train": {"lr": 1}} -> {"train.lr": 1}."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def differences(before: dict, after: dict) -> dict[str, tuple]:
+    """{dotted key: (before, after)} for every value that differs between two nested configurations."""
+    a, b = flatten(before), flatten(after)
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+
+
+def describe(changes: dict[str, tuple]) -> str:
+    return "\n".join(f"  {key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
+
+
+def override_differences(path: str | Path | None, overrides: list[str]) -> dict[str, tuple]:
+    """What the `--set` overrides change in the configuration of the file (or of the defaults)."""
+    return differences(_build(TrainConfig, _read_file(path), "").to_dict(), load_config(path, overrides).to_dict())
+
+
+VGG_MIN_SIZE = 16  # px: the smallest input whose relu5_1 (after four 2× poolings) is not empty
+
+
+def usable_scales(image_size: int, scales: list[float] = (1.0, 0.5, 0.25, 0.125)) -> list[float]:
+    """The pyramid scales (the released four by default) at which VGG still sees at least VGG_MIN_SIZE px."""
+    return [s for s in scales if s * image_size >= VGG_MIN_SIZE]
 
 
 def validate(config: TrainConfig) -> None:
@@ -200,13 +259,27 @@ def validate(config: TrainConfig) -> None:
     size = config.model_config().image_size
     if size < 64 or size % 32:
         raise InputError(f"config model.image_size: must be a multiple of 32, at least 64; got {size}")
-    if sum(loss.perceptual) and min(loss.scales) * size < 16:
+    if sum(loss.perceptual) and usable_scales(size, loss.scales) != loss.scales:
         raise InputError(f"config loss.scales: the smallest pyramid level, {min(loss.scales)} × {size} px, is below "
-                         "the 16 px that VGG's relu5_1 needs; drop that scale or raise model.image_size")
+                         f"the {VGG_MIN_SIZE} px that VGG's relu5_1 needs; drop that scale or raise model.image_size")
+    valid = config.validation
+    unknown = [m for m in valid.metrics if m not in LOWER_IS_BETTER]
+    if unknown or not valid.metrics:
+        raise InputError(f"config validation.metrics: expected some of {', '.join(LOWER_IS_BETTER)}, got "
+                         f"{valid.metrics}")
+    if valid.best_metric not in valid.metrics:
+        raise InputError(f"config validation.best_metric: {valid.best_metric} is not among validation.metrics "
+                         f"{valid.metrics}")
+    if not 0 <= train.ema < 1:
+        raise InputError(f"config train.ema: the decay must be in [0, 1) (0: no EMA), got {train.ema}")
     if len(train.betas) != 2:
         raise InputError(f"config train.betas: expected two values, got {train.betas}")
     for key, value in (("train.batch_size", train.batch_size), ("train.epochs", train.epochs),
                        ("data.num_repeats", config.data.num_repeats), ("log.checkpoint_every", config.log.checkpoint_every),
-                       ("log.log_every", config.log.log_every), ("log.image_every", config.log.image_every)):
+                       ("log.log_every", config.log.log_every), ("log.image_every", config.log.image_every),
+                       ("validation.pairs", valid.pairs), ("validation.grid_pairs", valid.grid_pairs)):
         if value < 1:
             raise InputError(f"config {key}: must be at least 1, got {value}")
+    for key, value in (("train.warmup_steps", train.warmup_steps), ("validation.every", valid.every)):
+        if value < 0:
+            raise InputError(f"config {key}: must be at least 0, got {value}")

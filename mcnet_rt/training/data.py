@@ -10,6 +10,7 @@ do not depend on the number of DataLoader workers or processes, and a resumed ru
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,36 +50,62 @@ def _read_rgb(path: Path) -> np.ndarray:
         raise InputError(f"{path}: unreadable frame ({e})") from None
 
 
-def read_pair(video: Path, rng: np.random.Generator) -> np.ndarray:
-    """Two frames (sorted indices, drawn with replacement) as a (2, H, W, 3) uint8 array."""
+def read_chosen(video: Path, choose: Callable[[int], Sequence[int]]) -> np.ndarray:
+    """The frames `choose(number of frames)` picks, as an (N, H, W, 3) uint8 array."""
     if video.is_dir():
         frames = video_frames(video)
         if not frames:
             raise InputError(f"{video}: no PNG or JPG frames in this video folder")
-        indices = np.sort(rng.integers(len(frames), size=2))
-        return np.stack([_read_rgb(frames[i]) for i in indices])
+        return np.stack([_read_rgb(frames[i]) for i in choose(len(frames))])
     frames = list(read_frames(video))
-    indices = np.sort(rng.integers(len(frames), size=2))
-    return np.stack([frames[i] for i in indices])
+    return np.stack([frames[i] for i in choose(len(frames))])
+
+
+def read_pair(video: Path, rng: np.random.Generator) -> np.ndarray:
+    """Two frames (sorted indices, drawn with replacement) as a (2, H, W, 3) uint8 array."""
+    return read_chosen(video, lambda n: np.sort(rng.integers(n, size=2)))
+
+
+def to_model_size(frames: np.ndarray, size: int) -> torch.Tensor:
+    """(N, H, W, 3) uint8 frames as (N, 3, size, size) floats in [0, 1] (antialiased resize when needed)."""
+    clip = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    if clip.shape[-2:] != (size, size):
+        clip = F.interpolate(clip, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return clip
+
+
+def split_videos(root: str | Path, split: str) -> list[Path]:
+    """The videos of `root/split/`, with an error that names what is missing."""
+    root = Path(root)
+    if not str(root) or not root.is_dir():
+        raise InputError(f"{root}: dataset folder not found (set data.root; `mcnet-rt prepare-data` makes one)")
+    split_dir = root / split
+    if not split_dir.is_dir():
+        raise InputError(f"{root}: no {split}/ folder; expected {root}/{split}/<id>#<video>.mp4/ folders of PNG "
+                         "frames (the layout `mcnet-rt prepare-data` writes)")
+    videos = list_videos(split_dir)
+    if not videos:
+        raise InputError(f"{split_dir}: no videos (expected <id>#<video>.mp4 folders of PNG frames, or .mp4 files)")
+    return videos
+
+
+def held_out_clips(videos: list[Path]) -> list[Path]:
+    """Validation by held-out clips: the last clip (by name) of every identity that has more than one."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for video in videos:
+        groups[identity_of(video)].append(video)
+    return [clips[-1] for _, clips in sorted(groups.items()) if len(clips) > 1]
 
 
 class VideoFrameDataset(Dataset):
     """Items keyed by (epoch, index); returns source and driving frames (3, S, S) in [0, 1] and a seed for the
-    per-sample random transform of the equivariance loss."""
+    per-sample random transform of the equivariance loss. `exclude`: videos held out for validation."""
 
     def __init__(self, root: str | Path, image_size: int, augmentation: AugmentationSection, seed: int,
-                 id_sampling: bool = True, num_repeats: int = 1, split: str = "train"):
-        root = Path(root)
-        if not str(root) or not root.is_dir():
-            raise InputError(f"{root}: dataset folder not found (set data.root; `mcnet-rt prepare-data` makes one)")
-        split_dir = root / split
-        if not split_dir.is_dir():
-            raise InputError(f"{root}: no {split}/ folder; expected {root}/{split}/<id>#<video>.mp4/ folders of PNG "
-                             "frames (the layout `mcnet-rt prepare-data` writes)")
-        videos = list_videos(split_dir)
+                 id_sampling: bool = True, num_repeats: int = 1, split: str = "train", exclude: Sequence[Path] = ()):
+        videos = [v for v in split_videos(root, split) if v not in set(exclude)]
         if not videos:
-            raise InputError(f"{split_dir}: no videos (expected <id>#<video>.mp4 folders of PNG frames, or .mp4 "
-                             "files)")
+            raise InputError(f"{Path(root) / split}: every video is held out for validation; nothing to train on")
         groups: dict[str, list[Path]] = defaultdict(list)
         for video in videos:
             groups[identity_of(video) if id_sampling else video.name].append(video)
@@ -95,12 +122,8 @@ class VideoFrameDataset(Dataset):
         epoch, index = key
         rng = np.random.default_rng([self.seed, epoch, index])
         group = self.groups[index % len(self.groups)]
-        pair = read_pair(group[rng.integers(len(group))], rng)
-        clip = torch.from_numpy(pair).permute(0, 3, 1, 2).float() / 255
-        if clip.shape[-2:] != (self.image_size, self.image_size):
-            clip = F.interpolate(clip, size=(self.image_size,) * 2, mode="bilinear", antialias=True,
-                                 align_corners=False).clamp(0, 1)
-        clip = augment(clip, self.augmentation, rng)
+        clip = augment(to_model_size(read_pair(group[rng.integers(len(group))], rng), self.image_size),
+                       self.augmentation, rng)
         return {"source": clip[0].contiguous(), "driving": clip[1].contiguous(),
                 "seed": torch.tensor(rng.integers(2 ** 62), dtype=torch.int64)}
 

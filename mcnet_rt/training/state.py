@@ -1,8 +1,9 @@
 """Training checkpoints: everything an exact resume needs, in a file that loads without running code.
 
 The file holds tensors and plain containers only (torch.save, read back with weights_only=True): the two
-networks, both optimisers and schedulers, the GradScaler, the position in the data (epoch, batch), the step, the
-count of skipped steps, every RNG state and the configuration as YAML. Writes are atomic.
+networks and their weight average (when `train.ema` is on), both optimisers, the GradScaler, the best validation
+so far, the position in the data (epoch, batch), the step, the count of skipped steps, every RNG state and the
+configuration as YAML. The learning-rate schedule is not state: it follows the configuration. Writes are atomic.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from .. import checkpoint
 from ..config import MCNetConfig
@@ -75,23 +77,44 @@ def load(path: str | Path) -> dict:
     return state
 
 
-def model_from_state(state: dict) -> MCNet:
+def best_path(directory: Path) -> Path:
+    """The checkpoint of the best validation so far (not counted in `keep`, never removed)."""
+    return directory / "best.pt"
+
+
+def model_from_state(state: dict, weights: str | None = None) -> tuple[MCNet, str]:
+    """The model of a training checkpoint and which weights it holds: "ema" (the weight average), "raw" (the
+    last step's); None picks the average when the checkpoint has one."""
+    if weights is None:
+        weights = "ema" if state["ema"] else "raw"
+    if weights not in ("ema", "raw"):
+        raise InputError(f"weights {weights!r}: expected 'ema' or 'raw'")
+    if weights == "ema" and not state["ema"]:
+        raise InputError("the checkpoint has no weight average (it was trained with train.ema 0); export 'raw'")
+    networks = state["ema"] if weights == "ema" else state
     model = MCNet(MCNetConfig.from_json(state["model_config"]))
-    model.kp_detector.load_state_dict(state["kp_detector"])
-    model.generator.load_state_dict(state["generator"])
-    return model.eval()
+    model.kp_detector.load_state_dict(networks["kp_detector"])
+    model.generator.load_state_dict(networks["generator"])
+    return model.eval(), weights
 
 
-def export(train_checkpoint: str | Path, output: str | Path) -> Path:
-    """Write a training checkpoint's model as our safetensors (`.safetensors`) or the official layout
-    (`.pth.tar`), both readable by `mcnet_rt.load` and `mcnet-rt animate`."""
-    state = load(train_checkpoint)
-    model = model_from_state(state)
+def export_model(state: dict, output: str | Path, weights: str | None = None) -> Path:
+    """Write a training state's model as our safetensors (`.safetensors`) or the official layout (`.pth.tar`),
+    both readable by `mcnet_rt.load` and `mcnet-rt animate`; the file records which weights it holds."""
+    model, weights = model_from_state(state, weights)
+    decay = yaml.safe_load(state["config"])["train"].get("ema", 0)
+    label = f"ema (decay {decay})" if weights == "ema" else "raw (last step, no weight average)"
+    notes = {"weights": label, "step": str(state["step"])}
     output = Path(output)
     if output.suffix == ".safetensors":
-        checkpoint.save(model, output)
+        checkpoint.save(model, output, notes)
     elif output.name.endswith((".pth.tar", ".pth", ".pt")):
-        checkpoint.save_official(model, output, extra={"epoch": state["epoch"]})
+        checkpoint.save_official(model, output, extra={"epoch": state["epoch"], **notes})
     else:
         raise InputError(f"{output}: unknown export format; use .safetensors (ours) or .pth.tar (official layout)")
     return output
+
+
+def export(train_checkpoint: str | Path, output: str | Path, weights: str | None = None) -> Path:
+    """export_model of a training checkpoint file."""
+    return export_model(load(train_checkpoint), output, weights)
