@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..evaluation import faces, image_metrics, motion_metrics
+from .. import faces
+from ..evaluation import image_metrics, motion_metrics
 from ..evaluation.perceptual import lpips
 from ..models import MCNet
 from .config import LOWER_IS_BETTER, ValidationSection
