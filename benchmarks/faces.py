@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import itertools
-import json
 from pathlib import Path
 
 import torch
 
 from mcnet_rt.faces import FaceDetector, FaceTracker, frame_tensor
 from mcnet_rt.io.video import read_frames
-from timing import RESULTS, Timer, percentiles, stamp
+from timing import Timer, percentiles, stamp, write_report
 
 
 def default_clip() -> Path:
@@ -68,10 +67,7 @@ def main() -> None:
         r = report[name]
         print(f"{name:15s} p50 {r['p50_ms']:6.2f} ms  p95 {r['p95_ms']:6.2f} ms  mean {r['mean_ms']:6.2f} ms")
     print(f"{len(found)} of {len(frames)} frames tracked ({width}×{height})")
-    output = args.output or RESULTS / f"faces_{device.type}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {output}")
+    write_report(report, args.output, f"faces_{device.type}.json")
 
 
 if __name__ == "__main__":
