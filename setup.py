@@ -2,9 +2,11 @@
 
 `_C` is a pybind11 module over torch-free launchers: the CPU twins (csrc/cpu) are always built; the CUDA kernels
 (csrc/kernels/*.cu) are compiled with nvcc when it is found (CUDA_HOME, /usr/local/cuda or PATH) and linked with
-the static CUDA runtime, so the module imports on machines without a GPU. MCNET_RT_CUDA=0 builds CPU-only,
-MCNET_RT_CUDA=1 fails when nvcc is missing. Flags live in csrc/build.json. Objects are rebuilt only when their
-sources or headers change (`python setup.py build_ext --inplace`).
+the static CUDA runtime, so the module imports on machines without a GPU or with a driver too old for it (the ops
+then fall back to the references; see mcnet_rt/ops/dispatch.py). MCNET_RT_CUDA=0 builds CPU-only,
+MCNET_RT_CUDA=1 fails when nvcc is missing. Flags live in csrc/build.json; MCNET_RT_CUDA_ARCHS="90 120" overrides
+its machine-code architectures. Objects are rebuilt only when their sources, headers or nvcc command change
+(`python setup.py build_ext --inplace`).
 """
 from __future__ import annotations
 
@@ -63,17 +65,24 @@ class BuildWithCuda(build_ext):
         newest_header = max((h.stat().st_mtime for h in headers), default=0.0)
         out_dir = Path(self.build_temp) / "cuda"
         out_dir.mkdir(parents=True, exist_ok=True)
-        archs = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in FLAGS["cuda_archs"]]
-        archs.append(f"-gencode=arch=compute_{FLAGS['ptx_arch']},code=compute_{FLAGS['ptx_arch']}")
+        sass = os.environ.get("MCNET_RT_CUDA_ARCHS", "").replace(",", " ").split() or FLAGS["cuda_archs"]
+        ptx = FLAGS["ptx_arch"]
+        archs = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in sass]
+        archs.append(f"-gencode=arch=compute_{ptx},code=compute_{ptx}")
+        # What _C reports (cuda_archs, ptx_arch) for the dispatch; nvcc splits option values at unescaped commas.
+        archs += ["-DMCNET_RT_SASS_ARCHS=" + "\\,".join(sass), f"-DMCNET_RT_PTX_ARCH={ptx}"]
 
         def compile_one(source: Path) -> str:
             obj = out_dir / (source.stem + ".o")
-            if obj.exists() and obj.stat().st_mtime >= max(source.stat().st_mtime, newest_header):
-                return str(obj)
             command = [str(nvcc), f"-std=c++{FLAGS['cxx_standard']}", *FLAGS["cuda_flags"], *archs,
                        "-Xcompiler=-fPIC", f"-I{CSRC / 'include'}", "-c", str(source), "-o", str(obj)]
+            recorded = obj.with_suffix(".cmd")
+            if (obj.exists() and obj.stat().st_mtime >= max(source.stat().st_mtime, newest_header)
+                    and recorded.exists() and recorded.read_text() == " ".join(command)):
+                return str(obj)
             print(" ".join(command), flush=True)
             subprocess.run(command, check=True)
+            recorded.write_text(" ".join(command))
             return str(obj)
 
         jobs = int(os.environ.get("MAX_JOBS", os.cpu_count() or 1))

@@ -78,7 +78,33 @@ def cmd_convert(args: argparse.Namespace) -> None:
     print(f"wrote {output}")
 
 
+def print_kernel_report(as_json: bool) -> None:
+    """Per op family: the architectures `_C` was compiled for, and what impl="auto" runs here and why."""
+    from .ops import dispatch
+
+    report = dispatch.report(pick_device("auto"))
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    compiled = report["compiled"]
+    print(f"device: {report['device']}")
+    print("mcnet_rt._C CUDA code: " + (f"{', '.join(compiled['sass'])} + PTX {compiled['ptx']} (CUDA "
+                                       f"{compiled['cuda_runtime']} runtime, build {compiled['build_hash']})"
+                                       if compiled else "none"))
+    print(f"CUDA kernels on this machine: {report['cuda_kernels']}")
+    for family, picks in report["auto"].items():
+        print(f"{family}:")
+        for dtype, pick in picks.items():
+            print(f"  {dtype:9s} auto -> {pick}")
+    print(f"measured decisions ({report['cache']}):" + ("" if report["measured"] else " none yet"))
+    for name, decision in report["measured"].items():
+        print(f"  {name}: {decision['use']} ({decision['why']})")
+
+
 def cmd_info(args: argparse.Namespace) -> None:
+    if args.kernels:
+        print_kernel_report(args.json)
+        return
     if args.checkpoint:
         model = checkpoint.load(args.checkpoint)
         source = str(args.checkpoint)
@@ -143,9 +169,10 @@ def cmd_prepare_data(args: argparse.Namespace) -> None:
     from .training.prepare import PrepareOptions, prepare_dataset
 
     options = PrepareOptions(size=args.size, margin=args.margin, max_frames=args.max_frames,
-                             test_fraction=args.test_fraction)
+                             test_fraction=args.test_fraction, min_face_fraction=args.min_face_fraction)
     report = prepare_dataset(args.raw_dir, args.out_dir, options, progress=not args.quiet)
-    print(f"{args.out_dir}: {len(report.written)} videos written, {len(report.existing)} already there, "
+    print(f"{args.out_dir}: {len(report.written)} videos written ({report.frames_written} frames; "
+          f"{report.frames_left_out} frames without a face left out), {len(report.existing)} already there, "
           f"{len(report.skipped)} skipped")
     for video, reason in report.skipped:
         print(f"  skipped {video}: {reason}")
@@ -186,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", nargs="?")
     p.add_argument("--preset", choices=sorted(PRESETS), default="vox-256", help="used when no checkpoint is given")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--kernels", action="store_true",
+                   help="instead: the native kernels' architectures, and what impl=auto runs on this machine and why")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("evaluate", help="the paper's metrics: same-identity reconstruction, cross-identity animation")
@@ -217,11 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare-data", help="crop raw face videos into the training layout (PNG frame folders)")
     p.add_argument("raw_dir", help="folder of videos; raw_dir/<identity>/<clip>.mp4 names identities")
-    p.add_argument("out_dir", help="writes out_dir/{train,test}/<identity>#<clip>.mp4/0000000.png, ...")
+    p.add_argument("out_dir", help="writes out_dir/{train,test}/<identity>#<clip>.mp4/0000000.png, ...; a clip "
+                   "whose face leaves is split into <identity>#<clip>#<first>#<end>.mp4 folders of face frames")
     p.add_argument("--size", type=int, default=256, help="output frame size in pixels (default 256)")
     p.add_argument("--margin", type=float, default=0.4, help="crop side = face box × (1 + 2·margin)")
     p.add_argument("--max-frames", type=int, default=0, help="frames per video (default: all)")
     p.add_argument("--test-fraction", type=float, default=0.0, help="share of identities held out in test/")
+    p.add_argument("--min-face-fraction", type=float, default=0.5,
+                   help="skip videos with a face in fewer than this share of their frames (default 0.5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_prepare_data)
     return parser

@@ -13,6 +13,22 @@ from official_fixture import official_checkpoint_dict  # noqa: E402
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a GPU that mcnet_rt._C's CUDA kernels can run on "
+                                       "(`pytest -m cuda` runs only these: benchmarks/gpu_session.sh)")
+
+
+def pytest_collection_modifyitems(config, items):
+    from mcnet_rt.ops import cuda_kernels_available
+
+    if cuda_kernels_available():
+        return
+    skip = pytest.mark.skip(reason="no GPU that mcnet_rt._C's CUDA kernels can run on")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def official_checkpoint(tmp_path_factory) -> Path:
     """The equivalence fixture's weights written as an official MCNet .pth.tar."""

@@ -42,3 +42,11 @@ def test_frame_latency_and_training_step_compare_impls(tmp_path):
         "none", "--steps", "1", "--warmup", "0", "--impls", "reference", "kernel", "--output", str(training))
     rows = json.loads(training.read_text())["results"]
     assert [r["ops"] for r in rows] == ["reference", "kernel"] and rows[1]["speedup_vs_reference"] > 0
+
+
+def test_face_stack_benchmark_times_every_stage(tmp_path):
+    output = tmp_path / "faces.json"
+    run("faces.py", "--frames", "5", "--size", "64", "--output", str(output))
+    report = json.loads(output.read_text())
+    assert report["frame_size"] == [640, 360] and report["frames_with_face"] >= 1
+    assert all(report[k]["iterations"] == 5 for k in ("detector", "tracker_update", "crop", "paste_back"))

@@ -73,6 +73,18 @@ def test_frame_pairs_with_anchor_and_released_switches(tmp_path, feat_data, smal
     assert result.values["aed"][0] == pytest.approx(euclidean.values["aed"][0] ** 2)
 
 
+def test_same_identity_reads_the_frame_folders_that_prepare_data_writes(tmp_path, prepared, capsys):
+    root, _ = prepared
+    out = tmp_path / "report"
+    assert cli.main(["evaluate", "--untrained", "small", "--same-id", str(root / "train"), "--limit", "2",
+                     "-o", str(out), "--quiet"]) == 0
+    same = json.loads((out / "results.json").read_text())["protocols"]["same_identity"]
+    assert [c["frames"] for c in same["clips"]] == [2, 2]
+    assert same["clips"][0]["video"].endswith("carphone#carphone.mp4")
+    assert cli.main(["evaluate", "--untrained", "small", "--same-id", str(root), "-o", str(tmp_path / "r2")]) == 2
+    assert f"pass its split, e.g. {root / 'test'}" in capsys.readouterr().err
+
+
 def error_line(capsys, *args) -> str:
     assert cli.main(["evaluate", "--quiet", *map(str, args)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()

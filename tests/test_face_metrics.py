@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from mcnet_rt.evaluation import faces, motion_metrics as mm, pose
+from mcnet_rt import faces
+from mcnet_rt.evaluation import motion_metrics as mm, pose
 from mcnet_rt.io.image import fit_square, read_image
 from mcnet_rt.io.video import read_frames
 

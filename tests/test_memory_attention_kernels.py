@@ -3,13 +3,14 @@
 The twin runs the kernels' tiles (32 queries × 64 keys forward, 16 rows × 64 items backward) and online softmax,
 so the shapes below cross tile edges on every side: partial query and key tiles, several key tiles (the online
 rescaling), odd channel counts (the CUDA kernels pad channels to 16) and the full 512-channel head."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from mcnet_rt.ops import cuda_kernels_available, memory_attention, memory_attention_reference, use_impl
+from mcnet_rt.ops import memory_attention, memory_attention_reference, use_impl
 
-needs_cuda = pytest.mark.skipif(not cuda_kernels_available(), reason="no CUDA device or _C built without CUDA")
 
 
 def inputs(batch, channels, query_size, key_size, dtype=torch.float64, device="cpu", spread=1.0, seed=0):
@@ -78,8 +79,9 @@ def test_custom_ops_pass_opcheck():
 
 def test_lse_is_the_log_sum_exp_of_the_scores():
     q, k, v = (t.detach().flatten(2) for t in inputs(2, 7, (6, 6), (10, 10)))
-    _, lse = torch.ops.mcnet_rt.memory_attention_forward(q, k, v, 0.25)
-    assert torch.allclose(lse, torch.logsumexp(0.25 * q.transpose(1, 2) @ k, dim=-1), rtol=0, atol=1e-12)
+    _, lse2 = torch.ops.mcnet_rt.memory_attention_forward(q, k, v, 0.25)  # in base 2: log2 Σ exp(s)
+    assert torch.allclose(lse2 * math.log(2), torch.logsumexp(0.25 * q.transpose(1, 2) @ k, dim=-1), rtol=0,
+                          atol=1e-12)
 
 
 def test_extreme_logits_stay_finite_and_correct():
@@ -88,11 +90,16 @@ def test_extreme_logits_stay_finite_and_correct():
     ref = memory_attention_reference(*exact)
     out = memory_attention(*exact, impl="kernel")
     assert torch.isfinite(out).all() and relative_error(out, ref) <= 1e-12
-    for got, want in zip(grads(out, exact), grads(ref, exact)):
+    ref_grads = grads(ref, exact)
+    for got, want in zip(grads(out, exact), ref_grads):
         assert torch.isfinite(got).all() and relative_error(got, want) <= 1e-9
     single = [t.detach().float().requires_grad_() for t in exact]
-    out32 = memory_attention(*single, impl="kernel")
-    assert torch.isfinite(out32).all() and all(torch.isfinite(g).all() for g in grads(out32, single))
+    out32, torch32 = memory_attention(*single, impl="kernel"), memory_attention_reference(*single)
+    assert torch.isfinite(out32).all()
+    # The base-2 log-sum-exp keeps P's exponent exact enough: at logits up to ~700 the float32 gradients stay
+    # within twice PyTorch's own float32 error (the natural-log one doubled the query gradient's error).
+    for got, own, want in zip(grads(out32, single), grads(torch32, single), ref_grads):
+        assert torch.isfinite(got).all() and relative_error(got, want) <= 2 * relative_error(own, want) + 1e-6
 
 
 def test_equal_keys_average_the_values_and_give_no_query_gradient():
@@ -116,7 +123,7 @@ def test_impl_switch():
         memory_attention(q.half(), k.half(), v.half(), impl="kernel")
 
 
-@needs_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("case", CASES + [(2, 512, (32, 32), (32, 32))])
 def test_cuda_float32_matches_reference(case):
     tensors = inputs(*case, dtype=torch.float32, device="cuda")
@@ -127,7 +134,7 @@ def test_cuda_float32_matches_reference(case):
         assert relative_error(got, want) <= 1e-4
 
 
-@needs_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("case", [(2, 64, (33, 31), (16, 16)), (1, 512, (64, 64), (32, 32))])
 def test_cuda_low_precision_within_twice_pytorch_error(dtype, case):
@@ -143,9 +150,10 @@ def test_cuda_low_precision_within_twice_pytorch_error(dtype, case):
         assert relative_error(got, want) <= 2 * relative_error(own, want) + 1e-3
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_cuda_memory_does_not_hold_the_score_matrix():
-    """At 128×128 queries over 1024 keys, forward + backward stay far below one 16384×1024 float32 matrix."""
+    """At 128×128 queries over 1024 keys, forward + backward allocate what they must hold and less than half of
+    one 16384×1024 half-precision score matrix on top of it."""
     q, k, v = inputs(1, 512, (128, 128), (32, 32), dtype=torch.float16, device="cuda")
     torch.cuda.synchronize()
     baseline = torch.cuda.memory_allocated()
@@ -153,11 +161,15 @@ def test_cuda_memory_does_not_hold_the_score_matrix():
     out = memory_attention(q, k, v, impl="kernel")
     grads(out, [q, k, v])
     torch.cuda.synchronize()
-    scores_bytes = 128 * 128 * 1024 * 4
-    assert torch.cuda.max_memory_allocated() - baseline < scores_bytes / 2
+    # Alive together at the end of the backward: out and the upstream gradient (half), the float32 gradients the
+    # kernel writes and their half copies returned to autograd.
+    half_bytes = q.numel() * 2 + k.numel() * 2 + v.numel() * 2
+    must_hold = out.numel() * 2 + out.numel() * 2 + 2 * half_bytes + half_bytes
+    score_bytes = 128 * 128 * 1024 * 2
+    assert torch.cuda.max_memory_allocated() - baseline < must_hold + score_bytes / 2
 
 
-@needs_cuda
+@pytest.mark.cuda
 def test_cuda_matches_sdpa_at_the_released_shape():
     q, k, v = (t.detach() for t in inputs(1, 512, (64, 64), (32, 32), dtype=torch.float32, device="cuda"))
     tokens = lambda t: t.flatten(2).transpose(1, 2)  # noqa: E731

@@ -13,7 +13,6 @@ from mcnet_rt.ops.modulated_conv import (_demodulation, _demodulation_backward, 
 
 pytestmark = pytest.mark.skipif(_native.native() is None, reason="mcnet_rt._C is not built")
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-needs_cuda = pytest.mark.skipif(not _native.cuda_kernels_available(), reason="needs CUDA kernels and a GPU")
 
 # (batch, Cin, Cout, H, W): odd sizes, channels off multiples of 32 and of the twin's tile, a single pixel.
 SHAPES = [(1, 5, 7, 7, 5), (5, 33, 17, 4, 6), (2, 3, 9, 1, 1)]
@@ -173,21 +172,21 @@ def low_precision_rule(fn, reference, inputs, dtype):
         assert our_error <= 2 * torch_error + 1e-3 * e.abs().max().item(), (name, our_error, torch_error)
 
 
-@needs_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_cuda_modulated_conv(dtype):
     inputs = modulated_inputs(3, 40, 72, 9, 7, torch.float32, device="cuda")
     low_precision_rule(lambda *a: modulated_conv2d(*a, impl="kernel"), modulated_conv2d_reference, inputs, dtype)
 
 
-@needs_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_cuda_dynamic_conv(dtype):
     inputs = dynamic_inputs(2, 40, 72, 9, 7, torch.float32, device="cuda")
     low_precision_rule(lambda *a: dynamic_conv2d(*a, impl="kernel"), dynamic_conv2d_reference, inputs, dtype)
 
 
-@needs_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("op", ["modulated", "modulated_expanded", "dynamic"])
 def test_cuda_matches_cpu_twin(op):
     if op == "dynamic":

@@ -1,5 +1,7 @@
 """The native module's build: every .cu compiled by nvcc where it exists, importable without a GPU, and the
 CMake build of the same sources with its C++ tests of the CPU twins."""
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -8,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mcnet_rt.ops import _native
+from mcnet_rt.ops import _native, dispatch
 
 ROOT = Path(__file__).resolve().parent.parent
 NVCC = Path("/usr/local/cuda/bin/nvcc")
@@ -21,19 +23,34 @@ def test_native_module_builds_cuda_kernels_when_nvcc_exists():
     if module.with_cuda and not torch.cuda.is_available():
         # Statically linked runtime: the module imports and reports the missing driver instead of failing.
         assert module.cuda_device_count() <= 0
+        assert module.cuda_driver_version() >= 0
+
+
+@pytest.mark.skipif(not NVCC.is_file(), reason="no nvcc: _C has no CUDA code")
+def test_native_module_reports_what_it_was_built_for():
+    """The dispatch trusts these: the architectures of csrc/build.json and the runtime of the nvcc found."""
+    module = _native.native()
+    flags = json.loads((ROOT / "csrc" / "build.json").read_text())
+    wanted = os.environ.get("MCNET_RT_CUDA_ARCHS", "").replace(",", " ").split() or flags["cuda_archs"]
+    assert module.cuda_archs == tuple(int(a) for a in wanted)
+    assert module.ptx_arch == int(flags["ptx_arch"])
+    release = subprocess.run([str(NVCC), "--version"], capture_output=True, text=True).stdout
+    major, minor = module.cuda_runtime_version // 1000, module.cuda_runtime_version % 1000 // 10
+    assert f"release {major}.{minor}," in release
 
 
 def test_kernel_request_on_a_cuda_tensor_names_the_problem_without_a_device(monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present")
     features = torch.zeros(1, 1, 2, 2)
-    assert "float16" in _native.missing_kernel(features.half())
+    assert "float16" in dispatch.missing_kernel(features.half())
     monkeypatch.setattr(_native, "_native", None)
     monkeypatch.setattr(_native, "_import_error", "No module named 'mcnet_rt._C'")
-    assert "not built" in _native.missing_kernel(features)
+    assert "not built" in dispatch.missing_kernel(features)
+    kernel = lambda x: 2 * x  # noqa: E731
     with pytest.raises(RuntimeError, match="not built"):
-        _native.choose("kernel", "warp_features", features)
-    assert _native.choose("auto", "warp_features", features) is False
+        dispatch.run("kernel", "warp_features", (features,), kernel, torch.neg)
+    assert torch.equal(dispatch.run("auto", "warp_features", (features + 1,), kernel, torch.neg), -(features + 1))
 
 
 @pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("ninja") is None, reason="needs cmake and ninja")

@@ -1,54 +1,17 @@
-"""prepare-data on real clips, the dataset and sampler the training loop reads, the augmentation."""
+"""The dataset and sampler the training loop reads (on clips prepared by prepare-data), the augmentation."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from mcnet_rt.cli import main
 from mcnet_rt.errors import InputError
 from mcnet_rt.training.augment import adjust_hue, augment
 from mcnet_rt.training.config import AugmentationSection
 from mcnet_rt.training.data import EpochSampler, VideoFrameDataset
-from training_fixtures import FRAMES, SIZE
+from training_fixtures import SIZE
 
 NO_JITTER = AugmentationSection(horizontal_flip=False, time_flip=False, brightness=0, contrast=0, saturation=0, hue=0)
-
-
-def test_prepare_data_writes_the_voxceleb_layout_and_skips_bad_videos(prepared, raw_videos):
-    root, printed = prepared
-    videos = sorted(p.name for p in (root / "train").iterdir())
-    assert videos == ["carphone#carphone.mp4", "webcam_man#single_face.mp4"]
-    for name in videos:
-        frames = sorted((root / "train" / name).iterdir())
-        assert [f.name for f in frames] == [f"{i:07d}.png" for i in range(FRAMES)]
-        image = np.asarray(Image.open(frames[0]))
-        assert image.shape == (SIZE, SIZE, 3) and image.std() > 20  # a real picture, not padding
-    assert (root / "test").is_dir() and not any((root / "test").iterdir())
-    assert "2 videos written, 0 already there, 2 skipped" in printed
-    assert f"{raw_videos / 'no_face.mp4'}: no face found in 12 of 12 frames" in printed
-    assert f"{raw_videos / 'broken.mp4'}: not a readable video" in printed
-
-
-def test_prepare_data_crop_follows_the_face(prepared):
-    """The crop is centred on the face: skin-toned centre, and the track is smooth (neighbouring frames alike)."""
-    root, _ = prepared
-    frames = [np.asarray(Image.open(p), dtype=np.float32)
-              for p in sorted((root / "train" / "webcam_man#single_face.mp4").iterdir())]
-    centre = frames[0][SIZE // 4: 3 * SIZE // 4, SIZE // 4: 3 * SIZE // 4].reshape(-1, 3).mean(0)
-    assert centre[0] > centre[2]  # skin: more red than blue
-    assert max(np.abs(a - b).mean() for a, b in zip(frames, frames[1:])) < 20
-
-
-def test_prepare_data_rejects_unusable_input(tmp_path, raw_videos, capsys):
-    assert main(["prepare-data", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
-    assert "folder of raw videos not found" in capsys.readouterr().err
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    (bad / "broken.mp4").write_bytes(b"junk")
-    assert main(["prepare-data", str(bad), str(tmp_path / "out"), "--quiet"]) == 2
-    assert "none of its 1 videos could be used" in capsys.readouterr().err
 
 
 def test_dataset_items_are_a_function_of_their_key(prepared):

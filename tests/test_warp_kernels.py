@@ -2,10 +2,9 @@
 import pytest
 import torch
 
-from mcnet_rt.ops import cuda_kernels_available, use_impl, warp
-from mcnet_rt.ops._native import missing_kernel
+from mcnet_rt.ops import use_impl, warp
+from mcnet_rt.ops.dispatch import missing_kernel
 
-needs_cuda = pytest.mark.skipif(not cuda_kernels_available(), reason="no CUDA device or _C built without CUDA")
 
 
 def inputs(batch, channels, size, grid, occlusion, dtype=torch.float64, device="cpu", spread=1.2, seed=0):
@@ -123,18 +122,22 @@ def test_impl_switch():
     assert missing_kernel(features) is None
 
 
-@needs_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("case", WARP_CASES)
 def test_cuda_float32_matches_reference(case):
-    tensors = inputs(*case, dtype=torch.float32, device="cuda")
-    ref = warp.warp_features_reference(*tensors)
-    out = warp.warp_features(*tensors, impl="kernel")
-    assert (out - ref).abs().max() <= 2e-5
-    for got, want in zip(grads(out, tensors), grads(ref, tensors)):
-        assert (got - want).abs().max() <= 1e-4 * max(1.0, want.abs().max().item())
+    """Judged against PyTorch's own float32 error vs float64, as the twin is: two correct float32 warps differ by
+    their FMA contraction alone, up to 4.6e-5 at 128×96 from a 64×64 grid (kernel review, finding T2)."""
+    exact = inputs(*case, device="cuda")
+    oracle = warp.warp_features_reference(*exact)
+    oracle_grads = grads(oracle, exact)
+    single = [t if t is None else t.detach().float().requires_grad_() for t in exact]
+    out, torch_own = warp.warp_features(*single, impl="kernel"), warp.warp_features_reference(*single)
+    assert relative_error(out, oracle) <= 2 * relative_error(torch_own, oracle) + 1e-6
+    for got, own, want in zip(grads(out, single), grads(torch_own, single), oracle_grads):
+        assert relative_error(got, want) <= 2 * relative_error(own, want) + 1e-6
 
 
-@needs_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_cuda_low_precision_within_twice_pytorch_error(dtype):
     """Flash-attention's rule: error vs a float64 oracle at most about twice PyTorch's own in `dtype`."""

@@ -4,6 +4,8 @@
 #include <string>
 #include <vector>
 
+#include <pybind11/stl.h>
+
 #include "binding.h"
 #include "mcnet_rt/runtime.h"
 
@@ -39,9 +41,18 @@ PYBIND11_MODULE(_C, m) {
   m.attr("with_cuda") = true;
   m.def("cuda_device_count", &mcnet_rt::cuda_device_count,
         "visible CUDA devices, or -cudaError_t when no driver answers");
+  m.def("cuda_driver_version", &mcnet_rt::cuda_driver_version,
+        "the driver's CUDA version (1000·major + 10·minor), 0 without a driver");
+  m.attr("cuda_runtime_version") = mcnet_rt::cuda_runtime_version();
+  m.attr("cuda_archs") = pybind11::tuple(pybind11::cast(mcnet_rt::cuda_sass_archs()));
+  m.attr("ptx_arch") = mcnet_rt::cuda_ptx_arch();
 #else
   m.attr("with_cuda") = false;
   m.def("cuda_device_count", []() { return 0; }, "visible CUDA devices (this build has no CUDA)");
+  m.def("cuda_driver_version", []() { return 0; }, "the driver's CUDA version (this build has no CUDA)");
+  m.attr("cuda_runtime_version") = 0;
+  m.attr("cuda_archs") = pybind11::tuple();
+  m.attr("ptx_arch") = 0;
 #endif
   for (mcnet_rt::Binder bind : mcnet_rt::binders()) bind(m);
 }

@@ -89,7 +89,7 @@ void forward_tile(const AttentionShape& s, int b, int n0, const T* q, const T* k
     T* out_row = out + static_cast<long long>(b) * C * nq + static_cast<long long>(c) * nq + n0;
     for (int i = 0; i < rows; ++i) out_row[i] = o[static_cast<size_t>(c) * kQueryTile + i] / l[i];
   }
-  for (int i = 0; i < rows; ++i) lse[static_cast<long long>(b) * nq + n0 + i] = detail::log_sum_exp(m[i], l[i]);
+  for (int i = 0; i < rows; ++i) lse[static_cast<long long>(b) * nq + n0 + i] = detail::log2_sum_exp2(m[i], l[i]);
 }
 
 template <typename T>
@@ -117,7 +117,6 @@ void backward_tile(const AttentionShape& s, int b, int r0, const T* q, const T* 
   const T* lse_b = lse + static_cast<long long>(b) * s.queries;
   const T* delta_b = delta + static_cast<long long>(b) * s.queries;
   const T xscale = detail::log2_scale<T>(s.scale);
-  const T log2e = static_cast<T>(detail::kLog2e);
   std::vector<T> acc1(static_cast<size_t>(C) * kRowTile, T(0));  // acc[c][r]
   std::vector<T> acc2(kKeyRows ? acc1.size() : 0, T(0));
   T x[kRowTile][kStreamTile], y[kRowTile][kStreamTile];
@@ -143,7 +142,7 @@ void backward_tile(const AttentionShape& s, int b, int r0, const T* q, const T* 
     for (int r = 0; r < rows; ++r)
       for (int i = 0; i < cols; ++i) {
         const int query = kKeyRows ? i0 + i : r0 + r;
-        const T p = detail::exp2_of(x[r][i] * xscale - lse_b[query] * log2e);
+        const T p = detail::exp2_of(x[r][i] * xscale - lse_b[query]);
         probs_t[i][r] = p;
         dscores_t[i][r] = p * (y[r][i] - delta_b[query]);
       }

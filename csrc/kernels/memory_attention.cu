@@ -6,12 +6,14 @@
 // without a second layout). Per key tile: S = qᵀk (accumulated over channel chunks), online softmax in base 2 on
 // S (running max m, running sum l, rescale factor alpha per query), O = alpha·O + P·V with O in registers. The
 // queries × keys matrix exists only as one kQueryTile × kKeyTile tile in shared memory.
-// fp16/bf16 use tensor cores (WMMA 16×16×16, float accumulators); float uses a SIMT tile with the same interface.
+// fp16/bf16 use tensor cores (WMMA 16×16×16, float accumulators); float, and bf16 on sm_75, use a SIMT tile with
+// the same interface.
 //
 // Backward: D = rowsum(dO ∘ O) first, then one generic kernel run twice (see backward_kernel): rows = queries
 // gives dQ, rows = keys gives dK and dV. Both recompute P tile by tile from lse; both are SIMT, float accumulation.
 #include <mma.h>
 
+#include <type_traits>
 #include <utility>
 
 #include "cuda_types.cuh"
@@ -274,14 +276,10 @@ struct WmmaForward {
   }
 };
 
+// The tile of the architecture being compiled: tensor cores where it has them for T, else SIMT (bfloat16 on sm_75).
+// The host sizes shared memory with the tensor-core tile, whose layout is the larger of the two at every width.
 template <typename T>
-struct ForwardTileFor {
-  using type = WmmaForward<T>;
-};
-template <>
-struct ForwardTileFor<float> {
-  using type = SimtForward<float>;
-};
+using ForwardTile = std::conditional_t<has_tensor_cores<T>(), WmmaForward<T>, SimtForward<T>>;
 
 // Shared-memory regions of the forward kernel, each 128-byte aligned (WMMA needs 32).
 struct ForwardLayout {
@@ -355,10 +353,11 @@ __device__ __forceinline__ void for_each_chunk(int padded, int chunk, F&& f) {
   for_each_chunk(padded, chunk, f, std::make_integer_sequence<int, kMaxChunks>{});
 }
 
-template <typename T, typename Tile>
+template <typename T>
 __global__ void __launch_bounds__(kThreads) forward_kernel(AttentionShape s, const T* __restrict__ q,
                                                            const T* __restrict__ k, const T* __restrict__ v,
                                                            T* __restrict__ out, float* __restrict__ lse) {
+  using Tile = ForwardTile<T>;
   extern __shared__ __align__(128) unsigned char smem[];
   const int padded = padded_channels(s.channels);
   const ForwardLayout layout = forward_layout<T, Tile>(padded);
@@ -425,7 +424,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(AttentionShape s, con
     }
   });
   for (int r = threadIdx.x; r < kQueryTile; r += blockDim.x)
-    if (n0 + r < s.queries) lse[static_cast<long long>(b) * s.queries + n0 + r] = detail::log_sum_exp(m_s[r], l_s[r]);
+    if (n0 + r < s.queries)
+      lse[static_cast<long long>(b) * s.queries + n0 + r] = detail::log2_sum_exp2(m_s[r], l_s[r]);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -474,7 +474,7 @@ __host__ __device__ BackwardLayout backward_layout(int padded) {
 //   kKeyRows = false: rows are queries, (R1, R2) = (q, dO), (S1, S2) = (k, v); grad1 = dQ.
 //   kKeyRows = true:  rows are keys,    (R1, R2) = (k, v),  (S1, S2) = (q, dO); grad1 = dK, grad2 = dV.
 // For each streamed tile: X = R1ᵀS1 (the scores, transposed when rows are keys), Y = R2ᵀS2 (dP, likewise),
-// P = exp2(X·xscale − lse·log2e), dS = P ∘ (Y − D) with lse and D of the tile's query, then
+// P = exp2(X·xscale − lse2), dS = P ∘ (Y − D) with lse and D of the tile's query, then
 // acc1 += dS·S1ᵀ and, for key rows, acc2 += P·S2ᵀ. Thread (ty, tx) owns row ty, streamed items tx + 16·k and
 // chunk channels tx + 16·k (k < 4). grad1 = scale·acc1, grad2 = acc2, each written once by its owner.
 template <typename T, bool kKeyRows>
@@ -507,7 +507,6 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(AttentionShape s, co
   const float* lse_b = lse + static_cast<long long>(b) * s.queries;
   const float* delta_b = delta + static_cast<long long>(b) * s.queries;
   const float xscale = detail::log2_scale<float>(s.scale);
-  const float log2e = static_cast<float>(detail::kLog2e);
   const int ty = threadIdx.x / 16;
   const int tx = threadIdx.x % 16;
 
@@ -561,7 +560,7 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(AttentionShape s, co
       const int row = r0 + ty;
       const int query = kKeyRows ? item : row;
       const bool valid = item < items && row < rows;
-      const float p = valid ? exp2f(x[kk] * xscale - lse_b[query] * log2e) : 0.0f;
+      const float p = valid ? exp2f(x[kk] * xscale - lse_b[query]) : 0.0f;
       // p_s/ds_s were last read by the previous tile's accumulate, before the barriers in product()
       p_s[ty * kStreamTile + tx + 16 * kk] = p;
       ds_s[ty * kStreamTile + tx + 16 * kk] = valid ? p * (y[kk] - delta_b[query]) : 0.0f;
@@ -597,11 +596,9 @@ int memory_attention_forward_cuda(DType dtype, const AttentionShape& s, const vo
   if (s.batch == 0 || s.queries == 0) return 0;
   return dispatch_cuda_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
-    using Tile = typename ForwardTileFor<T>::type;
-    const auto kernel = forward_kernel<T, Tile>;
-    const size_t bytes = forward_layout<T, Tile>(padded_channels(s.channels)).total;
-    cudaError_t status =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+    const auto kernel = forward_kernel<T>;
+    const size_t bytes = forward_layout<T, ForwardTile<T>>(padded_channels(s.channels)).total;
+    const cudaError_t status = reserve_shared_memory(reinterpret_cast<const void*>(kernel), bytes);
     if (status != cudaSuccess) return static_cast<int>(status);
     const dim3 grid((s.queries + kQueryTile - 1) / kQueryTile, s.batch);
     kernel<<<grid, kThreads, bytes, static_cast<cudaStream_t>(stream)>>>(
@@ -634,7 +631,7 @@ int memory_attention_backward_cuda(DType dtype, const AttentionShape& s, const v
     const auto query_rows = backward_kernel<T, false>;
     const auto key_rows = backward_kernel<T, true>;
     for (const auto kernel : {query_rows, key_rows}) {
-      status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+      status = reserve_shared_memory(reinterpret_cast<const void*>(kernel), bytes);
       if (status != cudaSuccess) return static_cast<int>(status);
     }
     query_rows<<<dim3((s.queries + kRowTile - 1) / kRowTile, s.batch), kThreads, bytes, cuda_stream>>>(

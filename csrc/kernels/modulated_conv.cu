@@ -2,8 +2,11 @@
 // expert mix / modulation / demodulation of kernel_value() as it is staged in shared memory, the image operand
 // gathers the 'same'-padded taps. One tiled GEMM body serves the forward conv, its transpose (input gradient)
 // and the per-sample weight gradient; they differ only in their operand loaders. float runs on the FMA units,
-// half and bfloat16 on tensor cores (float accumulation in both).
+// half and bfloat16 on tensor cores (float accumulation in both; bfloat16 on sm_75 on the FMA units).
 #include <mma.h>
+
+#include <algorithm>
+#include <type_traits>
 
 #include "cuda_types.cuh"
 #include "mcnet_rt/detail/modulated_conv_math.h"
@@ -20,7 +23,7 @@ constexpr int kThreads = 256;
 // strided by 16 (conflict-free shared-memory reads). half / bfloat16: tensor cores (WMMA 16×16×16, float
 // accumulation), 8 warps as 4 (rows) × 2 (columns), each holding a 16 × 32 block in two fragments.
 template <typename S>
-struct Accumulator {
+struct SimtAccumulator {
   static constexpr int kPad = 1;
   static constexpr int kPer = 4;
   float acc[kPer][kPer] = {};
@@ -94,10 +97,9 @@ struct TensorCoreAccumulator {
   }
 };
 
-template <>
-struct Accumulator<__half> : TensorCoreAccumulator<__half> {};
-template <>
-struct Accumulator<__nv_bfloat16> : TensorCoreAccumulator<__nv_bfloat16> {};
+// Tensor cores where the architecture being compiled has them for S (bfloat16 on sm_75 runs the FMA tile).
+template <typename S>
+using Accumulator = std::conditional_t<has_tensor_cores<S>(), TensorCoreAccumulator<S>, SimtAccumulator<S>>;
 
 // C[m, n] = Σ_k A(m, k) · B(k, n) over the block's 64 × 64 tile of C, then store(m, n, C[m, n]); operands are
 // staged in shared memory as S (the kernel's element type: float runs FMAs, half / bfloat16 tensor cores).
@@ -174,11 +176,11 @@ struct PatchLoad {
 };
 
 template <typename T>
-__global__ void conv_kernel(PerSampleConvShape s, bool transposed, const T* __restrict__ x,
+__global__ void conv_kernel(PerSampleConvShape s, bool transposed, int b0, const T* __restrict__ x,
                             const T* __restrict__ weight, const float* __restrict__ mix,
                             const float* __restrict__ in_scale, const float* __restrict__ out_scale,
                             const float* __restrict__ bias, T* __restrict__ out) {
-  const int b = blockIdx.z;
+  const int b = b0 + blockIdx.z;
   const int rows = detail::conv_out_channels(s, transposed), cols = detail::conv_in_channels(s, transposed);
   const int pixels = s.height * s.width;
   const auto p = detail::sample_params(s, b, mix, in_scale, out_scale, bias);
@@ -210,9 +212,9 @@ struct PatchColumnLoad {
 };
 
 template <typename T>
-__global__ void weight_grad_kernel(PerSampleConvShape s, const T* __restrict__ x, const T* __restrict__ grad_out,
-                                   float* __restrict__ grad_weight) {
-  const int b = blockIdx.z;
+__global__ void weight_grad_kernel(PerSampleConvShape s, int b0, const T* __restrict__ x,
+                                   const T* __restrict__ grad_out, float* __restrict__ grad_weight) {
+  const int b = b0 + blockIdx.z;
   const int pixels = s.height * s.width;
   const int cols = s.in_channels * detail::kTaps;
   float* sample_grad = grad_weight + static_cast<long long>(b) * s.out_channels * cols;
@@ -289,8 +291,21 @@ __global__ void demod_styles_grad_kernel(DemodulationShape s, const T* __restric
   }
 }
 
-dim3 gemm_grid(int m, int n, int batch) {
-  return dim3((n + kTileN - 1) / kTileN, (m + kTileM - 1) / kTileM, batch);
+// gridDim.z is at most 65535: the batch is launched in slices of that many samples, the first at b0.
+constexpr int kMaxGridZ = 65535;
+
+template <typename Launch>
+int for_batch_slices(int batch, const Launch& launch) {
+  for (int b0 = 0; b0 < batch; b0 += kMaxGridZ) {
+    launch(b0, std::min(kMaxGridZ, batch - b0));
+    const cudaError_t status = cudaGetLastError();
+    if (status != cudaSuccess) return static_cast<int>(status);
+  }
+  return 0;
+}
+
+dim3 gemm_grid(int m, int n, int samples) {
+  return dim3((n + kTileN - 1) / kTileN, (m + kTileM - 1) / kTileM, samples);
 }
 
 }  // namespace
@@ -302,12 +317,13 @@ int persample_conv2d_cuda(DType dtype, const PerSampleConvShape& s, bool transpo
   if (static_cast<long long>(s.batch) * rows * s.height * s.width == 0) return 0;
   return dispatch_cuda_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
-    conv_kernel<T><<<gemm_grid(rows, s.height * s.width, s.batch), kThreads, 0,
-                     static_cast<cudaStream_t>(stream)>>>(
-        s, transposed, static_cast<const T*>(x), static_cast<const T*>(weight), static_cast<const float*>(mix),
-        static_cast<const float*>(in_scale), static_cast<const float*>(out_scale), static_cast<const float*>(bias),
-        static_cast<T*>(out));
-    return static_cast<int>(cudaGetLastError());
+    return for_batch_slices(s.batch, [&](int b0, int samples) {
+      conv_kernel<T><<<gemm_grid(rows, s.height * s.width, samples), kThreads, 0,
+                       static_cast<cudaStream_t>(stream)>>>(
+          s, transposed, b0, static_cast<const T*>(x), static_cast<const T*>(weight),
+          static_cast<const float*>(mix), static_cast<const float*>(in_scale), static_cast<const float*>(out_scale),
+          static_cast<const float*>(bias), static_cast<T*>(out));
+    });
   });
 }
 
@@ -316,10 +332,11 @@ int persample_conv2d_weight_grad_cuda(DType dtype, const PerSampleConvShape& s, 
   if (static_cast<long long>(s.batch) * s.out_channels * s.in_channels == 0) return 0;
   return dispatch_cuda_dtype(dtype, [&](auto tag) {
     using T = decltype(tag);
-    weight_grad_kernel<T><<<gemm_grid(s.out_channels, s.in_channels * detail::kTaps, s.batch), kThreads, 0,
-                            static_cast<cudaStream_t>(stream)>>>(
-        s, static_cast<const T*>(x), static_cast<const T*>(grad_out), static_cast<float*>(grad_weight));
-    return static_cast<int>(cudaGetLastError());
+    return for_batch_slices(s.batch, [&](int b0, int samples) {
+      weight_grad_kernel<T><<<gemm_grid(s.out_channels, s.in_channels * detail::kTaps, samples), kThreads, 0,
+                              static_cast<cudaStream_t>(stream)>>>(
+          s, b0, static_cast<const T*>(x), static_cast<const T*>(grad_out), static_cast<float*>(grad_weight));
+    });
   });
 }
 

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import faces
-from .faces import ANALYSIS_SIZE, FaceObservation
+from mcnet_rt import faces
+from mcnet_rt.faces import ANALYSIS_SIZE, FaceObservation
+
 from .pose import head_pose
 
 Observations = Sequence[FaceObservation] | torch.Tensor | np.ndarray

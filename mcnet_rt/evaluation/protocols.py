@@ -27,14 +27,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mcnet_rt import faces
 from mcnet_rt.animate import AnimateOptions, Animator, note
 from mcnet_rt.pipeline import to_tensor
 from mcnet_rt.errors import InputError
 from mcnet_rt.io.image import fit_square, read_image
 from mcnet_rt.io.video import probe_video, read_frames
 from mcnet_rt.models import MCNet
+from mcnet_rt.training.data import video_frames
 
-from . import faces, image_metrics, motion_metrics
+from . import image_metrics, motion_metrics
 from .perceptual import lpips
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
@@ -97,13 +99,24 @@ def _batches(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarra
         yield batch
 
 
+def _clip_frames(path: Path) -> Iterator[np.ndarray]:
+    """The frames of a video file, or of a folder of PNG/JPG frames (the layout `prepare-data` writes)."""
+    if path.is_dir():
+        return (read_image(frame) for frame in video_frames(path))
+    return read_frames(path)
+
+
 def _video_frames(path: Path, size: int, limit: int | None) -> Iterator[np.ndarray]:
-    return itertools.islice((fit_square(f, size)[0] for f in read_frames(path)), limit)
+    return itertools.islice((fit_square(f, size)[0] for f in _clip_frames(path)), limit)
+
+
+def _frame_count(path: Path) -> int:
+    return len(video_frames(path)) if path.is_dir() else probe_video(path).num_frames
 
 
 def _expected_frames(videos: list[Path], limit: int | None) -> int:
     """Frames the progress bar expects (container headers may not say: 0 then, which shows no total)."""
-    counts = [probe_video(v).num_frames for v in videos]
+    counts = [_frame_count(v) for v in videos]
     if limit:
         counts = [min(n, limit) if n else limit for n in counts]
     return sum(counts)
@@ -119,15 +132,21 @@ def _panel(*images: np.ndarray) -> np.ndarray:
 
 
 def find_videos(folder: str | Path) -> list[Path]:
-    """The test videos of a same-identity folder, sorted; each probed so that a bad file fails before any work."""
+    """The test videos of a same-identity folder, sorted: video files, and folders of PNG/JPG frames as
+    `prepare-data` writes them (its test/ split); each checked so that a bad one fails before any work."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder of test videos")
-    videos = sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    videos = sorted(p for p in folder.iterdir()
+                    if (p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES) or (p.is_dir() and video_frames(p)))
     if not videos:
-        raise InputError(f"{folder}: contains no videos ({', '.join(VIDEO_SUFFIXES)})")
+        hint = (f"; a prepare-data output? pass its split, e.g. {folder / 'test'}"
+                if (folder / "test").is_dir() or (folder / "train").is_dir() else "")
+        raise InputError(f"{folder}: contains no videos ({', '.join(VIDEO_SUFFIXES)}) or folders of PNG/JPG "
+                         f"frames{hint}")
     for video in videos:
-        probe_video(video)
+        if video.is_file():
+            probe_video(video)
     return videos
 
 

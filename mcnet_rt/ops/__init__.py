@@ -1,7 +1,8 @@
 """Op families with one home each: a pure-PyTorch reference (the oracle and the fallback), the fused kernel of
 `mcnet_rt._C` as a `torch.library` custom op with autograd, and the models' entry point that picks between them
-(`impl`, `use_impl`, `MCNET_RT_OPS`; see `_native`)."""
-from ._native import cuda_kernels_available, missing_kernel, use_impl
+(`impl`, `use_impl`, `MCNET_RT_OPS`; see `dispatch`)."""
+from ._native import use_impl
+from .dispatch import cuda_kernels_available, missing_kernel
 from .memory_attention import memory_attention, memory_attention_reference
 from .modulated_conv import dynamic_conv2d, dynamic_conv2d_reference, modulated_conv2d, modulated_conv2d_reference
 from .warp import sparse_warp, sparse_warp_reference, warp_features, warp_features_reference

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from . import _native
+from .dispatch import CPU_DTYPES, CUDA_DTYPES
 
 # The launchers index with 32-bit ints (the shape structs in csrc/include/mcnet_rt/*.h).
 MAX_ELEMENTS = 2 ** 31 - 1
@@ -40,7 +40,7 @@ def size(op: str, name: str, value: torch.Tensor, dim: int, expected, what: str)
 def kernel_dtypes(device: torch.device) -> tuple[torch.dtype, ...]:
     """The element types the launchers run on `device` (meta tensors: any of them)."""
     if device.type == "cuda":
-        return _native.CUDA_DTYPES
+        return CUDA_DTYPES
     if device.type == "cpu":
-        return _native.CPU_DTYPES
-    return (*_native.CUDA_DTYPES, torch.float64) if device.type == "meta" else ()
+        return CPU_DTYPES
+    return (*CUDA_DTYPES, torch.float64) if device.type == "meta" else ()

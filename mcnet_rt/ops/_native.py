@@ -1,10 +1,5 @@
-"""The native module `mcnet_rt._C` and the one switch between its kernels and the PyTorch references.
-
-Every op takes `impl`: "reference" runs the pure-PyTorch oracle; "kernel" runs `_C` and fails with a message
-naming what is missing; "auto" (the default) runs the CUDA kernel when `_C` has one for the tensor's device and
-dtype, the reference otherwise. The CPU twins are the CUDA kernels' algorithms in plain C++ — the implementation
-CI can test — and are not faster than PyTorch's vectorised CPU ops, so "auto" leaves CPU tensors to the
-references; "kernel" runs the twins. `MCNET_RT_OPS=reference|kernel|auto` or `use_impl(...)` sets the default.
+"""The native module `mcnet_rt._C`, the launchers' argument helpers, and the default `impl` of every op
+("auto", "reference" or "kernel"; see `dispatch`): `MCNET_RT_OPS=reference|kernel|auto` or `use_impl(...)` sets it.
 """
 from __future__ import annotations
 
@@ -16,8 +11,6 @@ from types import ModuleType
 import torch
 
 IMPLS = ("auto", "reference", "kernel")
-CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-CPU_DTYPES = (torch.float32, torch.float64)
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
 
 
@@ -44,8 +37,14 @@ def native() -> ModuleType | None:
     return _native
 
 
-def default_impl() -> str:
-    return _default_impl
+def not_built_message() -> str:
+    return (f"the native module mcnet_rt._C is not built ({_import_error}); build it with "
+            "`pip install --no-build-isolation .` or `python setup.py build_ext --inplace`")
+
+
+def resolve_impl(impl: str | None) -> str:
+    """`impl` itself when given, else the default."""
+    return _check_impl(impl or _default_impl)
 
 
 @contextlib.contextmanager
@@ -57,45 +56,6 @@ def use_impl(impl: str) -> Iterator[None]:
         yield
     finally:
         _default_impl = previous
-
-
-def missing_kernel(tensor: torch.Tensor) -> str | None:
-    """Why `_C` cannot run an op on `tensor`'s device and dtype, or None when it can."""
-    module = native()
-    if module is None:
-        return (f"the native module mcnet_rt._C is not built ({_import_error}); build it with "
-                "`pip install --no-build-isolation .` or `python setup.py build_ext --inplace`")
-    if tensor.device.type == "cuda":
-        if not module.with_cuda:
-            return "mcnet_rt._C was built without CUDA (nvcc was not found at build time); rebuild it with nvcc"
-        supported = CUDA_DTYPES
-    elif tensor.device.type == "cpu":
-        supported = CPU_DTYPES
-    else:
-        return f"mcnet_rt._C has no kernels for {tensor.device.type} tensors"
-    if tensor.dtype not in supported:
-        names = ", ".join(str(d).removeprefix("torch.") for d in supported)
-        return f"mcnet_rt._C runs {tensor.device.type} tensors in {names}, not {tensor.dtype}"
-    return None
-
-
-def choose(impl: str | None, op: str, tensor: torch.Tensor) -> bool:
-    """True to run `op` on `tensor` through `_C`, False for the reference (see the module docstring)."""
-    impl = _check_impl(impl or _default_impl)
-    if impl == "reference":
-        return False
-    reason = missing_kernel(tensor)
-    if reason is not None:
-        if impl == "kernel":
-            raise RuntimeError(f"{op}: no kernel to run: {reason}")
-        return False
-    return impl == "kernel" or tensor.device.type == "cuda"
-
-
-def cuda_kernels_available() -> bool:
-    """Whether `_C` has CUDA kernels and a CUDA device is visible (what the CUDA tests and benchmarks need)."""
-    module = native()
-    return module is not None and module.with_cuda and torch.cuda.is_available()
 
 
 def dtype_code(dtype: torch.dtype) -> int:

@@ -12,8 +12,9 @@ for a saving of one elementwise pass over a map that the 1×1 conv writes anyway
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from . import _checks, _native
+from . import _checks, _native, dispatch
 from ._native import accumulation_dtype
 
 # The CUDA kernels keep a block's accumulators for every channel in registers (detail::kMaxChannels).
@@ -56,8 +57,8 @@ def _check(op: str, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
 @torch.library.custom_op("mcnet_rt::memory_attention_forward", mutates_args=())
 def _attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """query (B,C,Nq), key and value (B,C,Nk), contiguous; returns out (B,C,Nq) and the log-sum-exp (B,Nq) in
-    the accumulation dtype."""
+    """query (B,C,Nq), key and value (B,C,Nk), contiguous; returns out (B,C,Nq) and the log-sum-exp of the scaled
+    scores in base 2, log2 Σ exp(scale·q·k) (B,Nq), in the accumulation dtype."""
     _check("memory_attention_forward", query, key, value)
     out = torch.empty_like(query)
     lse = query.new_empty((query.shape[0], query.shape[2]), dtype=accumulation_dtype(query.dtype))
@@ -133,13 +134,12 @@ def _backward(ctx, grad_out, grad_lse):
 _attention.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _kernel_runs(query: torch.Tensor, key: torch.Tensor, impl: str | None) -> bool:
-    if not _native.choose(impl, "memory_attention", query):
-        return False
+def _kernel_fits(query: torch.Tensor, key: torch.Tensor, impl: str | None) -> bool:
+    """Whether the kernel's limits admit these maps (raising for impl="kernel" where they do not)."""
     if key.shape[2] * key.shape[3] == 0:
         return False  # no keys: the reference's empty softmax gives zeros, the kernel would divide by 0
     if query.is_cuda and query.shape[1] > MAX_KERNEL_CHANNELS:
-        if (impl or _native.default_impl()) == "kernel":
+        if _native.resolve_impl(impl) == "kernel":
             raise RuntimeError(f"memory_attention: the CUDA kernel supports up to {MAX_KERNEL_CHANNELS} channels, "
                                f"not {query.shape[1]}")
         return False
@@ -147,6 +147,7 @@ def _kernel_runs(query: torch.Tensor, key: torch.Tensor, impl: str | None) -> bo
 
 
 def _attention_kernel(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
+    """The kernel path with autograd (the private ops)."""
     tokens = [t.flatten(2).contiguous() for t in (query, key, value)]
     out, _ = _attention(*tokens, float(scale))
     return out.view(query.shape)
@@ -165,12 +166,31 @@ def _(query, key, value, scale):
     return torch.empty_like(query)
 
 
+def _memory_attention_kernel(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                             scale: float) -> torch.Tensor:
+    """The public op, or the private ops when autograd records the call."""
+    if _native.differentiable(query, key, value):
+        return _attention_kernel(query, key, value, scale)
+    return memory_attention_op(query.contiguous(), key.contiguous(), value.contiguous(), float(scale))
+
+
+def memory_attention_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                          scale: float = 0.25) -> torch.Tensor:
+    """The same attention through PyTorch's fused `scaled_dot_product_attention`: the native alternative the
+    kernel has to beat on CUDA."""
+    b, c, h, w = query.shape
+    q, k, v = (t.flatten(2).transpose(1, 2) for t in (query, key, value))
+    out = F.scaled_dot_product_attention(q, k, v, scale=scale)
+    return out.transpose(1, 2).reshape(b, c, h, w)
+
+
 def memory_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float = 0.25,
                      impl: str | None = None) -> torch.Tensor:
     """The models' entry point (see `memory_attention_reference`), through the flash-style kernel when `impl`
     allows. The kernel does not differentiate through the log-sum-exp (it is not returned here)."""
-    if not _kernel_runs(query, key, impl):
+    if not _kernel_fits(query, key, impl):
         return memory_attention_reference(query, key, value, scale)
-    if _native.differentiable(query, key, value):
-        return _attention_kernel(query, key, value, scale)
-    return memory_attention_op(query.contiguous(), key.contiguous(), value.contiguous(), float(scale))
+    alternatives = {"sdpa": lambda q, k, v: memory_attention_sdpa(q, k, v, scale)} if query.is_cuda else None
+    return dispatch.run(impl, "memory_attention", (query, key, value),
+                        lambda q, k, v: _memory_attention_kernel(q, k, v, scale),
+                        lambda q, k, v: memory_attention_reference(q, k, v, scale), alternatives=alternatives)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _checks, _native
+from . import _checks, _native, dispatch
 
 
 def _grouped_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
@@ -376,14 +376,18 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     """The models' modulated conv (see `modulated_conv2d_reference`; x may have batch 1, shared by every sample);
     the kernel modulates and demodulates the shared weight as it loads it, with no per-sample weight tensor."""
     dtype = _kernel_dtype(x)
-    if not _native.choose(impl, "modulated_conv2d", x.new_empty(0, dtype=dtype)):
-        return modulated_conv2d_reference(x, weight, styles, demodulate, eps)
-    _check_taps("modulated_conv2d", weight)
-    if _native.differentiable(x, weight, styles):
-        return _modulated_kernel(x, weight, styles, demodulate, eps, dtype)
-    acc = _native.accumulation_dtype(dtype)
-    return modulated_conv2d_op(x.to(dtype).contiguous(), weight.to(dtype).contiguous(), styles.to(acc).contiguous(),
-                               demodulate, eps)
+
+    def kernel(x, weight, styles):
+        _check_taps("modulated_conv2d", weight)
+        if _native.differentiable(x, weight, styles):
+            return _modulated_kernel(x, weight, styles, demodulate, eps, dtype)
+        acc = _native.accumulation_dtype(dtype)
+        return modulated_conv2d_op(x.to(dtype).contiguous(), weight.to(dtype).contiguous(),
+                                   styles.to(acc).contiguous(), demodulate, eps)
+
+    return dispatch.run(impl, "modulated_conv2d", (x, weight, styles), kernel,
+                        lambda x, weight, styles: modulated_conv2d_reference(x, weight, styles, demodulate, eps),
+                        dtype=dtype)
 
 
 def dynamic_conv2d(x: torch.Tensor, expert_weight: torch.Tensor, expert_bias: torch.Tensor, gate: torch.Tensor,
@@ -391,11 +395,14 @@ def dynamic_conv2d(x: torch.Tensor, expert_weight: torch.Tensor, expert_bias: to
     """The models' expert-mixture conv (see `dynamic_conv2d_reference`); the kernel mixes the experts as it loads
     them, with no per-sample weight tensor."""
     dtype = _kernel_dtype(x)
-    if not _native.choose(impl, "dynamic_conv2d", x.new_empty(0, dtype=dtype)):
-        return dynamic_conv2d_reference(x, expert_weight, expert_bias, gate)
-    _check_taps("dynamic_conv2d", expert_weight)
-    if _native.differentiable(x, expert_weight, expert_bias, gate):
-        return _dynamic_kernel(x, expert_weight, expert_bias, gate, dtype)
-    acc = _native.accumulation_dtype(dtype)
-    return dynamic_conv2d_op(x.to(dtype).contiguous(), expert_weight.to(dtype).contiguous(),
-                             expert_bias.to(acc).contiguous(), gate.to(acc).contiguous())
+
+    def kernel(x, expert_weight, expert_bias, gate):
+        _check_taps("dynamic_conv2d", expert_weight)
+        if _native.differentiable(x, expert_weight, expert_bias, gate):
+            return _dynamic_kernel(x, expert_weight, expert_bias, gate, dtype)
+        acc = _native.accumulation_dtype(dtype)
+        return dynamic_conv2d_op(x.to(dtype).contiguous(), expert_weight.to(dtype).contiguous(),
+                                 expert_bias.to(acc).contiguous(), gate.to(acc).contiguous())
+
+    return dispatch.run(impl, "dynamic_conv2d", (x, expert_weight, expert_bias, gate), kernel,
+                        dynamic_conv2d_reference, dtype=dtype)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _checks, _native
+from . import _checks, _native, dispatch
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -200,11 +200,9 @@ def _(image, motions):
     return image.new_empty((image.shape[0], motions.shape[1], *image.shape[1:]))
 
 
-def warp_features(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None = None,
-                  impl: str | None = None) -> torch.Tensor:
-    """The generator's warp (see `warp_features_reference`), through the fused kernel when `impl` allows."""
-    if not _native.choose(impl, "warp_features", features):
-        return warp_features_reference(features, deformation, occlusion)
+def _warp_features_kernel(features: torch.Tensor, deformation: torch.Tensor,
+                          occlusion: torch.Tensor | None) -> torch.Tensor:
+    """The public op, or the private ops when autograd records the call."""
     if _native.differentiable(features, deformation, occlusion):
         return _warp_kernel(features, deformation, occlusion, 1, True)
     acc = _native.accumulation_dtype(features.dtype)
@@ -212,10 +210,19 @@ def warp_features(features: torch.Tensor, deformation: torch.Tensor, occlusion: 
                             None if occlusion is None else occlusion.to(acc).contiguous())
 
 
-def sparse_warp(image: torch.Tensor, motions: torch.Tensor, impl: str | None = None) -> torch.Tensor:
-    """The dense-motion network's K+1 warps (see `sparse_warp_reference`) in one launch."""
-    if not _native.choose(impl, "sparse_warp", image):
-        return sparse_warp_reference(image, motions)
+def _sparse_warp_public(image: torch.Tensor, motions: torch.Tensor) -> torch.Tensor:
     if _native.differentiable(image, motions):
         return _sparse_warp_kernel(image, motions)
     return sparse_warp_op(image.contiguous(), motions.to(_native.accumulation_dtype(image.dtype)).contiguous())
+
+
+def warp_features(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None = None,
+                  impl: str | None = None) -> torch.Tensor:
+    """The generator's warp (see `warp_features_reference`), through the fused kernel when `impl` allows."""
+    return dispatch.run(impl, "warp_features", (features, deformation, occlusion), _warp_features_kernel,
+                        warp_features_reference)
+
+
+def sparse_warp(image: torch.Tensor, motions: torch.Tensor, impl: str | None = None) -> torch.Tensor:
+    """The dense-motion network's K+1 warps (see `sparse_warp_reference`) in one launch."""
+    return dispatch.run(impl, "sparse_warp", (image, motions), _sparse_warp_public, sparse_warp_reference)

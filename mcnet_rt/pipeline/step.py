@@ -30,7 +30,7 @@ class MotionReference(NamedTuple):
 
 def prepare_source(model: MCNet, source: torch.Tensor, dtype: torch.dtype = torch.float32) -> SourceCache:
     """Encode (B,3,H,W) source images once; the input is checked here, never per frame."""
-    with torch.inference_mode(), autocast(source.device, dtype):
+    with torch.no_grad(), autocast(source.device, dtype):
         cache = model.encode_source(source)
     return cache._replace(keypoints=cache.keypoints.to(torch.float32))
 
@@ -40,7 +40,7 @@ def motion_reference(model: MCNet, source: SourceCache, driving: torch.Tensor, a
     """The reference pose for relative motion: the keypoints of `driving` ((B,3,H,W), usually one frame) and, with
     `adapt_scale`, sqrt(source hull area / reference hull area) per sample (the released demo's adapt_scale)."""
     model.check_images(driving, "reference frame")
-    with torch.inference_mode(), autocast(driving.device, dtype):
+    with torch.no_grad(), autocast(driving.device, dtype):
         keypoints = model.kp_detector(driving).to(torch.float32)
     count = keypoints.value.shape[0]
     sources = source.keypoints if source.keypoints.value.shape[0] == count else \

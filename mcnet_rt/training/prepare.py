@@ -1,27 +1,33 @@
 """`mcnet-rt prepare-data`: raw face videos -> the VoxCeleb training layout (root/{train,test}/<id>#<video>.mp4/
 folders of PNG frames), cropped to a square around the face track at a fixed size.
 
-The face is found in every frame with MediaPipe's face detector (its model ships in the mediapipe wheel); the
-track follows the box that overlaps the previous one most. Frames without a detection are filled in from their
-neighbours, then the box centre and size are smoothed over time so that the crop does not jitter. Videos that
+The face is tracked with `mcnet_rt.faces` (MediaPipe detection, confirmed by FaceMesh, followed by overlap), and
+only frames in which it was seen are written: a clip whose face leaves and comes back is split into one folder per
+run of face frames, named as VoxCeleb names clips, `<id>#<video>#<first frame>#<end frame>.mp4`, unless one run
+covers the whole clip. Within a run the crop square is smoothed over time so that it does not jitter. Videos that
 cannot be read or show a face in too few frames are skipped and reported; they never stop the run.
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
+import math
 import os
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from ..errors import InputError
+from ..faces import CropTransform, FaceTracker, crop_frame, face_runs, track_clip
 from ..io.video import read_frames
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+MAX_MARGIN = 4.0  # a crop 9× the face box: beyond that the face is a dot
+MAX_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -31,14 +37,33 @@ class PrepareOptions:
     max_frames: int = 0  # per video; 0: all
     test_fraction: float = 0.0  # of the identities, held out in test/
     min_face_fraction: float = 0.5  # skip videos with a face in fewer of their frames
-    smooth_frames: int = 15  # moving-average window over the box track
+    min_run_frames: int = 8  # shorter runs of face frames are left out (a training pair needs a stretch of motion)
+    smooth_frames: int = 15  # moving-average window over the crop squares of a run
+
+    def check(self) -> None:
+        """Refuse values that would write nothing sensible, naming the option."""
+        problems = []
+        if not 32 <= self.size <= MAX_SIZE:
+            problems.append(f"--size must be between 32 and {MAX_SIZE}, got {self.size}")
+        if not (math.isfinite(self.margin) and 0 <= self.margin <= MAX_MARGIN):
+            problems.append(f"--margin must be a number between 0 and {MAX_MARGIN:g}, got {self.margin}")
+        if self.max_frames < 0:
+            problems.append(f"--max-frames must be 0 (all) or a positive count, got {self.max_frames}")
+        if not (math.isfinite(self.test_fraction) and 0 <= self.test_fraction < 1):
+            problems.append(f"--test-fraction must be at least 0 and below 1, got {self.test_fraction}")
+        if not (math.isfinite(self.min_face_fraction) and 0 <= self.min_face_fraction <= 1):
+            problems.append(f"--min-face-fraction must be between 0 and 1, got {self.min_face_fraction}")
+        if problems:
+            raise InputError("prepare-data: " + "; ".join(problems))
 
 
 @dataclass
 class PrepareReport:
-    written: list[Path] = field(default_factory=list)
-    existing: list[Path] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)  # one folder per run of face frames
+    existing: list[Path] = field(default_factory=list)  # videos whose folders an earlier run wrote
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    frames_written: int = 0
+    frames_left_out: int = 0  # frames of written videos without a confirmed face, or in too short runs
 
 
 def find_videos(raw_dir: Path) -> list[Path]:
@@ -50,7 +75,19 @@ def identity_and_name(raw_dir: Path, video: Path) -> tuple[str, str]:
     parts = video.relative_to(raw_dir).parts
     clean = lambda s: s.replace("#", "_")  # noqa: E731 - '#' separates the identity in the layout
     identity = clean(parts[0] if len(parts) > 1 else video.stem)
-    return identity, f"{identity}#{clean(video.stem)}.mp4"
+    return identity, f"{identity}#{clean(video.stem)}"
+
+
+def output_names(raw_dir: Path, videos: list[Path]) -> dict[Path, tuple[str, str]]:
+    """(identity, base name) per video; clips that would share a name (clip.mp4 and clip.mov, id/a/x.mp4 and
+    id/b/x.mp4) get a short hash of their path appended, so that each is written."""
+    names = {video: identity_and_name(raw_dir, video) for video in videos}
+    counts = Counter(name for _, name in names.values())
+    for video, (identity, name) in names.items():
+        if counts[name] > 1:
+            digest = hashlib.sha1(str(video.relative_to(raw_dir)).encode()).hexdigest()[:6]
+            names[video] = identity, f"{name}~{digest}"
+    return names
 
 
 def is_test_identity(identity: str, fraction: float) -> bool:
@@ -59,114 +96,98 @@ def is_test_identity(identity: str, fraction: float) -> bool:
     return digest / 0xFFFFFFFF < fraction
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    x0, y0 = np.maximum(a[:2], b[:2])
-    x1, y1 = np.minimum(a[:2] + a[2:], b[:2] + b[2:])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    return inter / (a[2] * a[3] + b[2] * b[3] - inter + 1e-9)
+def already_written(split_dir: Path, base: str) -> bool:
+    return (split_dir / f"{base}.mp4").is_dir() or any(split_dir.glob(f"{base}#*#*.mp4"))
 
 
-def face_track(video: Path, max_frames: int) -> tuple[list[np.ndarray | None], tuple[int, int]]:
-    """Per frame the tracked face box (x, y, w, h) in pixels, or None; and the frame (height, width)."""
-    os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter would break the progress bar
-    import mediapipe as mp
-
-    boxes, previous, shape = [], None, (0, 0)
-    with mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5) as detector:
-        for frame in read_frames(video):
-            shape = frame.shape[:2]
-            h, w = shape
-            result = detector.process(frame)
-            found = [np.array([d.location_data.relative_bounding_box.xmin * w,
-                               d.location_data.relative_bounding_box.ymin * h,
-                               d.location_data.relative_bounding_box.width * w,
-                               d.location_data.relative_bounding_box.height * h])
-                     for d in (result.detections or [])]
-            if found:
-                key = (lambda b: _iou(b, previous)) if previous is not None else (lambda b: b[2] * b[3])
-                previous = max(found, key=key)
-                boxes.append(previous)
-            else:
-                boxes.append(None)
-            if max_frames and len(boxes) >= max_frames:
-                break
-    return boxes, shape
-
-
-def smooth_squares(boxes: list[np.ndarray | None], margin: float, window: int) -> np.ndarray:
-    """(N, 3) crop squares (centre x, centre y, side): gaps interpolated, then a centred moving average."""
-    known = np.array([i for i, b in enumerate(boxes) if b is not None])
-    raw = np.array([[b[0] + b[2] / 2, b[1] + b[3] / 2, max(b[2], b[3]) * (1 + 2 * margin)]
-                    for b in boxes if b is not None])
-    frames = np.arange(len(boxes))
-    track = np.stack([np.interp(frames, known, raw[:, k]) for k in range(3)], axis=1)
-    window = max(1, min(window, len(boxes)))
-    padded = np.pad(track, ((window // 2, window - 1 - window // 2), (0, 0)), mode="edge")
-    kernel = np.ones(window) / window
-    return np.stack([np.convolve(padded[:, k], kernel, mode="valid") for k in range(3)], axis=1)
-
-
-def crop_square(frame: np.ndarray, square: np.ndarray, size: int) -> np.ndarray:
-    """The square (cx, cy, side) of the frame, edge-padded where it leaves the frame, resized to size×size."""
-    cx, cy, side = square
-    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    s = max(1, int(round(side)))
-    h, w = frame.shape[:2]
-    pad = max(0, -x0, -y0, x0 + s - w, y0 + s - h)
-    if pad:
-        frame = np.pad(frame, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-    crop = frame[y0 + pad : y0 + pad + s, x0 + pad : x0 + pad + s]
-    return np.asarray(Image.fromarray(crop).resize((size, size), Image.BICUBIC if s < size else Image.BOX))
-
-
-def prepare_video(video: Path, target: Path, options: PrepareOptions) -> None:
-    """Write one video's cropped frames to `target` (a folder, created whole or not at all)."""
-    boxes, _ = face_track(video, options.max_frames)
-    found = sum(b is not None for b in boxes)
-    if found < max(1, options.min_face_fraction * len(boxes)):
-        raise InputError(f"no face found in {len(boxes) - found} of {len(boxes)} frames")
-    squares = smooth_squares(boxes, options.margin, options.smooth_frames)
-    partial = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+def prepare_video(video: Path, split_dir: Path, base: str, tracker: FaceTracker,
+                  options: PrepareOptions) -> tuple[list[Path], int, int]:
+    """Write one video's face runs as frame folders in split_dir (all of them or none); returns the folders, the
+    frames written and the frames left out."""
+    squares, frame_size = track_clip(itertools.islice(read_frames(video), options.max_frames or None), tracker,
+                                     options.smooth_frames)
+    found = sum(s is not None for s in squares)
+    if found < max(1, options.min_face_fraction * len(squares)):
+        raise InputError(f"no face found in {len(squares) - found} of {len(squares)} frames "
+                         f"(--min-face-fraction {options.min_face_fraction:g})")
+    runs = face_runs(squares, options.min_run_frames)
+    if not runs:
+        raise InputError(f"no run of {options.min_run_frames} consecutive frames with a face")
+    whole = runs == [(0, len(squares))]
+    names = [f"{base}.mp4" if whole else f"{base}#{start:06d}#{stop:06d}.mp4" for start, stop in runs]
+    partials = [split_dir.parent / f".{name}.partial" for name in names]
+    run_of = {i: k for k, (start, stop) in enumerate(runs) for i in range(start, stop)}
     try:
-        for i, frame in enumerate(read_frames(video)):
-            if i >= len(squares):
-                break
-            Image.fromarray(crop_square(frame, squares[i], options.size)).save(partial / f"{i:07d}.png")
-        partial.rename(target)
+        for partial in partials:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir()
+        for i, frame in enumerate(itertools.islice(read_frames(video), runs[-1][1])):
+            if i in run_of:
+                transform = CropTransform.from_square(squares[i], frame_size, options.size)
+                Image.fromarray(crop_frame(frame, transform)).save(
+                    partials[run_of[i]] / f"{i - runs[run_of[i]][0]:07d}.png")
+        split_dir.mkdir(exist_ok=True)
+        targets = [split_dir / name for name in names]
+        for partial, target in zip(partials, targets):
+            os.replace(partial, target)
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        for partial in partials:
+            shutil.rmtree(partial, ignore_errors=True)
         raise
+    written = sum(stop - start for start, stop in runs)
+    return targets, written, len(squares) - written
+
+
+def _make_folder(path: Path) -> list[Path]:
+    """Create `path` and its missing parents; return the folders created, outermost first."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a folder; choose a folder for the prepared data")
+    missing = [p for p in (path, *path.parents) if not p.exists()][::-1]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{path}: cannot create the output folder ({e.strerror})") from None
+    return missing
 
 
 def prepare_dataset(raw_dir: str | Path, out_dir: str | Path, options: PrepareOptions = PrepareOptions(),
                     progress: bool = True) -> PrepareReport:
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    options.check()
     if not raw_dir.is_dir():
         raise InputError(f"{raw_dir}: folder of raw videos not found")
-    if options.size < 32 or not 0 <= options.test_fraction < 1 or options.margin < 0:
-        raise InputError(f"prepare-data: need --size >= 32, 0 <= --test-fraction < 1 and --margin >= 0, got "
-                         f"{options.size}, {options.test_fraction}, {options.margin}")
     videos = find_videos(raw_dir)
     if not videos:
         raise InputError(f"{raw_dir}: no videos found ({', '.join(VIDEO_SUFFIXES)})")
-    for split in ("train", "test"):
-        (out_dir / split).mkdir(parents=True, exist_ok=True)
+    created = _make_folder(out_dir)
     report = PrepareReport()
-    bar = tqdm(videos, unit="video", disable=not progress, dynamic_ncols=True)
-    for video in bar:
-        identity, name = identity_and_name(raw_dir, video)
-        target = out_dir / ("test" if is_test_identity(identity, options.test_fraction) else "train") / name
-        bar.set_postfix_str(name, refresh=False)
-        if target.is_dir():
-            report.existing.append(target)
-            continue
-        try:
-            prepare_video(video, target, options)
-            report.written.append(target)
-        except (InputError, OSError) as e:
-            reason = str(e).removeprefix(f"{video}: ")
-            report.skipped.append((video, reason))
-            bar.write(f"skipped {video}: {reason}")
+    try:
+        tracker = FaceTracker(margin=options.margin)
+        names = output_names(raw_dir, videos)
+        bar = tqdm(videos, unit="video", disable=not progress, dynamic_ncols=True)
+        for video in bar:
+            identity, base = names[video]
+            split_dir = out_dir / ("test" if is_test_identity(identity, options.test_fraction) else "train")
+            bar.set_postfix_str(base, refresh=False)
+            if already_written(split_dir, base):
+                report.existing.append(video)
+                continue
+            try:
+                folders, written, left_out = prepare_video(video, split_dir, base, tracker, options)
+            except (InputError, OSError) as e:
+                reason = str(e).removeprefix(f"{video}: ")
+                report.skipped.append((video, reason))
+                bar.write(f"skipped {video}: {reason}")
+                continue
+            report.written.extend(folders)
+            report.frames_written += written
+            report.frames_left_out += left_out
+        if report.written or report.existing:
+            for split in ("train", "test"):
+                (out_dir / split).mkdir(exist_ok=True)
+    finally:
+        if not (report.written or report.existing):  # nothing usable: leave no empty folders behind
+            for folder in reversed(created):
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
     return report

@@ -4,9 +4,9 @@
 // Layouts (all contiguous): q and out (batch, C, queries), k and v (batch, C, keys), i.e. NCHW feature maps with
 // the spatial dimensions flattened; element [b, c, n] sits at b·C·N + c·N + n. For query n of map b:
 //   s_j   = scale · Σ_c q[b,c,n] k[b,c,j]
-//   lse_n = log Σ_j exp(s_j)                      (natural log, kept for the backward)
-//   out[b,c,n] = Σ_j exp(s_j − lse_n) v[b,c,j]
-// Backward (flash-attention-2): with P = exp(s − lse), dO = grad_out and D_n = Σ_c dO[b,c,n] out[b,c,n],
+//   lse_n = log2 Σ_j exp(s_j) = log2 Σ_j exp2(s_j·log2e)   (base 2, kept for the backward)
+//   out[b,c,n] = Σ_j exp2(s_j·log2e − lse_n) v[b,c,j]
+// Backward (flash-attention-2): with P = exp2(s·log2e − lse), dO = grad_out and D_n = Σ_c dO[b,c,n] out[b,c,n],
 //   dV[c,j] = Σ_n dO[c,n] P[n,j],   dP[n,j] = Σ_c dO[c,n] v[c,j],   dS = P ∘ (dP − D),
 //   dQ[c,n] = scale · Σ_j dS[n,j] k[c,j],   dK[c,j] = scale · Σ_n dS[n,j] q[c,n],
 // recomputing P tile by tile in two passes: one over query tiles (dQ), one over key tiles (dK, dV). Each gradient

@@ -1,0 +1,171 @@
+"""The face crop as an invertible affine map between frame pixels and crop pixels, applied with torch on the
+images' device, and its inverse: pasting a (generated) face back into the full frame with a feathered edge.
+
+Coordinates are continuous pixels in which an image spans [0, W] × [0, H] (pixel i covers [i, i + 1)), the
+convention of detector boxes and of MediaPipe's normalised points times the image size. A crop is a square
+(centre x, centre y, side) of the frame scaled to out_size × out_size; where the square leaves the frame the crop
+is black (constant padding, never repeated edge pixels). Every transform may be batched: squares (..., 3) give
+matrices (..., 2, 3).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def square_from_box(box: np.ndarray, margin: float) -> np.ndarray:
+    """(..., 3) squares (cx, cy, side) around (..., 4) boxes (x, y, w, h); side = larger box side × (1 + 2·margin)."""
+    box = np.asarray(box, dtype=np.float64)
+    side = np.maximum(box[..., 2], box[..., 3]) * (1 + 2 * margin)
+    return np.stack([box[..., 0] + box[..., 2] / 2, box[..., 1] + box[..., 3] / 2, side], axis=-1)
+
+
+def keep_inside(square: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+    """Shift squares into the (height, width) frame along each axis where they fit; where one is larger than the
+    frame it stays centred on the face (the crop is then padded)."""
+    square = np.array(square, dtype=np.float64)
+    half = square[..., 2] / 2
+    for axis, extent in ((0, frame_size[1]), (1, frame_size[0])):
+        fits = square[..., 2] <= extent
+        square[..., axis] = np.where(fits, np.clip(square[..., axis], half, extent - half), square[..., axis])
+    return square
+
+
+def invert_affine(matrix: np.ndarray) -> np.ndarray:
+    """The exact inverse of (..., 2, 3) affine matrices (closed-form 2×2 inverse)."""
+    a, b, c = matrix[..., 0, 0], matrix[..., 0, 1], matrix[..., 0, 2]
+    d, e, f = matrix[..., 1, 0], matrix[..., 1, 1], matrix[..., 1, 2]
+    det = a * e - b * d
+    inv_a, inv_b, inv_d, inv_e = e / det, -b / det, -d / det, a / det
+    return np.stack([np.stack([inv_a, inv_b, -(inv_a * c + inv_b * f)], -1),
+                     np.stack([inv_d, inv_e, -(inv_d * c + inv_e * f)], -1)], -2)
+
+
+def apply_affine(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(..., N, 2) points mapped by (..., 2, 3) matrices."""
+    points = np.asarray(points, dtype=np.float64)
+    return np.einsum("...ij,...nj->...ni", matrix[..., :2], points) + matrix[..., None, :, 2]
+
+
+def _to_normalised(width: float, height: float) -> np.ndarray:
+    """3×3: pixels -> grid_sample's [-1, 1] coordinates (align_corners=False)."""
+    return np.array([[2 / width, 0, -1], [0, 2 / height, -1], [0, 0, 1]])
+
+
+def _homogeneous(matrix: np.ndarray) -> np.ndarray:
+    bottom = np.broadcast_to(np.array([0.0, 0.0, 1.0]), (*matrix.shape[:-2], 1, 3))
+    return np.concatenate([matrix, bottom], axis=-2)
+
+
+def _sampling_theta(out_to_in: np.ndarray, in_size: tuple[int, int], out_size: tuple[int, int], batch: int,
+                    like: torch.Tensor) -> torch.Tensor:
+    """(B, 2, 3) theta for affine_grid from a pixel map output -> input (sizes are (height, width))."""
+    theta = (_to_normalised(in_size[1], in_size[0]) @ _homogeneous(out_to_in)
+             @ np.linalg.inv(_to_normalised(out_size[1], out_size[0])))[..., :2, :]
+    return torch.as_tensor(np.broadcast_to(theta, (batch, 2, 3)).copy(), dtype=like.dtype, device=like.device)
+
+
+def _warp(images: torch.Tensor, out_to_in: np.ndarray, in_size: tuple[int, int],
+          out_size: tuple[int, int]) -> torch.Tensor:
+    """Sample `images` at out_to_in's pixels of an in_size image. grid_sample's coordinates are normalised, so
+    `images` may be a resized copy of that image."""
+    theta = _sampling_theta(out_to_in, in_size, out_size, images.shape[0], images)
+    grid = F.affine_grid(theta, [images.shape[0], images.shape[1], *out_size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def feather_mask(size: int, feather: float, like: torch.Tensor) -> torch.Tensor:
+    """(1, 1, size, size): 1 inside, falling smoothly to 0 over the outer `feather` × size pixels of the square."""
+    centres = torch.arange(size, dtype=like.dtype, device=like.device) + 0.5
+    edge = torch.minimum(centres, size - centres)
+    ramp = (edge / (feather * size)).clamp(0, 1) if feather > 0 else torch.ones_like(edge)
+    ramp = ramp * ramp * (3 - 2 * ramp)  # smoothstep: no visible kink where the blend starts
+    return torch.minimum(ramp[:, None], ramp[None, :])[None, None]
+
+
+@dataclass(frozen=True)
+class CropTransform:
+    """frame pixels -> crop pixels: `matrix` (..., 2, 3); `inverse` maps crop pixels back to the frame."""
+
+    matrix: np.ndarray
+    frame_size: tuple[int, int]  # (height, width)
+    out_size: int
+
+    @classmethod
+    def from_square(cls, square: np.ndarray, frame_size: tuple[int, int], out_size: int,
+                    inside: bool = True) -> "CropTransform":
+        """Crop the (..., 3) squares (cx, cy, side), shifted into the frame where they fit unless inside=False."""
+        square = keep_inside(square, frame_size) if inside else np.asarray(square, dtype=np.float64)
+        if not np.all(np.isfinite(square)) or np.any(square[..., 2] <= 0):
+            raise ValueError(f"crop square must be finite with a positive side, got {square}")
+        scale = out_size / square[..., 2]
+        x0, y0 = square[..., 0] - square[..., 2] / 2, square[..., 1] - square[..., 2] / 2
+        zero = np.zeros_like(scale)
+        matrix = np.stack([np.stack([scale, zero, -scale * x0], -1), np.stack([zero, scale, -scale * y0], -1)], -2)
+        return cls(matrix, (int(frame_size[0]), int(frame_size[1])), int(out_size))
+
+    @classmethod
+    def from_box(cls, box: np.ndarray, frame_size: tuple[int, int], margin: float, out_size: int,
+                 inside: bool = True) -> "CropTransform":
+        """The crop around (..., 4) face boxes (x, y, w, h) with `margin` (see square_from_box)."""
+        return cls.from_square(square_from_box(box, margin), frame_size, out_size, inside)
+
+    @property
+    def inverse(self) -> np.ndarray:
+        """(..., 2, 3) crop pixels -> frame pixels."""
+        return invert_affine(self.matrix)
+
+    def to_crop(self, points: np.ndarray) -> np.ndarray:
+        return apply_affine(self.matrix, points)
+
+    def to_frame(self, points: np.ndarray) -> np.ndarray:
+        return apply_affine(self.inverse, points)
+
+    def crop(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, out, out) crops of (B, C, H, W) float frames (B = the transform's batch, or any for one
+        transform). A large face is first reduced with an anti-aliased resize, so that bilinear sampling does not
+        alias."""
+        if tuple(images.shape[-2:]) != self.frame_size:
+            raise ValueError(f"crop: frames are {tuple(images.shape[-2:])}, the transform is for {self.frame_size}")
+        reduction = float(np.max(self.matrix[..., 0, 0]))  # the batch's mildest scale: nobody is over-blurred
+        if reduction < 0.9:
+            size = [max(1, round(n * reduction)) for n in self.frame_size]
+            images = F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
+        return _warp(images, self.inverse, self.frame_size, (self.out_size, self.out_size))
+
+    def paste(self, face: torch.Tensor, background: torch.Tensor, feather: float = 0.1) -> torch.Tensor:
+        """`background` (B, C, H, W) with `face` (B, C, out, out) warped back into the crop's place, blended over
+        a border of `feather` × the crop's side that fades smoothly to the background. Only the frame rectangle
+        that the crops cover is resampled; the rest is the background, untouched."""
+        if tuple(background.shape[-2:]) != self.frame_size or tuple(face.shape[-2:]) != (self.out_size,) * 2:
+            raise ValueError(f"paste: expected faces of {self.out_size}² and frames of {self.frame_size}, got "
+                             f"{tuple(face.shape[-2:])} and {tuple(background.shape[-2:])}")
+        corners = self.to_frame(np.array([[0.0, 0.0], [self.out_size, self.out_size]]))
+        x0, y0 = np.clip(np.floor(corners[..., 0, :].reshape(-1, 2).min(0)).astype(int), 0, None)
+        x1, y1 = np.minimum(np.ceil(corners[..., 1, :].reshape(-1, 2).max(0)).astype(int),
+                            (self.frame_size[1], self.frame_size[0]))
+        result = background.clone()
+        if x1 <= x0 or y1 <= y0:
+            return result
+        mask = feather_mask(self.out_size, feather, face).expand(face.shape[0], 1, -1, -1)
+        region_to_crop = _homogeneous(self.matrix) @ np.array([[1.0, 0, x0], [0, 1, y0], [0, 0, 1]])
+        warped = _warp(torch.cat([face, mask], dim=1), region_to_crop[..., :2, :], (self.out_size,) * 2,
+                       (y1 - y0, x1 - x0))
+        alpha = warped[:, -1:]
+        region = result[..., y0:y1, x0:x1]
+        result[..., y0:y1, x0:x1] = region * (1 - alpha) + warped[:, :-1] * alpha
+        return result
+
+
+def frame_tensor(frame: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float().div(255)
+
+
+def crop_frame(frame: np.ndarray, transform: CropTransform) -> np.ndarray:
+    """The crop of one (H, W, 3) uint8 frame as (S, S, 3) uint8 (CPU convenience over CropTransform.crop)."""
+    crop = transform.crop(frame_tensor(frame))[0]
+    return crop.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()

@@ -1,0 +1,68 @@
+"""Face detection with MediaPipe's full-range BlazeFace model (it ships in the mediapipe wheel: nothing is
+downloaded), and the silencing of MediaPipe's C++ logging."""
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence the C++ logging (TensorFlow Lite, absl) that MediaPipe prints to file descriptor 2: it would break
+    progress bars and the CLI's one-line errors."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def import_mediapipe():
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    with quiet_stderr():
+        import mediapipe as mp
+    return mp
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face in frame pixels (the frame spans [0, W] × [0, H])."""
+
+    box: np.ndarray  # (4,) x, y, w, h
+    score: float
+    keypoints: np.ndarray  # (6, 2): right eye, left eye, nose tip, mouth centre, right ear, left ear
+
+
+class FaceDetector:
+    """`detector(frame)` -> the faces in an (H, W, 3) uint8 RGB frame, best score first. `min_score` is the
+    model's own threshold; the tracker asks for more before it trusts a face."""
+
+    def __init__(self, min_score: float = 0.5):
+        mp = import_mediapipe()
+        with quiet_stderr():
+            self._model = mp.solutions.face_detection.FaceDetection(model_selection=1,
+                                                                    min_detection_confidence=min_score)
+
+    def __call__(self, frame: np.ndarray) -> list[Detection]:
+        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {frame.shape} {frame.dtype}")
+        with quiet_stderr():  # the graph logs on its first calls
+            found = self._model.process(frame).detections or []
+        height, width = frame.shape[:2]
+        scale = np.array([width, height])
+        faces = []
+        for d in found:
+            b = d.location_data.relative_bounding_box
+            box = np.array([b.xmin * width, b.ymin * height, b.width * width, b.height * height])
+            points = np.array([(p.x, p.y) for p in d.location_data.relative_keypoints]) * scale
+            faces.append(Detection(box, float(d.score[0]), points))
+        return sorted(faces, key=lambda f: -f.score)
+
+    def close(self) -> None:
+        self._model.close()

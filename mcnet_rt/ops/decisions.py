@@ -1,0 +1,56 @@
+"""The measured dispatch's decisions on disk, so that each (GPU, op, dtype, shape class) is self-tested once per
+machine and build: ~/.cache/mcnet_rt/dispatch.json, or the file named by MCNET_RT_DISPATCH_CACHE.
+
+Decisions are grouped under a machine key: GPU name and compute capability, driver version and the hash of the
+built `_C`. A new driver or a rebuild of `_C` gives a new key, so its decisions are measured afresh.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from .machine import Build, DeviceFacts
+from .selftest import Decision
+
+
+def cache_path() -> Path:
+    if "MCNET_RT_DISPATCH_CACHE" in os.environ:
+        return Path(os.environ["MCNET_RT_DISPATCH_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "mcnet_rt" / "dispatch.json"
+
+
+def machine_key(facts: DeviceFacts, build: Build | None) -> str:
+    major, minor = facts.capability
+    return (f"{facts.name} | sm_{major}{minor} | driver {facts.driver_version} | "
+            f"_C {build.build_hash if build else 'cpu-only'}")
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # absent or damaged: measure again
+    return data if isinstance(data, dict) else {}
+
+
+def load(key: str) -> dict[str, Decision]:
+    entries = _read(cache_path()).get(key, {})
+    return {name: Decision(**entry) for name, entry in entries.items() if isinstance(entry, dict)}
+
+
+def store(key: str, name: str, decision: Decision) -> None:
+    """Add one decision, keeping what other processes wrote meanwhile; an unwritable cache only costs re-measuring."""
+    path = cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = _read(path)
+        data.setdefault(key, {})[name] = asdict(decision)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+        os.replace(f.name, path)
+    except OSError:
+        pass
