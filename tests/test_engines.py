@@ -1,0 +1,100 @@
+"""Export of the per-frame step and the backends behind `--backend`: each reproduces eager PyTorch."""
+import subprocess
+import sys
+
+import onnx
+import pytest
+import torch
+
+import mcnet_rt
+from mcnet_rt.engine import backends, halves, load_backend, plugin_ops
+from mcnet_rt.engine.onnx_export import export_step
+from mcnet_rt.keypoints import Keypoints
+from mcnet_rt.pipeline import FrameStep
+
+
+@pytest.fixture(scope="session")
+def small_step():
+    torch.manual_seed(0)
+    return FrameStep(mcnet_rt.build_model("small"))
+
+
+@pytest.fixture(scope="session")
+def standard_graphs(small_step, tmp_path_factory):
+    return export_step(small_step, tmp_path_factory.mktemp("standard"), "standard")
+
+
+@pytest.fixture(scope="session")
+def plugin_graphs(small_step, tmp_path_factory):
+    return export_step(small_step, tmp_path_factory.mktemp("plugin"), "plugin")
+
+
+def eager(step, inputs):
+    with torch.no_grad():
+        return step.render(*inputs)
+
+
+def test_standard_graphs_use_standard_ops_only(standard_graphs):
+    for path in standard_graphs.values():
+        model = onnx.load(str(path))
+        assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}
+    assert "GridSample" in {n.op_type for n in onnx.load(str(standard_graphs["render"])).graph.node}
+
+
+def test_onnxruntime_backend_equals_pytorch(small_step, standard_graphs):
+    (driving,), inputs = halves.example_inputs(small_step, batch=1, seed=3)
+    step = backends.load_onnxruntime(standard_graphs, 1, torch.device("cpu"))
+    with torch.no_grad():
+        kp = small_step.detect(driving)
+    got = step.detect(driving)
+    torch.testing.assert_close(got.value, kp.value, atol=1e-4, rtol=0)
+    # live smoothing runs between the halves: render takes keypoints it did not detect
+    smoothed = Keypoints(kp.value * 0.9, kp.jacobian)
+    torch.testing.assert_close(step.render(*smoothed, *inputs[2:]), eager(small_step, (*smoothed, *inputs[2:])),
+                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(step(driving, *inputs[2:]), eager(small_step, inputs), atol=1e-4, rtol=0)
+
+
+def test_plugin_graph_has_the_plugin_nodes_and_their_numerics(small_step, plugin_graphs):
+    from onnx_reference_ops import reference_session
+
+    model = onnx.load(str(plugin_graphs["render"]))
+    custom = {n.op_type for n in model.graph.node if n.domain == plugin_ops.DOMAIN}
+    assert custom == {op.name for op in plugin_ops.PLUGIN_OPS}
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param  # dynamic batch
+    session = reference_session(plugin_graphs["render"])
+    for n in (1, 3):
+        _, inputs = halves.example_inputs(small_step, batch=n, seed=n)
+        feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs)}
+        out = torch.from_numpy(session.run(None, feed)[0])
+        torch.testing.assert_close(out, eager(small_step, inputs), atol=1e-4, rtol=0)
+
+
+def test_compiled_backend_equals_eager(small_step):
+    (driving,), inputs = halves.example_inputs(small_step, batch=1, seed=5)
+    expected = eager(small_step, inputs)
+    step = load_backend("compiled", FrameStep(small_step.model))
+    with torch.no_grad():
+        torch.testing.assert_close(step.render(*inputs), expected, atol=1e-4, rtol=0)
+
+
+def test_aoti_packages_load_in_a_fresh_process(small_step, tmp_path):
+    """The packages run in a new interpreter that never imports mcnet_rt (the CPU graph is plain aten)."""
+    paths = backends.aoti_packages(small_step, tmp_path, batch=1)
+    (driving,), inputs = halves.example_inputs(small_step, batch=1, seed=6)
+    torch.save({"driving": driving, "inputs": inputs, "expected": eager(small_step, inputs),
+                "kp": small_step.detect(driving).value.detach()}, tmp_path / "case.pt")
+    script = f"""
+import sys, torch
+case = torch.load({str(tmp_path / 'case.pt')!r})
+detect = torch._inductor.aoti_load_package({str(paths['detect'])!r})
+render = torch._inductor.aoti_load_package({str(paths['render'])!r})
+assert (detect(case["driving"])[0] - case["kp"]).abs().max() <= 1e-4
+diff = (render(*case["inputs"]) - case["expected"]).abs().max().item()
+assert "mcnet_rt" not in sys.modules
+print(diff)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout.strip().splitlines()[-1]) <= 1e-4
