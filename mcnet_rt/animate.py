@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from .engine import load_backend
 from .models import MCNet
 from .pipeline import FrameStep, MotionReference, motion_reference, prepare_source, to_tensor, to_uint8
 from .io.image import fit_square, read_image
@@ -28,6 +29,7 @@ class AnimateOptions:
     batch_size: int = 8
     panels: bool = False  # source | driving | result side by side instead of the result alone
     label: str | None = None  # text burned into every output frame (used to mark untrained weights)
+    backend: str = "eager"  # how the per-frame step runs (mcnet_rt.engine.BACKENDS)
 
 
 class Animator:
@@ -40,7 +42,8 @@ class Animator:
         self.options = options
         self.dtype = dtype
         self.device = next(model.parameters()).device
-        self.step = FrameStep(model, dtype, relative=options.relative)
+        self.step = load_backend(options.backend, FrameStep(model, dtype, relative=options.relative),
+                                 batch=options.batch_size)
         self.source = prepare_source(model, to_tensor(source[None], self.device), dtype)
         self.reference: MotionReference | None = None
 

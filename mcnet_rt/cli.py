@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 
 from . import checkpoint
 from .animate import AnimateOptions, animate_video, note
-from .pipeline import PRECISIONS
+from .pipeline import PRECISIONS, FrameStep
 from .config import PRESETS, preset
+from .engine import add_backend_argument
 from .errors import InputError
 from .io.atomic import check_new_directory
 from .models import MCNet
@@ -60,10 +63,31 @@ def cmd_animate(args: argparse.Namespace) -> None:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
     model, label = model_from_args(args, device)
     options = AnimateOptions(relative=args.mode == "relative", adapt_scale=not args.no_adapt_scale,
-                             batch_size=args.batch_size, panels=args.panels, label=label)
+                             batch_size=args.batch_size, panels=args.panels, label=label, backend=args.backend)
     frames = animate_video(model, args.source, args.driving, args.output, options, dtype,
                            progress=not args.quiet)
     print(f"wrote {args.output}: {frames} frames ({device.type}, {str(dtype).removeprefix('torch.')})")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .engine.onnx_export import export_step
+
+    if args.batch < 1:
+        raise InputError(f"--batch must be at least 1, got {args.batch}")
+    output = check_new_directory(args.output)
+    model, _ = model_from_args(args, torch.device("cpu"))
+    step = FrameStep(model.eval(), relative=args.mode == "relative")
+    partial = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))  # no half-written output
+    try:
+        export_step(step, partial, args.ops, args.batch)
+        if output.exists():
+            output.rmdir()
+        partial.rename(output)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    paths = [output / "detect.onnx", output / "render.onnx"]
+    batch = "dynamic batch" if args.ops == "plugin" else f"batch {args.batch}"
+    print(f"wrote {', '.join(str(p) for p in paths)} ({args.ops} ops, fp32, {batch})")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -202,7 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-noise", action="store_true",
                    help="restore the released code's random noise in the memory unit (non-deterministic)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_backend_argument(p)
     p.set_defaults(func=cmd_animate)
+
+    p = sub.add_parser("export", help="ONNX graphs of the per-frame step: detect.onnx and render.onnx")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--checkpoint", help="official .pth.tar or mcnet_rt .safetensors")
+    weights.add_argument("--untrained", choices=sorted(PRESETS), help="random weights of a preset (pipeline test)")
+    p.add_argument("-o", "--output", required=True, help="output folder (must not exist, or be empty)")
+    p.add_argument("--ops", choices=("standard", "plugin"), default="standard",
+                   help="standard: only standard ONNX ops; plugin: mcnet_rt custom nodes for the TensorRT plugins")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the standard graph (plugin: dynamic)")
+    p.add_argument("--mode", choices=("relative", "absolute"), default="relative")
+    p.add_argument("--memory-noise", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("convert", help="convert between the official .pth.tar and mcnet_rt .safetensors")
     p.add_argument("input")

@@ -98,3 +98,60 @@ print(diff)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert float(result.stdout.strip().splitlines()[-1]) <= 1e-4
+
+
+def test_tensorrt_rtx_builds_an_engine_from_the_plugin_graph_with_our_plugins(plugin_graphs):
+    """Parsing and building need no GPU with TensorRT for RTX; running the engine does (not here)."""
+    from mcnet_rt.engine import tensorrt
+
+    trt = tensorrt.import_tensorrt("tensorrt_rtx")
+    _, network, _parser = tensorrt.parse(trt, plugin_graphs["render"])
+    plugins = [network.get_layer(i) for i in range(network.num_layers)
+               if network.get_layer(i).type == trt.LayerType.PLUGIN_V3]
+    custom = [n for n in onnx.load(str(plugin_graphs["render"])).graph.node if n.domain == plugin_ops.DOMAIN]
+    assert len(plugins) == len(custom) > 0
+    engine = tensorrt.build_engine(trt, plugin_graphs["render"], max_batch=4, target="SM89")
+    assert len(engine) > 1000
+
+
+def test_tensorrt_errors_name_the_problem(tmp_path, plugin_graphs):
+    from mcnet_rt.engine import tensorrt
+    from mcnet_rt.errors import InputError
+
+    with pytest.raises(InputError, match="TensorRT is not installed"):
+        tensorrt.import_tensorrt("tensorrt")  # full TensorRT has no PyPI wheel: not installed here
+    trt = tensorrt.import_tensorrt("tensorrt_rtx")
+    tensorrt.tensorrt_plugins.register(trt)
+    model = onnx.load(str(plugin_graphs["render"]))
+    next(n for n in model.graph.node if n.domain == plugin_ops.DOMAIN).op_type = "Unknown"
+    onnx.save(model, str(tmp_path / "foreign.onnx"))
+    with pytest.raises(InputError, match=r"mcnet_rt::Unknown is not registered .*mcnet_rt::WarpFeatures"):
+        tensorrt.check_plugins(trt, tmp_path / "foreign.onnx")
+    engine = tmp_path / "render-0.engine"
+    engine.with_suffix(".json").write_text('{"gpu": "NVIDIA GeForce RTX 4090", "capability": "8.9"}')
+    with pytest.raises(InputError, match="engine built for another GPU"):
+        tensorrt.check_engine_gpu(engine)
+
+
+def test_engine_cache_key_covers_gpu_version_plugins_and_graph(plugin_graphs):
+    from mcnet_rt.engine import tensorrt
+
+    trt = tensorrt.import_tensorrt("tensorrt_rtx")
+    gpu = {"gpu": "NVIDIA GeForce RTX 4090", "capability": "8.9"}
+    key = tensorrt.engine_key(trt, plugin_graphs["render"], gpu)
+    assert key == tensorrt.engine_key(trt, plugin_graphs["render"], dict(gpu))
+    assert key != tensorrt.engine_key(trt, plugin_graphs["render"], {**gpu, "capability": "12.0"})
+    assert key != tensorrt.engine_key(trt, plugin_graphs["detect"], gpu)
+
+
+def test_export_command_writes_both_graphs_or_nothing(tmp_path, capsys):
+    from mcnet_rt.cli import main
+
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "old.onnx").write_bytes(b"")
+    assert main(["export", "--untrained", "small", "-o", str(tmp_path / "taken")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["export", "--untrained", "small", "--ops", "plugin", "-o", str(tmp_path / "graphs")]) == 0
+    assert sorted(p.name for p in (tmp_path / "graphs").iterdir()) == ["detect.onnx", "render.onnx"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    onnx.checker.check_model(str(tmp_path / "graphs" / "render.onnx"))

@@ -28,19 +28,30 @@ BACKENDS = ("eager", "compiled", "aoti", "onnxruntime", "tensorrt")
 class ExportedStep:
     """The step's interface over two callables that take and return flat tensors at a fixed batch."""
 
-    def __init__(self, detect, render, batch: int, device: torch.device):
+    def __init__(self, detect, render, batch: int | None, device: torch.device):
+        """`batch` None: any batch (dynamic graphs)."""
         self._detect, self._render, self.batch, self.device = detect, render, batch, device
 
-    def _batched(self, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        if inputs[0].shape[0] != self.batch:
-            raise InputError(f"this backend was built for batch {self.batch}, not {inputs[0].shape[0]}")
-        return halves.batched(inputs, self.batch)
+    def _run(self, function, inputs: tuple[torch.Tensor, ...]):
+        """`function` at the built batch: a smaller batch (the last of a video) is padded with its last sample and
+        the outputs cut back; sources shared by the batch (batch 1) are repeated."""
+        count = inputs[0].shape[0]
+        batch = self.batch or count
+        if count > batch:
+            raise InputError(f"this backend was built for batches of up to {batch}, not {count}")
+        if count < batch:
+            inputs = tuple(torch.cat([t, t[-1:].expand(batch - count, *t.shape[1:])]) if t.shape[0] == count > 1
+                           or t is inputs[0] else t for t in inputs)
+        outputs = function(*halves.batched(inputs, batch))
+        if isinstance(outputs, (tuple, list)):
+            return tuple(o[:count] for o in outputs)
+        return outputs[:count]
 
     def detect(self, driving: torch.Tensor) -> Keypoints:
-        return Keypoints(*self._detect(*self._batched((driving,))))
+        return Keypoints(*self._run(self._detect, (driving,)))
 
     def render(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self._render(*self._batched(inputs))
+        return self._run(self._render, inputs)
 
     def __call__(self, driving: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
         return self.render(*self.detect(driving), *inputs)
@@ -109,6 +120,9 @@ def load_backend(name: str, step: FrameStep, batch: int = 1, work_dir: Path | No
         return step
     if name == "compiled":
         return compiled(step)
+    if step.dtype != torch.float32:
+        raise InputError(f"--backend {name} exports float32 graphs only (mixed-precision graphs are not built yet); "
+                         "use --precision fp32, or --backend eager/compiled")
     device = next(step.model.parameters()).device
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix=f"mcnet_rt_{name}_"))
     if name == "aoti":
