@@ -155,3 +155,40 @@ def test_export_command_writes_both_graphs_or_nothing(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "graphs").iterdir()) == ["detect.onnx", "render.onnx"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     onnx.checker.check_model(str(tmp_path / "graphs" / "render.onnx"))
+
+
+@torch.no_grad()
+def test_onnxruntime_reproduces_the_released_code_on_the_equivalence_fixture(official_checkpoint, tmp_path):
+    """The vox-256 fixture once: ONNX Runtime's keypoints and prediction against the released code's arrays."""
+    from official_fixture import fixture_arrays, image_tensor
+
+    arrays = fixture_arrays()
+    model = mcnet_rt.load(official_checkpoint)
+    step = FrameStep(model, relative=False)  # absolute: the generator gets the released driving keypoints
+    runtime = load_backend("onnxruntime", step, batch=1, work_dir=tmp_path)
+    source = image_tensor(arrays["source"])
+    from mcnet_rt.pipeline import motion_reference, prepare_source
+    prepared = prepare_source(model, source)
+    inputs = step.inputs(prepared, motion_reference(model, prepared, source))
+    kp = runtime.detect(image_tensor(arrays["driving"]))
+    assert (kp.value[0] - torch.from_numpy(arrays["kp_driving_value"])).abs().max() <= 1e-4
+    released = Keypoints(torch.from_numpy(arrays["kp_driving_value"])[None],
+                         torch.from_numpy(arrays["kp_driving_jacobian"])[None])
+    prediction = runtime.render(*released, *inputs)
+    assert (prediction[0] - torch.from_numpy(arrays["prediction"])).abs().max() <= 1e-4
+
+
+def test_exported_step_pads_a_short_last_batch_and_repeats_shared_sources():
+    calls = []
+
+    def render(*inputs):
+        calls.append([tuple(t.shape) for t in inputs])
+        return inputs[0] * 2
+
+    step = backends.ExportedStep(lambda d: (d, d), render, batch=4, device=torch.device("cpu"))
+    kp = torch.arange(3.0).view(3, 1)
+    source = torch.ones(1, 2)
+    out = step.render(kp, source)
+    assert calls == [[(4, 1), (4, 2)]] and torch.equal(out, kp * 2)
+    with pytest.raises(mcnet_rt.errors.InputError, match="batches of up to 4, not 5"):
+        step.render(torch.zeros(5, 1), source)

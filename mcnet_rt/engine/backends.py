@@ -39,9 +39,9 @@ class ExportedStep:
         batch = self.batch or count
         if count > batch:
             raise InputError(f"this backend was built for batches of up to {batch}, not {count}")
-        if count < batch:
-            inputs = tuple(torch.cat([t, t[-1:].expand(batch - count, *t.shape[1:])]) if t.shape[0] == count > 1
-                           or t is inputs[0] else t for t in inputs)
+        if 1 < count < batch:  # (a batch of 1 is simply repeated by halves.batched)
+            inputs = tuple(torch.cat([t, t[-1:].expand(batch - count, *t.shape[1:])]) if t.shape[0] == count else t
+                           for t in inputs)
         outputs = function(*halves.batched(inputs, batch))
         if isinstance(outputs, (tuple, list)):
             return tuple(o[:count] for o in outputs)
