@@ -28,6 +28,8 @@ BACKENDS = ("eager", "compiled", "aoti", "onnxruntime", "tensorrt")
 class ExportedStep:
     """The step's interface over two callables that take and return flat tensors at a fixed batch."""
 
+    inputs = staticmethod(FrameStep.inputs)
+
     def __init__(self, detect, render, batch: int | None, device: torch.device):
         """`batch` None: any batch (dynamic graphs)."""
         self._detect, self._render, self.batch, self.device = detect, render, batch, device
