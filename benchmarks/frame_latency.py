@@ -106,7 +106,8 @@ def main() -> None:
                     if base is None:
                         base = stages
                     else:
-                        run[f"speedup_vs_{impls[0]}_{args.backend[0]}"] = {
+                        baseline = impls[0] if len(args.backend) == 1 else f"{impls[0]}_{args.backend[0]}"
+                        run[f"speedup_vs_{baseline}"] = {
                             name: base[name]["p50_ms"] / s["p50_ms"] for name, s in stages.items() if name in base}
                     runs.append(run)
                     e2e = stages["end_to_end"]
