@@ -2,7 +2,8 @@
 
 Times each stage and the whole step (warm-up, then many iterations; CUDA events on a GPU, perf_counter after a
 synchronise on the CPU) and writes p50/p95/p99 with the device, dtype, batch and resolution to JSON. `--impls`
-compares the ops' PyTorch references with the native kernels in one run (ratios in the output).
+compares the ops' PyTorch references with the native kernels in one run (ratios in the output); `--backend`
+compares the engines of `mcnet_rt.engine` (eager, compiled, aoti, onnxruntime, tensorrt) side by side.
 
     python benchmarks/frame_latency.py                       # GPU: vox-256, fp32+fp16, batch 1 and 8, both impls
     python benchmarks/frame_latency.py --device cpu --preset small --precisions fp32 --batches 1 8
@@ -11,26 +12,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import torch
 
 import mcnet_rt
 from mcnet_rt.pipeline import PRECISIONS, FrameStep, autocast, motion_reference, prepare_source
+from mcnet_rt.engine import BACKENDS, load_backend
 from mcnet_rt.ops import use_impl
 from timing import RESULTS, Timer, percentiles, stamp
 
 
 def measure(model: mcnet_rt.MCNet, device: torch.device, dtype: torch.dtype, batch: int, warmup: int,
-            iterations: int) -> dict[str, dict[str, float]]:
+            iterations: int, backend: str = "eager") -> dict[str, dict[str, float]]:
     size = model.config.image_size
     gen = torch.Generator().manual_seed(0)
     source = torch.rand(1, 3, size, size, generator=gen).to(device)
     driving = torch.rand(batch, 3, size, size, generator=gen).to(device)
     prepared = prepare_source(model, source, dtype)
     reference = motion_reference(model, prepared, driving[:1], dtype=dtype)
-    step = FrameStep(model, dtype)
-    inputs = step.inputs(prepared, reference)
+    eager = FrameStep(model, dtype)
+    inputs = eager.inputs(prepared, reference)
+    started = time.perf_counter()
+    step = load_backend(backend, FrameStep(model, dtype), batch=batch)
+    build_s = time.perf_counter() - started
     with torch.inference_mode(), autocast(device, dtype):
         cache = prepared.expand(batch)
         kp_driving = model.kp_detector(driving)
@@ -43,6 +49,8 @@ def measure(model: mcnet_rt.MCNet, device: torch.device, dtype: torch.dtype, bat
                                                                   cache.keypoints.value),
             "end_to_end": lambda: step(driving, *inputs),
         }
+        if backend != "eager":  # the stages are eager modules: only the step itself runs on the backend
+            stages = {"end_to_end": stages["end_to_end"]}
         timer = Timer(device)
         results = {}
         for name, fn in stages.items():
@@ -50,6 +58,9 @@ def measure(model: mcnet_rt.MCNet, device: torch.device, dtype: torch.dtype, bat
                 fn()
             results[name] = percentiles([timer(fn) for _ in range(iterations)])
         results["end_to_end"]["frames_per_s"] = batch * 1e3 / results["end_to_end"]["p50_ms"]
+        results["end_to_end"]["build_s"] = build_s
+        difference = step(driving, *inputs) - eager(driving, *inputs)
+        results["end_to_end"]["max_abs_diff_vs_eager"] = difference.abs().max().item()
     return results
 
 
@@ -63,6 +74,8 @@ def main() -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--impls", nargs="+", default=None, choices=["reference", "auto", "kernel"],
                         help="op implementations to compare (default: reference auto on a GPU, reference on the CPU)")
+    parser.add_argument("--backend", nargs="+", default=["eager"], choices=BACKENDS,
+                        help="backends to compare side by side (mcnet_rt.engine; default eager)")
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--iterations", type=int, default=None)
     parser.add_argument("--output", type=Path, default=None)
@@ -85,19 +98,24 @@ def main() -> None:
         for batch in args.batches:
             base = None
             for impl in impls:
-                with use_impl(impl):
-                    stages = measure(model, device, PRECISIONS[precision], batch, warmup, iterations)
-                run = {"precision": precision, "batch": batch, "impl": impl, "stages": stages}
-                if base is None:
-                    base = stages
-                else:
-                    run["speedup_vs_" + impls[0]] = {name: base[name]["p50_ms"] / s["p50_ms"]
-                                                     for name, s in stages.items()}
-                runs.append(run)
-                e2e = stages["end_to_end"]
-                print(f"{preset} {precision} batch {batch} ops={impl}: " + ", ".join(
-                    f"{name} p50 {s['p50_ms']:.2f} ms" for name, s in stages.items())
-                    + f" | {e2e['frames_per_s']:.1f} frames/s (p95 {e2e['p95_ms']:.2f} ms, p99 {e2e['p99_ms']:.2f} ms)")
+                for backend in args.backend:
+                    with use_impl(impl):
+                        stages = measure(model, device, PRECISIONS[precision], batch, warmup, iterations, backend)
+                    run = {"precision": precision, "batch": batch, "impl": impl, "backend": backend,
+                           "stages": stages}
+                    if base is None:
+                        base = stages
+                    else:
+                        baseline = impls[0] if len(args.backend) == 1 else f"{impls[0]}_{args.backend[0]}"
+                        run[f"speedup_vs_{baseline}"] = {
+                            name: base[name]["p50_ms"] / s["p50_ms"] for name, s in stages.items() if name in base}
+                    runs.append(run)
+                    e2e = stages["end_to_end"]
+                    print(f"{preset} {precision} batch {batch} ops={impl} backend={backend}: " + ", ".join(
+                        f"{name} p50 {s['p50_ms']:.2f} ms" for name, s in stages.items())
+                        + f" | {e2e['frames_per_s']:.1f} frames/s (p95 {e2e['p95_ms']:.2f} ms, "
+                        f"p99 {e2e['p99_ms']:.2f} ms; built in {e2e['build_s']:.0f} s, "
+                        f"max diff vs eager {e2e['max_abs_diff_vs_eager']:.1e})")
 
     report = {
         "benchmark": "frame_latency",

@@ -24,7 +24,7 @@ import torch
 import mcnet_rt
 from mcnet_rt import checkpoint
 from mcnet_rt.io.video import read_frames
-from mcnet_rt.pipeline import PRECISIONS
+from mcnet_rt.pipeline import PRECISIONS, FrameStep
 from mcnet_rt.serve import avatars
 from mcnet_rt.serve.scheduler import BatchScheduler
 from mcnet_rt.serve.server import model_session_functions
@@ -103,7 +103,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = checkpoint.load(args.checkpoint, device) if args.checkpoint else \
         mcnet_rt.build_model(args.preset).to(device).eval()
-    make_session, process = model_session_functions(model, dtype)
+    make_session, process = model_session_functions(model, FrameStep(model, dtype), dtype)
     avatar = avatars.decode_image(avatars.sample_bytes("single_face"))
     sources = clips(90)
     results = []

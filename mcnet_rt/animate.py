@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from . import faces
+from .engine import load_backend
 from .errors import InputError
 from .models import MCNet
 from .pipeline import FrameStep, Session, SessionOptions, process_batch
@@ -44,6 +45,7 @@ class AnimateOptions:
     crop: str = "auto"  # auto | centre | none (see the module doc)
     paste_back: bool = False
     best_frame: bool = False
+    backend: str = "eager"  # how the per-frame step runs (mcnet_rt.engine.BACKENDS)
 
 
 class Animator:
@@ -52,7 +54,8 @@ class Animator:
 
     def __init__(self, model: MCNet, source: np.ndarray, options: AnimateOptions,
                  dtype: torch.dtype = torch.float32):
-        self.step = FrameStep(model, dtype, relative=options.relative)
+        self.step = load_backend(options.backend, FrameStep(model, dtype, relative=options.relative),
+                                 batch=options.batch_size)
         self.session = Session(model, source, SessionOptions(crop="none", adapt_scale=options.adapt_scale), dtype)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
@@ -133,7 +136,7 @@ def animate_video(model: MCNet, source_path: str | Path, driving_path: str | Pat
     session = Session(model, source, SessionOptions(crop=options.crop, paste_back=options.paste_back,
                                                     adapt_scale=options.adapt_scale, rate=float(info.fps)),
                       dtype, source_name=str(source_path))
-    step = FrameStep(model, dtype, relative=options.relative)
+    step = load_backend(options.backend, FrameStep(model, dtype, relative=options.relative), batch=options.batch_size)
     if options.best_frame:
         reference = best_frame(source, (f for f, _ in _limited(read_timed_frames(driving_path), options, info.fps)))
         if reference is None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -13,6 +15,7 @@ import torch
 from . import __version__, checkpoint
 from .animate import AnimateOptions, animate_video, note
 from .config import PRESETS, preset
+from .engine import add_backend_argument, load_backend
 from .errors import InputError
 from .io import atomic
 from .io.atomic import check_new_directory
@@ -82,22 +85,28 @@ def cmd_animate(args: argparse.Namespace) -> None:
     options = AnimateOptions(relative=args.mode == "relative", adapt_scale=not args.no_adapt_scale,
                              batch_size=args.batch_size, panels=args.panels, label=label,
                              max_frames=args.max_frames, max_seconds=args.max_seconds, crop=args.crop,
-                             paste_back=args.paste_back, best_frame=args.best_frame)
+                             paste_back=args.paste_back, best_frame=args.best_frame,
+                             backend=args.backend)
     frames = animate_video(model, args.source, args.driving, args.output, options, dtype,
                            progress=not args.quiet)
     print(f"wrote {args.output}: {frames} frames ({device.type}, {str(dtype).removeprefix('torch.')})")
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    """The weights, device and precision options of every command that runs the model."""
+def add_weight_options(p: argparse.ArgumentParser) -> None:
+    """The weights of every command that builds the model (see model_from_args)."""
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--checkpoint", help="official .pth.tar or mcnet_rt .safetensors")
     weights.add_argument("--untrained", choices=sorted(PRESETS), help="random weights of a preset (pipeline test)")
+    p.add_argument("--memory-noise", action="store_true",
+                   help="restore the released code's random noise in the memory unit (non-deterministic)")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """The weights, device and precision options of every command that runs the model."""
+    add_weight_options(p)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
                    help="auto: fp16 on CUDA, fp32 on the CPU")
-    p.add_argument("--memory-noise", action="store_true",
-                   help="restore the released code's random noise in the memory unit (non-deterministic)")
 
 
 def add_crop_options(p: argparse.ArgumentParser) -> None:
@@ -141,7 +150,8 @@ def cmd_live(args: argparse.Namespace) -> None:
     session = Session(model, source, options, dtype, cache_dir=None if args.no_cache else args.cache_dir,
                       source_name=args.source)
     sink = open_sink(args.output, *session.output_size, capture.rate)
-    runner = LiveRunner(session, FrameStep(model, dtype), capture, sink, overlay=args.overlay, label=label,
+    step = load_backend(args.backend, FrameStep(model, dtype))
+    runner = LiveRunner(session, step, capture, sink, overlay=args.overlay, label=label,
                         max_frames=args.max_frames, lossless=bool(args.input) and args.no_pace)
     print(f"mcnet-rt: live from {args.input or f'camera {args.camera}'} to {args.output} "
           f"({device.type}, {str(dtype).removeprefix('torch.')}); press r (or send SIGUSR1) to reset the reference "
@@ -173,6 +183,27 @@ def check_batch_size(batch_size: int) -> None:
         note(f"--batch-size {batch_size}: memory grows with each frame of a batch (measured on the CPU: the small "
              "preset needs 0.5 GB at batch 8 and 2.2 GB at 120; vox-256 2.8 GB at batch 8); above "
              f"{BATCH_WARNING} it rarely runs faster")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .engine.onnx_export import export_step
+
+    if args.batch < 1:
+        raise InputError(f"--batch must be at least 1, got {args.batch}")
+    output = check_new_directory(args.output)
+    model, _ = model_from_args(args, torch.device("cpu"))
+    step = FrameStep(model.eval(), relative=args.mode == "relative")
+    partial = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))  # no half-written output
+    try:
+        export_step(step, partial, args.ops, args.batch)
+        if output.exists():
+            output.rmdir()
+        partial.rename(output)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    paths = [output / "detect.onnx", output / "render.onnx"]
+    batch = "dynamic batch" if args.ops == "plugin" else f"batch {args.batch}"
+    print(f"wrote {', '.join(str(p) for p in paths)} ({args.ops} ops, fp32, {batch})")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -299,7 +330,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     dtype = pick_dtype(args.precision, device)
     model, _ = model_from_args(args, device)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    app = server.build_app(*server.model_session_functions(model, dtype), args.max_sessions, token)
+    step = load_backend(args.backend, FrameStep(model, dtype), batch=args.max_sessions)
+    app = server.build_app(*server.model_session_functions(model, step, dtype), args.max_sessions, token)
     server.serve(app, args.host, args.port, token)
 
 
@@ -326,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="driving frames per model call (default 8); memory "
                    "grows with it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_backend_argument(p)
     p.set_defaults(func=cmd_animate)
 
     p = sub.add_parser("live", help="drive an avatar from a camera or stream in real time (virtual camera, file)")
@@ -351,7 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", metavar="FILE.json", help="write latency percentiles, stage times, fps and drops")
     p.add_argument("--cache-dir", default=str(SOURCE_CACHE), help=f"prepared avatars (default {SOURCE_CACHE})")
     p.add_argument("--no-cache", action="store_true", help="prepare the avatar afresh and keep nothing on disk")
+    add_backend_argument(p)
     p.set_defaults(func=cmd_live)
+
+    p = sub.add_parser("export", help="ONNX graphs of the per-frame step: detect.onnx and render.onnx")
+    add_weight_options(p)
+    p.add_argument("-o", "--output", required=True, help="output folder (must not exist, or be empty)")
+    p.add_argument("--ops", choices=("standard", "plugin"), default="standard",
+                   help="standard: only standard ONNX ops; plugin: mcnet_rt custom nodes for the TensorRT plugins")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the standard graph (plugin: dynamic)")
+    p.add_argument("--mode", choices=("relative", "absolute"), default="relative")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("convert", help="convert between the official .pth.tar and mcnet_rt .safetensors")
     p.add_argument("input", help="official .pth.tar or mcnet_rt .safetensors checkpoint")
@@ -411,15 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="a web page that turns the browser's camera into the avatar over WebRTC")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (any non-loopback one needs a token)")
     p.add_argument("--port", type=int, default=8080)
-    weights = p.add_mutually_exclusive_group()
-    weights.add_argument("--checkpoint", help="official .pth.tar or mcnet_rt .safetensors")
-    weights.add_argument("--untrained", choices=sorted(PRESETS), help="random weights of a preset (pipeline test)")
+    add_model_options(p)
     p.add_argument("--max-sessions", type=int, default=8, help="callers served at once; the next is refused")
     p.add_argument("--token", help="access token (at least 16 characters); generated when binding a non-loopback "
                    "address without one")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto")
-    p.add_argument("--memory-noise", action="store_true", help="restore the released memory-unit noise")
+    add_backend_argument(p)
     p.set_defaults(func=cmd_serve)
     return parser
 

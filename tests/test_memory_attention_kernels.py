@@ -70,7 +70,7 @@ def test_gradcheck_float64():
 
 def test_custom_ops_pass_opcheck():
     q, k, v = (t.detach().flatten(2) for t in inputs(2, 6, (5, 7), (3, 3), dtype=torch.float32))
-    op = torch.ops.mcnet_rt.memory_attention.default
+    op = torch.ops.mcnet_rt.memory_attention_forward.default
     torch.library.opcheck(op, (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), 0.25))
     out, lse = op(q.detach(), k.detach(), v.detach(), 0.25)
     torch.library.opcheck(torch.ops.mcnet_rt.memory_attention_backward.default,
@@ -79,7 +79,7 @@ def test_custom_ops_pass_opcheck():
 
 def test_lse_is_the_log_sum_exp_of_the_scores():
     q, k, v = (t.detach().flatten(2) for t in inputs(2, 7, (6, 6), (10, 10)))
-    _, lse2 = torch.ops.mcnet_rt.memory_attention(q, k, v, 0.25)  # in base 2: log2 Σ exp(s)
+    _, lse2 = torch.ops.mcnet_rt.memory_attention_forward(q, k, v, 0.25)  # in base 2: log2 Σ exp(s)
     assert torch.allclose(lse2 * math.log(2), torch.logsumexp(0.25 * q.transpose(1, 2) @ k, dim=-1), rtol=0,
                           atol=1e-12)
 

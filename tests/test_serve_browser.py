@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import mcnet_rt
+from mcnet_rt.pipeline import FrameStep
 from mcnet_rt.serve.server import build_app, model_session_functions
 from serve_helpers import clip_frames, loopback_ice, running_server, write_y4m
 
@@ -82,7 +83,7 @@ def test_two_pages_animate_and_closing_one_frees_its_session(browser, monkeypatc
     loopback_ice(monkeypatch)
     torch.manual_seed(0)
     model = mcnet_rt.build_model("small").eval()
-    with running_server(build_app(*model_session_functions(model, torch.float32), max_sessions=2)) as (url, _):
+    with running_server(build_app(*model_session_functions(model, FrameStep(model), torch.float32), max_sessions=2)) as (url, _):
         first, second = start_call(browser, url), start_call(browser, url)
         avatar_changes(first)
         avatar_changes(second)

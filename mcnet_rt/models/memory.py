@@ -59,9 +59,8 @@ class IdentityConditionedMemory(nn.Module):
 
     def forward(self, meta_memory: torch.Tensor, projected: torch.Tensor,
                 kp_source_value: torch.Tensor) -> torch.Tensor:
-        b = projected.shape[0]
         code = self.identity_code(projected, kp_source_value)
-        memory = self.modulated_conv(meta_memory.expand(b, -1, -1, -1), code)
+        memory = self.modulated_conv(meta_memory, code)  # batch 1, shared by every sample
         if self.noise:
             memory = memory + self.noise_strength * torch.randn_like(memory[:, :1])
         return F.leaky_relu(memory + self.activation_bias.view(1, -1, 1, 1), 0.2) * math.sqrt(2)

@@ -72,6 +72,17 @@ def address(tensor: torch.Tensor | None) -> int:
     return 0 if tensor is None else tensor.data_ptr()
 
 
+def device_guard(device: torch.device) -> contextlib.AbstractContextManager:
+    """Make the operands' CUDA device current around a launch: the launchers take no device, so a kernel for
+    `cuda:1` tensors would otherwise start on whichever device happens to be current."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def differentiable(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd must record this call (the private ops with backward kernels run it then)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def launch_args(tensor: torch.Tensor) -> tuple[bool, int]:
     """(is CUDA, current stream handle) for a launcher: kernels run on PyTorch's current stream."""
     if tensor.device.type == "cuda":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _native, dispatch
+from . import _checks, _native, dispatch
 from ._native import accumulation_dtype
 
 # The CUDA kernels keep a block's accumulators for every channel in registers (detail::kMaxChannels).
@@ -36,22 +36,43 @@ def _shape(query: torch.Tensor, key: torch.Tensor, scale: float) -> tuple:
     return (query.shape[0], query.shape[1], query.shape[2], key.shape[2], scale)
 
 
-@torch.library.custom_op("mcnet_rt::memory_attention", mutates_args=())
+def _check(op: str, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ndim: int = 3) -> None:
+    """The launchers' contract (csrc/include/mcnet_rt/memory_attention.h): query (B,C,Nq), key and value
+    (B,C,Nk) of one kernel dtype on one device, packed, with at least one key; at most MAX_KERNEL_CHANNELS
+    channels on CUDA. `ndim` 4 checks the maps of the public op, (B,C,H,W) and (B,C,h,w)."""
+    dtypes = _checks.kernel_dtypes(query.device)
+    _checks.tensor(op, "query", query, dtype=dtypes, device=query.device, ndim=ndim)
+    for name, t in (("key", key), ("value", value)):
+        _checks.tensor(op, name, t, dtype=query.dtype, device=query.device, ndim=ndim)
+        _checks.size(op, name, t, 0, query.shape[0], "the batch of query")
+        _checks.size(op, name, t, 1, query.shape[1], "the channels of query")
+    torch._check(value.shape == key.shape,
+                 lambda: f"{op}: value {tuple(value.shape)} must have the shape of key {tuple(key.shape)}")
+    torch._check(key[0, 0].numel() > 0, lambda: f"{op}: key has no positions")
+    if query.device.type == "cuda":
+        torch._check(query.shape[1] <= MAX_KERNEL_CHANNELS, lambda: f"{op}: the CUDA kernel supports up to "
+                     f"{MAX_KERNEL_CHANNELS} channels, not {query.shape[1]}")
+
+
+@torch.library.custom_op("mcnet_rt::memory_attention_forward", mutates_args=())
 def _attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """query (B,C,Nq), key and value (B,C,Nk), contiguous; returns out (B,C,Nq) and the log-sum-exp of the scaled
     scores in base 2, log2 Σ exp(scale·q·k) (B,Nq), in the accumulation dtype."""
+    _check("memory_attention_forward", query, key, value)
     out = torch.empty_like(query)
     lse = query.new_empty((query.shape[0], query.shape[2]), dtype=accumulation_dtype(query.dtype))
     cuda, stream = _native.launch_args(query)
-    _native.native().memory_attention_forward(cuda, _native.dtype_code(query.dtype), _shape(query, key, scale),
-                                              query.data_ptr(), key.data_ptr(), value.data_ptr(), out.data_ptr(),
-                                              lse.data_ptr(), stream)
+    with _native.device_guard(query.device):
+        _native.native().memory_attention_forward(cuda, _native.dtype_code(query.dtype), _shape(query, key, scale),
+                                                  query.data_ptr(), key.data_ptr(), value.data_ptr(),
+                                                  out.data_ptr(), lse.data_ptr(), stream)
     return out, lse
 
 
 @_attention.register_fake
 def _(query, key, value, scale):
+    _check("memory_attention_forward", query, key, value)
     return torch.empty_like(query), query.new_empty((query.shape[0], query.shape[2]),
                                                     dtype=accumulation_dtype(query.dtype))
 
@@ -61,6 +82,7 @@ def _attention_backward(grad_out: torch.Tensor, query: torch.Tensor, key: torch.
                         out: torch.Tensor, lse: torch.Tensor, scale: float
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients for query, key and value in the accumulation dtype."""
+    _check_backward(grad_out, query, key, value, out, lse)
     acc = accumulation_dtype(query.dtype)
     grad_out = grad_out.contiguous()  # a named reference: a temporary's pointer would dangle
     delta = torch.empty_like(lse)
@@ -68,15 +90,29 @@ def _attention_backward(grad_out: torch.Tensor, query: torch.Tensor, key: torch.
     grad_key = torch.empty(key.shape, dtype=acc, device=key.device)
     grad_value = torch.empty(value.shape, dtype=acc, device=value.device)
     cuda, stream = _native.launch_args(query)
-    _native.native().memory_attention_backward(
-        cuda, _native.dtype_code(query.dtype), _shape(query, key, scale), query.data_ptr(), key.data_ptr(),
-        value.data_ptr(), out.data_ptr(), lse.data_ptr(), grad_out.data_ptr(), delta.data_ptr(),
-        grad_query.data_ptr(), grad_key.data_ptr(), grad_value.data_ptr(), stream)
+    with _native.device_guard(query.device):
+        _native.native().memory_attention_backward(
+            cuda, _native.dtype_code(query.dtype), _shape(query, key, scale), query.data_ptr(), key.data_ptr(),
+            value.data_ptr(), out.data_ptr(), lse.data_ptr(), grad_out.data_ptr(), delta.data_ptr(),
+            grad_query.data_ptr(), grad_key.data_ptr(), grad_value.data_ptr(), stream)
     return grad_query, grad_key, grad_value
+
+
+def _check_backward(grad_out, query, key, value, out, lse) -> None:
+    op = "memory_attention_backward"
+    _check(op, query, key, value)
+    for name, t in (("grad_out", grad_out), ("out", out)):
+        torch._check(t.dtype == query.dtype and t.device == query.device and t.shape == query.shape,
+                     lambda: f"{op}: {name} ({t.dtype}, {t.device}, {tuple(t.shape)}) must be like query")
+    _checks.tensor(op, "out", out, dtype=query.dtype, device=query.device, ndim=3)
+    _checks.tensor(op, "lse", lse, dtype=accumulation_dtype(query.dtype), device=query.device, ndim=2)
+    torch._check(lse.shape == (query.shape[0], query.shape[2]),
+                 lambda: f"{op}: lse must be (B,Nq) = {(query.shape[0], query.shape[2])}, not {tuple(lse.shape)}")
 
 
 @_attention_backward.register_fake
 def _(grad_out, query, key, value, out, lse, scale):
+    _check_backward(grad_out, query, key, value, out, lse)
     acc = accumulation_dtype(query.dtype)
     return (query.new_empty(query.shape, dtype=acc), key.new_empty(key.shape, dtype=acc),
             value.new_empty(value.shape, dtype=acc))
@@ -110,11 +146,32 @@ def _kernel_fits(query: torch.Tensor, key: torch.Tensor, impl: str | None) -> bo
     return True
 
 
-def _memory_attention_kernel(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                             scale: float) -> torch.Tensor:
+def _attention_kernel(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
+    """The kernel path with autograd (the private ops)."""
     tokens = [t.flatten(2).contiguous() for t in (query, key, value)]
     out, _ = _attention(*tokens, float(scale))
     return out.view(query.shape)
+
+
+@torch.library.custom_op("mcnet_rt::memory_attention", mutates_args=())
+def memory_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
+    """The public (exported) op, inference only: `memory_attention_reference` on packed maps of one dtype."""
+    _check("memory_attention", query, key, value, ndim=4)
+    return _attention_kernel(query, key, value, scale)
+
+
+@memory_attention_op.register_fake
+def _(query, key, value, scale):
+    _check("memory_attention", query, key, value, ndim=4)
+    return torch.empty_like(query)
+
+
+def _memory_attention_kernel(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                             scale: float) -> torch.Tensor:
+    """The public op, or the private ops when autograd records the call."""
+    if _native.differentiable(query, key, value):
+        return _attention_kernel(query, key, value, scale)
+    return memory_attention_op(query.contiguous(), key.contiguous(), value.contiguous(), float(scale))
 
 
 def memory_attention_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

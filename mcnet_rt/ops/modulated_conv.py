@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _native, dispatch
+from . import _checks, _native, dispatch
 
 
 def _grouped_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
@@ -27,7 +27,9 @@ def _grouped_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 def modulated_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
                                demodulate: bool = True, eps: float = 1e-8) -> torch.Tensor:
     """StyleGAN2 conv: `weight` (Cout,Cin,k,k), already scaled by 1/sqrt(Cin·k²), times per-sample input-channel
-    `styles` (B,Cin), demodulated per output channel with rsqrt(Σw² + eps); 'same' padding, no bias."""
+    `styles` (B,Cin), demodulated per output channel with rsqrt(Σw² + eps); 'same' padding, no bias. x (1,Cin,H,W)
+    is shared by every sample."""
+    x = x.expand(styles.shape[0], -1, -1, -1)
     w = weight.unsqueeze(0) * styles[:, None, :, None, None]
     if demodulate:
         w = w * torch.rsqrt(w.pow(2).sum(dim=(2, 3, 4)) + eps)[:, :, None, None, None]
@@ -71,28 +73,59 @@ def _conv_shape(weight: torch.Tensor, x: torch.Tensor, x_batch_stride: int) -> t
     return (x.shape[0], c_in, c_out, x.shape[2], x.shape[3], experts, x_batch_stride)
 
 
+def _check_samples(op: str, name: str, x: torch.Tensor) -> None:
+    """x (B,C,H,W) of a kernel dtype, packed, or one packed sample expanded over the batch (stride 0)."""
+    _checks.tensor(op, name, x[:1] if _shares_one_sample(x) else x, dtype=_checks.kernel_dtypes(x.device),
+                   device=x.device, ndim=4)
+
+
+def _check_per_sample(op: str, x: torch.Tensor, **operands: tuple[torch.Tensor | None, int]) -> None:
+    """Per-sample operands (B, n) in the accumulation dtype, packed; `operands` maps names to (tensor, n)."""
+    acc = _native.accumulation_dtype(x.dtype)
+    for name, (t, n) in operands.items():
+        if t is not None:
+            _checks.tensor(op, name, t, dtype=acc, device=x.device, ndim=2)
+            _checks.size(op, name, t, 0, x.shape[0], "the batch of x")
+            _checks.size(op, name, t, 1, n, "one value per channel or expert")
+
+
+def _check_conv(x, weight, mix, in_scale, out_scale, bias, transposed) -> None:
+    op = "persample_conv2d"
+    _check_samples(op, "x", x)
+    _checks.tensor(op, "weight", weight, dtype=x.dtype, device=x.device, ndim=5)
+    torch._check(tuple(weight.shape[3:]) == (3, 3), lambda: f"{op}: weight must hold 3×3 taps, not "
+                                                           f"{tuple(weight.shape)}")
+    experts, c_out, c_in = weight.shape[:3]
+    _checks.size(op, "x", x, 1, c_out if transposed else c_in, "the input channels of weight")
+    torch._check(mix is not None or experts == 1, lambda: f"{op}: {experts} experts need a mix")
+    _check_per_sample(op, x, mix=(mix, experts), in_scale=(in_scale, c_in), out_scale=(out_scale, c_out),
+                      bias=(bias, c_out))
+
+
 @torch.library.custom_op("mcnet_rt::persample_conv2d", mutates_args=())
 def _persample_conv2d(x: torch.Tensor, weight: torch.Tensor, mix: torch.Tensor | None,
                       in_scale: torch.Tensor | None, out_scale: torch.Tensor | None, bias: torch.Tensor | None,
                       transposed: bool) -> torch.Tensor:
     """3×3 'same' conv of x with w_b = (Σₖ mix[b,k]·weight[k]) · in_scale[b,i] · out_scale[b,o] (+ bias[b,o]);
     `transposed` runs its input gradient instead. weight (K,Cout,Cin,3,3) in x's dtype; mix, scales and bias
-    contiguous in the accumulation dtype."""
+    contiguous in the accumulation dtype. x may be one sample expanded over the batch (read with stride 0)."""
+    _check_conv(x, weight, mix, in_scale, out_scale, bias, transposed)
     x, stride = _batch_view(x)
-    weight, mix, in_scale, out_scale, bias = (None if t is None else t.contiguous()
-                                              for t in (weight, mix, in_scale, out_scale, bias))
     rows = weight.shape[2] if transposed else weight.shape[1]
     out = x.new_empty((x.shape[0], rows, x.shape[2], x.shape[3]))
     cuda, stream = _native.launch_args(x)
     address = _native.address
-    _native.native().persample_conv2d(cuda, _native.dtype_code(x.dtype), _conv_shape(weight, x, stride), transposed,
-                                      x.data_ptr(), weight.data_ptr(), address(mix), address(in_scale),
-                                      address(out_scale), address(bias), out.data_ptr(), stream)
+    with _native.device_guard(x.device):
+        _native.native().persample_conv2d(cuda, _native.dtype_code(x.dtype), _conv_shape(weight, x, stride),
+                                          transposed, x.data_ptr(), weight.data_ptr(), address(mix),
+                                          address(in_scale), address(out_scale), address(bias), out.data_ptr(),
+                                          stream)
     return out
 
 
 @_persample_conv2d.register_fake
 def _(x, weight, mix, in_scale, out_scale, bias, transposed):
+    _check_conv(x, weight, mix, in_scale, out_scale, bias, transposed)
     rows = weight.shape[2] if transposed else weight.shape[1]
     return x.new_empty((x.shape[0], rows, x.shape[2], x.shape[3]))
 
@@ -101,20 +134,33 @@ def _(x, weight, mix, in_scale, out_scale, bias, transposed):
 def _persample_weight_grad(image: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """G[b,o,i,ty,tx] = Σ_{y,x} rows[b,o,y,x] · image[b,i,y+ty-1,x+tx-1], in the accumulation dtype: the
     gradient with respect to each sample's kernel when rows is the output gradient and image the input."""
+    _check_weight_grad(image, rows)
     image, stride = _batch_view(image)
     rows = rows.contiguous()
     b, c_in, h, w = image.shape
     c_out = rows.shape[1]
     grad = image.new_empty((b, c_out, c_in, 3, 3), dtype=_native.accumulation_dtype(image.dtype))
     cuda, stream = _native.launch_args(image)
-    _native.native().persample_conv2d_weight_grad(cuda, _native.dtype_code(image.dtype),
-                                                  (b, c_in, c_out, h, w, 1, stride), image.data_ptr(),
-                                                  rows.data_ptr(), grad.data_ptr(), stream)
+    with _native.device_guard(image.device):
+        _native.native().persample_conv2d_weight_grad(cuda, _native.dtype_code(image.dtype),
+                                                      (b, c_in, c_out, h, w, 1, stride), image.data_ptr(),
+                                                      rows.data_ptr(), grad.data_ptr(), stream)
     return grad
+
+
+def _check_weight_grad(image: torch.Tensor, rows: torch.Tensor) -> None:
+    op = "persample_conv2d_weight_grad"
+    _check_samples(op, "image", image)
+    torch._check(rows.dtype == image.dtype and rows.device == image.device and rows.dim() == 4,
+                 lambda: f"{op}: rows ({rows.dtype}, {rows.device}, {tuple(rows.shape)}) must be a 4-D map like "
+                         "image")
+    for dim, what in ((0, "the batch"), (2, "the height"), (3, "the width")):
+        _checks.size(op, "rows", rows, dim, image.shape[dim], what + " of image")
 
 
 @_persample_weight_grad.register_fake
 def _(image, rows):
+    _check_weight_grad(image, rows)
     return image.new_empty((image.shape[0], rows.shape[1], image.shape[1], 3, 3),
                            dtype=_native.accumulation_dtype(image.dtype))
 
@@ -162,18 +208,27 @@ _persample_conv2d.register_autograd(_conv_backward, setup_context=_conv_setup_co
 def _demodulation(weight: torch.Tensor, styles: torch.Tensor, eps: float) -> torch.Tensor:
     """d[b,o] = rsqrt(Σ_{i,t} (weight[o,i,t]·styles[b,i])² + eps), weight (Cout,Cin,k,k) contiguous, styles (B,Cin)
     contiguous in the accumulation dtype."""
-    weight, styles = weight.contiguous(), styles.contiguous()
+    _check_demodulation("demodulation", weight, styles)
     c_out, c_in = weight.shape[:2]
     demod = styles.new_empty((styles.shape[0], c_out))
     cuda, stream = _native.launch_args(weight)
-    _native.native().demodulation_forward(cuda, _native.dtype_code(weight.dtype),
-                                          (styles.shape[0], c_in, c_out, weight[0, 0].numel()), weight.data_ptr(),
-                                          styles.data_ptr(), eps, demod.data_ptr(), stream)
+    with _native.device_guard(weight.device):
+        _native.native().demodulation_forward(cuda, _native.dtype_code(weight.dtype),
+                                              (styles.shape[0], c_in, c_out, weight[0, 0].numel()),
+                                              weight.data_ptr(), styles.data_ptr(), eps, demod.data_ptr(), stream)
     return demod
+
+
+def _check_demodulation(op: str, weight: torch.Tensor, styles: torch.Tensor) -> None:
+    _checks.tensor(op, "weight", weight, dtype=_checks.kernel_dtypes(weight.device), device=weight.device, ndim=4)
+    _checks.tensor(op, "styles", styles, dtype=_native.accumulation_dtype(weight.dtype), device=weight.device,
+                   ndim=2)
+    _checks.size(op, "styles", styles, 1, weight.shape[1], "the input channels of weight")
 
 
 @_demodulation.register_fake
 def _(weight, styles, eps):
+    _check_demodulation("demodulation", weight, styles)
     return styles.new_empty((styles.shape[0], weight.shape[0]))
 
 
@@ -183,19 +238,32 @@ def _demodulation_backward(grad_demod: torch.Tensor, weight: torch.Tensor, style
     """Gradients for weight and styles, both in the accumulation dtype."""
     # Named, not temporaries: a tensor made only to take its data_ptr() would be freed before the launch.
     grad_demod, weight, styles, demod = (t.contiguous() for t in (grad_demod, weight, styles, demod))
+    _check_demodulation_backward(grad_demod, weight, styles, demod)
     c_out, c_in = weight.shape[:2]
     grad_weight = weight.new_empty(weight.shape, dtype=styles.dtype)
     grad_styles = torch.empty_like(styles)
     cuda, stream = _native.launch_args(weight)
-    _native.native().demodulation_backward(cuda, _native.dtype_code(weight.dtype),
-                                           (styles.shape[0], c_in, c_out, weight[0, 0].numel()), weight.data_ptr(),
-                                           styles.data_ptr(), demod.data_ptr(), grad_demod.data_ptr(),
-                                           grad_weight.data_ptr(), grad_styles.data_ptr(), stream)
+    with _native.device_guard(weight.device):
+        _native.native().demodulation_backward(cuda, _native.dtype_code(weight.dtype),
+                                               (styles.shape[0], c_in, c_out, weight[0, 0].numel()),
+                                               weight.data_ptr(), styles.data_ptr(), demod.data_ptr(),
+                                               grad_demod.data_ptr(), grad_weight.data_ptr(), grad_styles.data_ptr(),
+                                               stream)
     return grad_weight, grad_styles
+
+
+def _check_demodulation_backward(grad_demod, weight, styles, demod) -> None:
+    op = "demodulation_backward"
+    _check_demodulation(op, weight, styles)
+    for name, t in (("grad_demod", grad_demod), ("demod", demod)):
+        torch._check(t.dtype == styles.dtype and t.device == styles.device
+                     and t.shape == (styles.shape[0], weight.shape[0]),
+                     lambda: f"{op}: {name} ({t.dtype}, {tuple(t.shape)}) must be (B, Cout) like styles")
 
 
 @_demodulation_backward.register_fake
 def _(grad_demod, weight, styles, demod):
+    _check_demodulation_backward(grad_demod, weight, styles, demod)
     return weight.new_empty(weight.shape, dtype=styles.dtype), torch.empty_like(styles)
 
 
@@ -227,18 +295,95 @@ def _kernel_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+def _modulated_kernel(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, eps: float,
+                      dtype: torch.dtype) -> torch.Tensor:
+    """The kernel path, with autograd (the private ops): x (1 or B,Cin,H,W) is read once per sample, not copied."""
+    acc = _native.accumulation_dtype(dtype)
+    weight = weight.to(dtype).contiguous()
+    styles = styles.to(acc).contiguous()
+    demod = _demodulation(weight, styles, eps) if demodulate else None
+    x = _batch_view(_to(x, dtype).expand(styles.shape[0], -1, -1, -1))[0]
+    return _persample_conv2d(x, weight.unsqueeze(0), None, styles, demod, None, False)
+
+
+def _dynamic_kernel(x: torch.Tensor, expert_weight: torch.Tensor, expert_bias: torch.Tensor, gate: torch.Tensor,
+                    dtype: torch.dtype) -> torch.Tensor:
+    acc = _native.accumulation_dtype(dtype)
+    gate = gate.to(acc).contiguous()
+    bias = torch.mm(gate, expert_bias.to(acc))
+    x = _batch_view(_to(x, dtype).expand(gate.shape[0], -1, -1, -1))[0]
+    return _persample_conv2d(x, expert_weight.to(dtype).contiguous(), gate, None, None, bias, False)
+
+
+def _check_public(op: str, x: torch.Tensor, weight_name: str, weight: torch.Tensor,
+                  **per_sample: tuple[torch.Tensor, int]) -> None:
+    """The public ops' contract: x (1 or B,Cin,H,W) packed — a batch-shared input is passed with batch 1, never
+    as a stride-0 view —, weight (...,Cin,3,3) in x's dtype, per-sample operands (B,n) in the accumulation dtype
+    (`per_sample` maps names to (tensor, n); the first one gives B)."""
+    _checks.tensor(op, "x", x, dtype=_checks.kernel_dtypes(x.device), device=x.device, ndim=4)
+    _checks.tensor(op, weight_name, weight, dtype=x.dtype, device=x.device, ndim=weight.dim())
+    torch._check(weight.dim() in (4, 5) and tuple(weight.shape[-2:]) == (3, 3),
+                 lambda: f"{op}: {weight_name} must hold 3×3 taps, not {tuple(weight.shape)}")
+    _checks.size(op, "x", x, 1, weight.shape[-3], f"the input channels of {weight_name}")
+    batch = next(iter(per_sample.values()))[0].shape[0]
+    torch._check(x.shape[0] == 1 or x.shape[0] == batch,
+                 lambda: f"{op}: x has batch {x.shape[0]}, it must be 1 (shared) or {batch}")
+    _check_per_sample(op, x.expand(batch, -1, -1, -1), **per_sample)
+
+
+# The public ops: what the exporters see (ONNX custom-domain nodes, TensorRT plugins), inference only.
+@torch.library.custom_op("mcnet_rt::modulated_conv2d", mutates_args=())
+def modulated_conv2d_op(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
+                        eps: float) -> torch.Tensor:
+    """`modulated_conv2d_reference` as one op: weight (Cout,Cin,3,3), styles (B,Cin) in the accumulation dtype."""
+    _check_public("modulated_conv2d", x, "weight", weight, styles=(styles, weight.shape[1]))
+    return _modulated_kernel(x, weight, styles, demodulate, eps, x.dtype)
+
+
+@modulated_conv2d_op.register_fake
+def _(x, weight, styles, demodulate, eps):
+    _check_public("modulated_conv2d", x, "weight", weight, styles=(styles, weight.shape[1]))
+    return x.new_empty((styles.shape[0], weight.shape[0], x.shape[2], x.shape[3]))
+
+
+@torch.library.custom_op("mcnet_rt::dynamic_conv2d", mutates_args=())
+def dynamic_conv2d_op(x: torch.Tensor, expert_weight: torch.Tensor, expert_bias: torch.Tensor, gate: torch.Tensor
+                      ) -> torch.Tensor:
+    """`dynamic_conv2d_reference` as one op: expert_weight (K,Cout,Cin,3,3); expert_bias (K,Cout) and gate (B,K)
+    in the accumulation dtype."""
+    _check_dynamic(x, expert_weight, expert_bias, gate)
+    return _dynamic_kernel(x, expert_weight, expert_bias, gate, x.dtype)
+
+
+def _check_dynamic(x, expert_weight, expert_bias, gate) -> None:
+    torch._check(expert_weight.dim() == 5, lambda: f"dynamic_conv2d: expert_weight must be 5-D (K,Cout,Cin,3,3), "
+                                                   f"not {tuple(expert_weight.shape)}")
+    experts, c_out = expert_weight.shape[:2]
+    _check_public("dynamic_conv2d", x, "expert_weight", expert_weight, gate=(gate, experts))
+    _checks.tensor("dynamic_conv2d", "expert_bias", expert_bias, dtype=gate.dtype, device=x.device, ndim=2)
+    torch._check(expert_bias.shape == (experts, c_out), lambda: f"dynamic_conv2d: expert_bias must be (K,Cout) = "
+                 f"{(experts, c_out)}, not {tuple(expert_bias.shape)}")
+
+
+@dynamic_conv2d_op.register_fake
+def _(x, expert_weight, expert_bias, gate):
+    _check_dynamic(x, expert_weight, expert_bias, gate)
+    return x.new_empty((gate.shape[0], expert_weight.shape[1], x.shape[2], x.shape[3]))
+
+
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool = True,
                      eps: float = 1e-8, impl: str | None = None) -> torch.Tensor:
-    """The models' modulated conv (see `modulated_conv2d_reference`); the kernel modulates and demodulates the
-    shared weight as it loads it, with no per-sample weight tensor, and reads an expanded x without copying it."""
+    """The models' modulated conv (see `modulated_conv2d_reference`; x may have batch 1, shared by every sample);
+    the kernel modulates and demodulates the shared weight as it loads it, with no per-sample weight tensor."""
     dtype = _kernel_dtype(x)
 
     def kernel(x, weight, styles):
         _check_taps("modulated_conv2d", weight)
-        kernel_weight = weight.to(dtype).contiguous()
-        kernel_styles = styles.to(_native.accumulation_dtype(dtype)).contiguous()
-        demod = _demodulation(kernel_weight, kernel_styles, eps) if demodulate else None
-        return _persample_conv2d(_to(x, dtype), kernel_weight.unsqueeze(0), None, kernel_styles, demod, None, False)
+        if _native.differentiable(x, weight, styles):
+            return _modulated_kernel(x, weight, styles, demodulate, eps, dtype)
+        acc = _native.accumulation_dtype(dtype)
+        return modulated_conv2d_op(x.to(dtype).contiguous(), weight.to(dtype).contiguous(),
+                                   styles.to(acc).contiguous(), demodulate, eps)
 
     return dispatch.run(impl, "modulated_conv2d", (x, weight, styles), kernel,
                         lambda x, weight, styles: modulated_conv2d_reference(x, weight, styles, demodulate, eps),
@@ -253,11 +398,11 @@ def dynamic_conv2d(x: torch.Tensor, expert_weight: torch.Tensor, expert_bias: to
 
     def kernel(x, expert_weight, expert_bias, gate):
         _check_taps("dynamic_conv2d", expert_weight)
+        if _native.differentiable(x, expert_weight, expert_bias, gate):
+            return _dynamic_kernel(x, expert_weight, expert_bias, gate, dtype)
         acc = _native.accumulation_dtype(dtype)
-        kernel_gate = gate.to(acc).contiguous()
-        bias = torch.mm(kernel_gate, expert_bias.to(acc))
-        return _persample_conv2d(_to(x, dtype), expert_weight.to(dtype).contiguous(), kernel_gate, None, None, bias,
-                                 False)
+        return dynamic_conv2d_op(x.to(dtype).contiguous(), expert_weight.to(dtype).contiguous(),
+                                 expert_bias.to(acc).contiguous(), gate.to(acc).contiguous())
 
     return dispatch.run(impl, "dynamic_conv2d", (x, expert_weight, expert_bias, gate), kernel,
                         dynamic_conv2d_reference, dtype=dtype)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _native, dispatch
+from . import _checks, _native, dispatch
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -51,23 +51,42 @@ def _shape(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.T
     return (b, grids, c, h, w, deformation.shape[1], deformation.shape[2], *occ_size, align_corners)
 
 
+def _check(op: str, features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None,
+           grids: int) -> None:
+    """The launchers' contract (csrc/include/mcnet_rt/warp.h), for the op bodies and their fakes alike."""
+    torch._check(grids >= 1, lambda: f"{op}: grids must be at least 1, not {grids}")
+    _checks.tensor(op, "features", features, dtype=_checks.kernel_dtypes(features.device), device=features.device,
+                   ndim=4)
+    acc = _native.accumulation_dtype(features.dtype)
+    _checks.tensor(op, "deformation", deformation, dtype=acc, device=features.device, ndim=4)
+    _checks.size(op, "deformation", deformation, 0, features.shape[0] * grids, "batch × grids of features")
+    _checks.size(op, "deformation", deformation, 3, 2, "x and y")
+    if occlusion is not None:
+        _checks.tensor(op, "occlusion", occlusion, dtype=acc, device=features.device, ndim=4)
+        _checks.size(op, "occlusion", occlusion, 0, deformation.shape[0], "the grids of deformation")
+        _checks.size(op, "occlusion", occlusion, 1, 1, "one channel")
+
+
 @torch.library.custom_op("mcnet_rt::warp", mutates_args=())
 def _warp(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None, grids: int,
           align_corners: bool) -> torch.Tensor:
     """features (B,C,H,W); deformation (B·grids,h,w,2) and occlusion (B·grids,1,h',w') in the accumulation
     dtype; returns (B·grids,C,H,W)."""
+    _check("warp", features, deformation, occlusion, grids)
     b, c, h, w = features.shape
     out = features.new_empty((b * grids, c, h, w))
     cuda, stream = _native.launch_args(features)
-    _native.native().warp_forward(cuda, _native.dtype_code(features.dtype),
-                                  _shape(features, deformation, occlusion, grids, align_corners),
-                                  features.data_ptr(), deformation.data_ptr(), _native.address(occlusion),
-                                  out.data_ptr(), stream)
+    with _native.device_guard(features.device):
+        _native.native().warp_forward(cuda, _native.dtype_code(features.dtype),
+                                      _shape(features, deformation, occlusion, grids, align_corners),
+                                      features.data_ptr(), deformation.data_ptr(), _native.address(occlusion),
+                                      out.data_ptr(), stream)
     return out
 
 
 @_warp.register_fake
 def _(features, deformation, occlusion, grids, align_corners):
+    _check("warp", features, deformation, occlusion, grids)
     b, c, h, w = features.shape
     return features.new_empty((b * grids, c, h, w))
 
@@ -77,22 +96,34 @@ def _warp_backward(grad_out: torch.Tensor, features: torch.Tensor, deformation: 
                    occlusion: torch.Tensor | None, grids: int, align_corners: bool
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients for features (in the accumulation dtype), deformation and occlusion (empty when absent)."""
+    _check_backward(grad_out, features, deformation, occlusion, grids)
     acc = _native.accumulation_dtype(features.dtype)
     grad_out = grad_out.contiguous()  # a named reference: a temporary's pointer would dangle
     grad_features = torch.zeros(features.shape, dtype=acc, device=features.device)
     grad_deformation = torch.zeros_like(deformation)
     grad_occlusion = torch.zeros_like(occlusion) if occlusion is not None else None
     cuda, stream = _native.launch_args(features)
-    _native.native().warp_backward(cuda, _native.dtype_code(features.dtype),
-                                   _shape(features, deformation, occlusion, grids, align_corners),
-                                   features.data_ptr(), deformation.data_ptr(), _native.address(occlusion),
-                                   grad_out.data_ptr(), grad_features.data_ptr(), grad_deformation.data_ptr(),
-                                   _native.address(grad_occlusion), stream)
+    with _native.device_guard(features.device):
+        _native.native().warp_backward(cuda, _native.dtype_code(features.dtype),
+                                       _shape(features, deformation, occlusion, grids, align_corners),
+                                       features.data_ptr(), deformation.data_ptr(), _native.address(occlusion),
+                                       grad_out.data_ptr(), grad_features.data_ptr(), grad_deformation.data_ptr(),
+                                       _native.address(grad_occlusion), stream)
     return grad_features, grad_deformation, grad_occlusion if occlusion is not None else deformation.new_empty(0)
+
+
+def _check_backward(grad_out, features, deformation, occlusion, grids) -> None:
+    _check("warp_backward", features, deformation, occlusion, grids)
+    torch._check(grad_out.dtype == features.dtype and grad_out.device == features.device,
+                 lambda: f"warp_backward: grad_out ({grad_out.dtype}, {grad_out.device}) must match features")
+    torch._check(grad_out.shape == (features.shape[0] * grids, *features.shape[1:]),
+                 lambda: f"warp_backward: grad_out has shape {tuple(grad_out.shape)}, the output's is "
+                         f"{(features.shape[0] * grids, *features.shape[1:])}")
 
 
 @_warp_backward.register_fake
 def _(grad_out, features, deformation, occlusion, grids, align_corners):
+    _check_backward(grad_out, features, deformation, occlusion, grids)
     acc = _native.accumulation_dtype(features.dtype)
     grad_occlusion = torch.empty_like(occlusion) if occlusion is not None else deformation.new_empty(0)
     return features.new_empty(features.shape, dtype=acc), torch.empty_like(deformation), grad_occlusion
@@ -117,16 +148,10 @@ _warp.register_autograd(_backward, setup_context=_setup_context)
 
 def _warp_kernel(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None, grids: int,
                  align_corners: bool) -> torch.Tensor:
+    """The kernel path of both entry points, with autograd (the private ops)."""
     acc = _native.accumulation_dtype(features.dtype)
     return _warp(features.contiguous(), deformation.to(acc).contiguous(),
                  None if occlusion is None else occlusion.to(acc).contiguous(), grids, align_corners)
-
-
-def warp_features(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None = None,
-                  impl: str | None = None) -> torch.Tensor:
-    """The generator's warp (see `warp_features_reference`), through the fused kernel when `impl` allows."""
-    return dispatch.run(impl, "warp_features", (features, deformation, occlusion),
-                        lambda f, d, o: _warp_kernel(f, d, o, 1, True), warp_features_reference)
 
 
 def _sparse_warp_kernel(image: torch.Tensor, motions: torch.Tensor) -> torch.Tensor:
@@ -135,6 +160,69 @@ def _sparse_warp_kernel(image: torch.Tensor, motions: torch.Tensor) -> torch.Ten
     return out.view(b, k, *image.shape[1:])
 
 
+# The public ops: what the exporters see (ONNX custom-domain nodes, TensorRT plugins), inference only.
+@torch.library.custom_op("mcnet_rt::warp_features", mutates_args=())
+def warp_features_op(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None
+                     ) -> torch.Tensor:
+    """`warp_features_reference` as one op: features (B,C,H,W) of a kernel dtype; deformation (B,h,w,2) and
+    occlusion (B,1,h',w') in the accumulation dtype (float32 sampling coordinates for half features)."""
+    _check("warp_features", features, deformation, occlusion, 1)
+    return _warp_kernel(features, deformation, occlusion, 1, True)
+
+
+@warp_features_op.register_fake
+def _(features, deformation, occlusion):
+    _check("warp_features", features, deformation, occlusion, 1)
+    return torch.empty_like(features)
+
+
+def _check_sparse(image: torch.Tensor, motions: torch.Tensor) -> None:
+    op = "sparse_warp"
+    _checks.tensor(op, "image", image, dtype=_checks.kernel_dtypes(image.device), device=image.device, ndim=4)
+    _checks.tensor(op, "motions", motions, dtype=_native.accumulation_dtype(image.dtype), device=image.device,
+                   ndim=5)
+    for dim, expected, what in ((0, image.shape[0], "the batch of image"), (2, image.shape[2], "the height of image"),
+                                (3, image.shape[3], "the width of image"), (4, 2, "x and y")):
+        _checks.size(op, "motions", motions, dim, expected, what)
+
+
+@torch.library.custom_op("mcnet_rt::sparse_warp", mutates_args=())
+def sparse_warp_op(image: torch.Tensor, motions: torch.Tensor) -> torch.Tensor:
+    """`sparse_warp_reference` as one op: image (B,C,H,W) of a kernel dtype, motions (B,K+1,H,W,2) in the
+    accumulation dtype; returns (B,K+1,C,H,W)."""
+    _check_sparse(image, motions)
+    return _sparse_warp_kernel(image, motions)
+
+
+@sparse_warp_op.register_fake
+def _(image, motions):
+    _check_sparse(image, motions)
+    return image.new_empty((image.shape[0], motions.shape[1], *image.shape[1:]))
+
+
+def _warp_features_kernel(features: torch.Tensor, deformation: torch.Tensor,
+                          occlusion: torch.Tensor | None) -> torch.Tensor:
+    """The public op, or the private ops when autograd records the call."""
+    if _native.differentiable(features, deformation, occlusion):
+        return _warp_kernel(features, deformation, occlusion, 1, True)
+    acc = _native.accumulation_dtype(features.dtype)
+    return warp_features_op(features.contiguous(), deformation.to(acc).contiguous(),
+                            None if occlusion is None else occlusion.to(acc).contiguous())
+
+
+def _sparse_warp_public(image: torch.Tensor, motions: torch.Tensor) -> torch.Tensor:
+    if _native.differentiable(image, motions):
+        return _sparse_warp_kernel(image, motions)
+    return sparse_warp_op(image.contiguous(), motions.to(_native.accumulation_dtype(image.dtype)).contiguous())
+
+
+def warp_features(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None = None,
+                  impl: str | None = None) -> torch.Tensor:
+    """The generator's warp (see `warp_features_reference`), through the fused kernel when `impl` allows."""
+    return dispatch.run(impl, "warp_features", (features, deformation, occlusion), _warp_features_kernel,
+                        warp_features_reference)
+
+
 def sparse_warp(image: torch.Tensor, motions: torch.Tensor, impl: str | None = None) -> torch.Tensor:
     """The dense-motion network's K+1 warps (see `sparse_warp_reference`) in one launch."""
-    return dispatch.run(impl, "sparse_warp", (image, motions), _sparse_warp_kernel, sparse_warp_reference)
+    return dispatch.run(impl, "sparse_warp", (image, motions), _sparse_warp_public, sparse_warp_reference)

@@ -189,12 +189,11 @@ async def status(request: web.Request) -> web.Response:
                               "max_sessions": state.scheduler.max_sessions, "batches": state.scheduler.batches})
 
 
-def model_session_functions(model, dtype) -> tuple[MakeSession, Process]:
-    """The real thing: one `Session` per caller and `process_batch` with one shared `FrameStep`."""
-    from ..pipeline import FrameStep
+def model_session_functions(model, step, dtype) -> tuple[MakeSession, Process]:
+    """The real thing: one `Session` per caller and `process_batch` with one shared per-frame step (a `FrameStep`
+    or a backend's)."""
     from ..pipeline.session import Session, process_batch
 
-    step = FrameStep(model, dtype)
     return (lambda image: Session(model, image, dtype=dtype, source_name="avatar"),
             functools.partial(process_batch, step))
 

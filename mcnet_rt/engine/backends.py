@@ -1,0 +1,143 @@
+"""Backends behind one switch: each gives an object with the `FrameStep` interface (`detect`, `render`,
+`__call__`), so live smoothing between the halves works with every one of them.
+
+- eager: the `FrameStep` itself;
+- compiled: `torch.compile` of each half (CUDA graphs on a GPU);
+- aoti: `torch.export` -> AOTInductor packages (.pt2) of each half, loaded back (a fresh process loads them without
+  the model code; ops that run as `mcnet_rt` kernels need `import mcnet_rt` — Python-hosted custom ops);
+- onnxruntime: the standard ONNX graphs on ONNX Runtime (TensorRT/CUDA providers first where installed);
+- tensorrt: engines built from the plugin graphs (`engine.tensorrt`).
+Exported backends take every input at the batch they were built for (`halves.batched`).
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from ..keypoints import Keypoints
+from ..pipeline import FrameStep
+from . import halves
+
+BACKENDS = ("eager", "compiled", "aoti", "onnxruntime", "tensorrt")
+
+
+class ExportedStep:
+    """The step's interface over two callables that take and return flat tensors at a fixed batch."""
+
+    inputs = staticmethod(FrameStep.inputs)
+
+    def __init__(self, detect, render, batch: int | None, device: torch.device):
+        """`batch` None: any batch (dynamic graphs)."""
+        self._detect, self._render, self.batch, self.device = detect, render, batch, device
+
+    def _run(self, function, inputs: tuple[torch.Tensor, ...]):
+        """`function` at the built batch: a smaller batch (the last of a video) is padded with its last sample and
+        the outputs cut back; sources shared by the batch (batch 1) are repeated."""
+        count = inputs[0].shape[0]
+        batch = self.batch or count
+        if count > batch:
+            raise InputError(f"this backend was built for batches of up to {batch}, not {count}")
+        if 1 < count < batch:  # (a batch of 1 is simply repeated by halves.batched)
+            inputs = tuple(torch.cat([t, t[-1:].expand(batch - count, *t.shape[1:])]) if t.shape[0] == count else t
+                           for t in inputs)
+        outputs = function(*halves.batched(inputs, batch))
+        if isinstance(outputs, (tuple, list)):
+            return tuple(o[:count] for o in outputs)
+        return outputs[:count]
+
+    def detect(self, driving: torch.Tensor) -> Keypoints:
+        return Keypoints(*self._run(self._detect, (driving,)))
+
+    def render(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self._run(self._render, inputs)
+
+    def __call__(self, driving: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.render(*self.detect(driving), *inputs)
+
+
+def compiled(step: FrameStep) -> FrameStep:
+    """`torch.compile` of both halves; "reduce-overhead" captures CUDA graphs on a GPU."""
+    device = next(step.model.parameters()).device
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    step.detect = torch.compile(step.detect, mode=mode, dynamic=False)
+    step.render = torch.compile(step.render, mode=mode, dynamic=False)
+    return step
+
+
+def aoti_packages(step: FrameStep, output_dir: Path, batch: int = 1) -> dict[str, Path]:
+    """AOTInductor packages detect.pt2 and render.pt2 of the step at `batch`."""
+    detect_inputs, render_inputs = halves.example_inputs(step, batch)
+    paths = {}
+    with torch.no_grad():
+        for name, module, inputs in (("detect", halves.Detect(step), detect_inputs),
+                                     ("render", halves.Render(step), render_inputs)):
+            program = torch.export.export(module, tuple(t.detach().clone() for t in inputs))
+            paths[name] = Path(torch._inductor.aoti_compile_and_package(
+                program, package_path=str(output_dir / f"{name}.pt2")))
+    return paths
+
+
+def load_aoti(paths: dict[str, Path], batch: int, device: torch.device) -> ExportedStep:
+    detect = torch._inductor.aoti_load_package(str(paths["detect"]))
+    render = torch._inductor.aoti_load_package(str(paths["render"]))
+    return ExportedStep(detect, render, batch, device)
+
+
+def onnxruntime_providers() -> list[str]:
+    import onnxruntime
+    preferred = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+    return [p for p in preferred if p in onnxruntime.get_available_providers()]
+
+
+def load_onnxruntime(paths: dict[str, Path], batch: int, device: torch.device) -> ExportedStep:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # spinning slows other work
+    sessions = {name: onnxruntime.InferenceSession(str(path), options, providers=onnxruntime_providers())
+                for name, path in paths.items()}
+
+    def runner(session):
+        names = [i.name for i in session.get_inputs()]
+
+        def run(*inputs: torch.Tensor):
+            feed = {name: t.detach().cpu().numpy() for name, t in zip(names, inputs)}
+            outputs = [torch.from_numpy(o).to(device) for o in session.run(None, feed)]
+            return outputs[0] if len(outputs) == 1 else tuple(outputs)
+        return run
+
+    return ExportedStep(runner(sessions["detect"]), runner(sessions["render"]), batch, device)
+
+
+def load_backend(name: str, step: FrameStep, batch: int = 1, work_dir: Path | None = None):
+    """The step behind backend `name`; exported backends build their graphs for `batch` into `work_dir`
+    (a temporary folder by default)."""
+    if name not in BACKENDS:
+        raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, not {name!r}")
+    if name == "eager":
+        return step
+    if name == "compiled":
+        return compiled(step)
+    if step.dtype != torch.float32:
+        raise InputError(f"--backend {name} exports float32 graphs only (mixed-precision graphs are not built yet); "
+                         "use --precision fp32, or --backend eager/compiled")
+    device = next(step.model.parameters()).device
+    work_dir = Path(work_dir or tempfile.mkdtemp(prefix=f"mcnet_rt_{name}_"))
+    if name == "aoti":
+        return load_aoti(aoti_packages(step, work_dir, batch), batch, device)
+    if name == "onnxruntime":
+        from .onnx_export import export_step
+        return load_onnxruntime(export_step(step, work_dir, "standard", batch), batch, device)
+    from . import tensorrt
+    return tensorrt.load(step, work_dir, device)
+
+
+def add_backend_argument(parser: argparse.ArgumentParser) -> None:
+    """`--backend` for any command that runs the per-frame step (animate, live, serve)."""
+    parser.add_argument("--backend", choices=BACKENDS, default="eager",
+                        help="how the per-frame step runs: eager PyTorch, torch.compile, an AOTInductor package, "
+                             "ONNX Runtime, or TensorRT with the mcnet_rt plugins (default eager)")

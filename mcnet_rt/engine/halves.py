@@ -1,0 +1,58 @@
+"""The per-frame step as the two graphs every exporter writes: `detect` (driving image -> keypoints) and `render`
+(keypoints + the prepared source -> prediction). Live smoothing filters the keypoints between them, so each
+backend runs the halves, and `step(x) = render(*detect(x), *inputs)` everywhere."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..pipeline import FrameStep, motion_reference, prepare_source
+
+DETECT_INPUTS = ("driving",)
+KEYPOINTS = ("kp_driving_value", "kp_driving_jacobian")
+
+
+def render_inputs(step: FrameStep) -> tuple[str, ...]:
+    """Names of `render`'s inputs, in `FrameStep.render` order (the features finest first)."""
+    return (*KEYPOINTS, "source_image", "kp_source_value", "kp_source_jacobian", "kp_reference_value",
+            "kp_reference_jacobian", "scale", *(f"feature_{i}" for i in range(step.num_features)))
+
+
+class Detect(nn.Module):
+    def __init__(self, step: FrameStep):
+        super().__init__()
+        self.step = step
+
+    def forward(self, driving: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return tuple(self.step.detect(driving))
+
+
+class Render(nn.Module):
+    def __init__(self, step: FrameStep):
+        super().__init__()
+        self.step = step
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.step.render(*inputs)
+
+
+def example_inputs(step: FrameStep, batch: int = 2, seed: int = 0
+                   ) -> tuple[tuple[torch.Tensor], tuple[torch.Tensor, ...]]:
+    """Inputs of both halves for tracing and checks: random images, one shared source prepared as callers do."""
+    model = step.model
+    size = model.config.image_size
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    source = torch.rand(1, 3, size, size, generator=generator).to(device)
+    driving = torch.rand(batch, 3, size, size, generator=generator).to(device)
+    prepared = prepare_source(model, source, step.dtype)
+    reference = motion_reference(model, prepared, driving[:1], dtype=step.dtype)
+    with torch.no_grad():
+        keypoints = tuple(step.detect(driving))
+    return (driving,), (*keypoints, *batched(step.inputs(prepared, reference), batch))
+
+
+def batched(inputs: tuple[torch.Tensor, ...], batch: int) -> tuple[torch.Tensor, ...]:
+    """Every input at the driving batch: the exported graphs take one batch size for all their inputs, so a source
+    shared by the batch (batch 1) is repeated."""
+    return tuple(t.expand(batch, *t.shape[1:]).contiguous() if t.shape[0] != batch else t for t in inputs)

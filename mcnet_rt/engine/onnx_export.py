@@ -1,0 +1,53 @@
+"""`mcnet-rt export`: ONNX graphs of the per-frame step's two halves, `detect.onnx` and `render.onnx`.
+
+Two flavours: "standard" (ops run as their PyTorch references: GridSample, Conv with run-time weights,
+MatMul/Softmax — any ONNX runtime) and "plugin" (ops run as the `mcnet_rt` kernels: one custom-domain node per
+public op, for TensorRT with our plugins). Every input shares one batch size (see `halves.batched`). The plugin
+graph's batch is dynamic. The standard graph's is fixed at export (`batch`): its per-sample convolutions are
+grouped convolutions with groups = batch, and ONNX Conv takes `group` as a constant attribute.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from ..ops import use_impl
+from ..pipeline import FrameStep
+from . import halves, plugin_ops
+
+FLAVOURS = ("standard", "plugin")
+OPSET = 18  # GridSample is safe in TensorRT at opsets 16-18 (reported wrong at 20)
+
+
+def _export(module: torch.nn.Module, inputs: tuple, names: tuple[str, ...], outputs: tuple[str, ...], path: Path,
+            flavour: str) -> None:
+    dynamic = flavour == "plugin"
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    shapes = tuple({0: batch} if dynamic else None for _ in inputs)
+    table = plugin_ops.translation_table() if dynamic else None
+    with contextlib.redirect_stdout(None):  # the exporter prints its progress
+        program = torch.onnx.export(module, inputs, dynamo=True, opset_version=OPSET, input_names=list(names),
+                                    output_names=list(outputs), dynamic_shapes=(shapes,) if len(inputs) > 1 else shapes,
+                                    custom_translation_table=table, optimize=True, verbose=False)
+    program.save(str(path))
+
+
+def export_step(step: FrameStep, output_dir: Path, flavour: str = "standard", batch: int = 1) -> dict[str, Path]:
+    """Write detect.onnx and render.onnx for `step` into `output_dir` and check them with onnx.checker; `batch` is
+    the standard graph's batch size (the plugin graph traces batch 2 and takes any)."""
+    import onnx
+
+    if flavour not in FLAVOURS:
+        raise ValueError(f"flavour must be one of {', '.join(FLAVOURS)}, not {flavour!r}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    detect_inputs, render_inputs = halves.example_inputs(step, 2 if flavour == "plugin" else batch)
+    paths = {"detect": output_dir / "detect.onnx", "render": output_dir / "render.onnx"}
+    with torch.no_grad(), use_impl("kernel" if flavour == "plugin" else "reference"):
+        _export(halves.Detect(step), detect_inputs, halves.DETECT_INPUTS, halves.KEYPOINTS, paths["detect"], flavour)
+        _export(halves.Render(step), render_inputs, halves.render_inputs(step), ("prediction",), paths["render"],
+                flavour)
+    for path in paths.values():
+        onnx.checker.check_model(str(path), full_check=flavour == "standard")
+    return paths

@@ -1,0 +1,98 @@
+"""The plugin graph's custom nodes: one per public op of `mcnet_rt.ops`, in the `mcnet_rt` domain, with the
+names, version and attributes that the TensorRT plugins (`engine.tensorrt_plugins`) register. One table, read by
+the ONNX exporter, the plugins and the ONNX Runtime reference ops that check the graph's numerics."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .. import ops as _ops  # noqa: F401  (registers torch.ops.mcnet_rt.*)
+
+DOMAIN = "mcnet_rt"
+VERSION = "1"
+
+
+@dataclass(frozen=True)
+class PluginOp:
+    name: str  # ONNX op_type and TensorRT plugin name
+    torch_op: str  # the public op in torch.ops.mcnet_rt
+    inputs: tuple[str, ...]
+    attributes: dict  # name -> ONNX attribute type ("float", "int")
+
+
+PLUGIN_OPS = (
+    PluginOp("WarpFeatures", "warp_features", ("features", "deformation", "occlusion"), {}),
+    PluginOp("SparseWarp", "sparse_warp", ("image", "motions"), {}),
+    PluginOp("ModulatedConv2d", "modulated_conv2d", ("x", "weight", "styles"), {"demodulate": "int", "eps": "float"}),
+    PluginOp("DynamicConv2d", "dynamic_conv2d", ("x", "expert_weight", "expert_bias", "gate"), {}),
+    PluginOp("MemoryAttention", "memory_attention", ("query", "key", "value"), {"scale": "float"}),
+)
+BY_NAME = {op.name: op for op in PLUGIN_OPS}
+
+
+def torch_op(op: PluginOp):
+    return getattr(torch.ops.mcnet_rt, op.torch_op).default
+
+
+def register_schemas() -> None:
+    """Declare the nodes to onnx (once per process), so the exporter and onnx.checker know them."""
+    import onnx
+    from onnx.defs import OpSchema
+
+    kinds = {"float": OpSchema.AttrType.FLOAT, "int": OpSchema.AttrType.INT}
+    types = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)", "tensor(double)"]
+    for op in PLUGIN_OPS:
+        if onnx.defs.has(op.name, DOMAIN):
+            continue
+        inputs = [OpSchema.FormalParameter(name, "T", param_option=OpSchema.FormalParameterOption.Optional
+                                           if name == "occlusion" else OpSchema.FormalParameterOption.Single)
+                  for name in op.inputs]
+        onnx.defs.register_schema(OpSchema(
+            op.name, DOMAIN, 1, inputs=inputs, outputs=[OpSchema.FormalParameter("output", "T")],
+            type_constraints=[("T", types, "any input may be float32 or the kernel dtype")],
+            attributes=[OpSchema.Attribute(name, kinds[kind], required=True) for name, kind in op.attributes.items()]))
+
+
+def translation_table() -> dict:
+    """torch op -> onnxscript function emitting the custom node, for `torch.onnx.export(custom_translation_table=)`."""
+    import onnxscript
+
+    register_schemas()
+
+    domain = onnxscript.values.Opset(DOMAIN, 1)
+
+    def warp_features(features, deformation, occlusion=None):
+        if occlusion is None:
+            return domain.WarpFeatures(features, deformation)
+        return domain.WarpFeatures(features, deformation, occlusion)
+
+    def sparse_warp(image, motions):
+        return domain.SparseWarp(image, motions)
+
+    def modulated_conv2d(x, weight, styles, demodulate: bool, eps: float):
+        return domain.ModulatedConv2d(x, weight, styles, demodulate=int(demodulate), eps=eps)
+
+    def dynamic_conv2d(x, expert_weight, expert_bias, gate):
+        return domain.DynamicConv2d(x, expert_weight, expert_bias, gate)
+
+    def memory_attention(query, key, value, scale: float):
+        return domain.MemoryAttention(query, key, value, scale=scale)
+
+    functions = {"WarpFeatures": warp_features, "SparseWarp": sparse_warp, "ModulatedConv2d": modulated_conv2d,
+                 "DynamicConv2d": dynamic_conv2d, "MemoryAttention": memory_attention}
+    return {torch_op(op): functions[op.name] for op in PLUGIN_OPS}
+
+
+def reference(op: PluginOp, inputs: list[torch.Tensor], attributes: dict) -> torch.Tensor:
+    """What a node computes, by the PyTorch reference of its op (the oracle for the plugin graph's numerics)."""
+    from .. import ops
+    if op.name == "WarpFeatures":
+        return ops.warp_features_reference(*inputs)
+    if op.name == "SparseWarp":
+        return ops.sparse_warp_reference(*inputs)
+    if op.name == "ModulatedConv2d":
+        return ops.modulated_conv2d_reference(*inputs, bool(attributes["demodulate"]), attributes["eps"])
+    if op.name == "DynamicConv2d":
+        return ops.dynamic_conv2d_reference(*inputs)
+    return ops.memory_attention_reference(*inputs, attributes["scale"])

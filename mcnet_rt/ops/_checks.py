@@ -1,0 +1,46 @@
+"""Operand checks at the custom-op boundary, run by every op body and by its fake (meta) implementation.
+
+The launchers read raw pointers with sizes from a shape tuple: a wrong dtype is reinterpreted, a host pointer on
+the GPU is read as device memory, a strided view is read as if packed. So every operand is checked here, before
+any launch, with an error naming the op and the operand. `torch._check` keeps symbolic shapes symbolic under
+torch.compile/torch.export (a relation becomes a guard or a run-time assert instead of specialising the shape).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .dispatch import CPU_DTYPES, CUDA_DTYPES
+
+# The launchers index with 32-bit ints (the shape structs in csrc/include/mcnet_rt/*.h).
+MAX_ELEMENTS = 2 ** 31 - 1
+
+
+def tensor(op: str, name: str, value: torch.Tensor, *, dtype: torch.dtype | Sequence[torch.dtype],
+           device: torch.device, ndim: int) -> None:
+    """`value` is a packed `ndim`-D tensor of `dtype` (or one of them) on `device`, small enough for int indexing."""
+    dtypes = (dtype,) if isinstance(dtype, torch.dtype) else tuple(dtype)
+    torch._check(value.dtype in dtypes, lambda: f"{op}: {name} must be "
+                 f"{' or '.join(str(d).removeprefix('torch.') for d in dtypes)}, not {value.dtype}")
+    torch._check(value.device == device,
+                 lambda: f"{op}: {name} is on {value.device}, the op runs on {device}")
+    torch._check(value.dim() == ndim, lambda: f"{op}: {name} must be {ndim}-D, not {tuple(value.shape)}")
+    torch._check(value.is_contiguous(), lambda: f"{op}: {name} must be contiguous (strides {value.stride()})")
+    torch._check(value.numel() <= MAX_ELEMENTS,
+                 lambda: f"{op}: {name} has {value.numel()} elements, the kernels index at most {MAX_ELEMENTS}")
+
+
+def size(op: str, name: str, value: torch.Tensor, dim: int, expected, what: str) -> None:
+    """`value.shape[dim] == expected` (a relation to another operand, described by `what`)."""
+    torch._check(value.shape[dim] == expected,
+                 lambda: f"{op}: {name} must have {what} ({expected}) in dim {dim}, not {tuple(value.shape)}")
+
+
+def kernel_dtypes(device: torch.device) -> tuple[torch.dtype, ...]:
+    """The element types the launchers run on `device` (meta tensors: any of them)."""
+    if device.type == "cuda":
+        return CUDA_DTYPES
+    if device.type == "cpu":
+        return CPU_DTYPES
+    return (*CUDA_DTYPES, torch.float64) if device.type == "meta" else ()

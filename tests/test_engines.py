@@ -1,0 +1,194 @@
+"""Export of the per-frame step and the backends behind `--backend`: each reproduces eager PyTorch."""
+import subprocess
+import sys
+
+import onnx
+import pytest
+import torch
+
+import mcnet_rt
+from mcnet_rt.engine import backends, halves, load_backend, plugin_ops
+from mcnet_rt.engine.onnx_export import export_step
+from mcnet_rt.keypoints import Keypoints
+from mcnet_rt.pipeline import FrameStep
+
+
+@pytest.fixture(scope="session")
+def small_step():
+    torch.manual_seed(0)
+    return FrameStep(mcnet_rt.build_model("small"))
+
+
+@pytest.fixture(scope="session")
+def standard_graphs(small_step, tmp_path_factory):
+    return export_step(small_step, tmp_path_factory.mktemp("standard"), "standard")
+
+
+@pytest.fixture(scope="session")
+def plugin_graphs(small_step, tmp_path_factory):
+    return export_step(small_step, tmp_path_factory.mktemp("plugin"), "plugin")
+
+
+def eager(step, inputs):
+    with torch.no_grad():
+        return step.render(*inputs)
+
+
+def test_standard_graphs_use_standard_ops_only(standard_graphs):
+    for path in standard_graphs.values():
+        model = onnx.load(str(path))
+        assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}
+    assert "GridSample" in {n.op_type for n in onnx.load(str(standard_graphs["render"])).graph.node}
+
+
+def test_onnxruntime_backend_equals_pytorch(small_step, standard_graphs):
+    (driving,), inputs = halves.example_inputs(small_step, batch=1, seed=3)
+    step = backends.load_onnxruntime(standard_graphs, 1, torch.device("cpu"))
+    with torch.no_grad():
+        kp = small_step.detect(driving)
+    got = step.detect(driving)
+    torch.testing.assert_close(got.value, kp.value, atol=1e-4, rtol=0)
+    # live smoothing runs between the halves: render takes keypoints it did not detect
+    smoothed = Keypoints(kp.value * 0.9, kp.jacobian)
+    torch.testing.assert_close(step.render(*smoothed, *inputs[2:]), eager(small_step, (*smoothed, *inputs[2:])),
+                               atol=1e-4, rtol=0)
+    torch.testing.assert_close(step(driving, *inputs[2:]), eager(small_step, inputs), atol=1e-4, rtol=0)
+
+
+def test_plugin_graph_has_the_plugin_nodes_and_their_numerics(small_step, plugin_graphs):
+    from onnx_reference_ops import reference_session
+
+    model = onnx.load(str(plugin_graphs["render"]))
+    custom = {n.op_type for n in model.graph.node if n.domain == plugin_ops.DOMAIN}
+    assert custom == {op.name for op in plugin_ops.PLUGIN_OPS}
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param  # dynamic batch
+    session = reference_session(plugin_graphs["render"])
+    for n in (1, 3):
+        _, inputs = halves.example_inputs(small_step, batch=n, seed=n)
+        feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs)}
+        out = torch.from_numpy(session.run(None, feed)[0])
+        torch.testing.assert_close(out, eager(small_step, inputs), atol=1e-4, rtol=0)
+
+
+def test_compiled_backend_equals_eager(small_step):
+    (driving,), inputs = halves.example_inputs(small_step, batch=1, seed=5)
+    expected = eager(small_step, inputs)
+    step = load_backend("compiled", FrameStep(small_step.model))
+    with torch.no_grad():
+        torch.testing.assert_close(step.render(*inputs), expected, atol=1e-4, rtol=0)
+
+
+def test_aoti_packages_load_in_a_fresh_process(small_step, tmp_path):
+    """The packages run in a new interpreter that never imports mcnet_rt (the CPU graph is plain aten)."""
+    paths = backends.aoti_packages(small_step, tmp_path, batch=1)
+    (driving,), inputs = halves.example_inputs(small_step, batch=1, seed=6)
+    torch.save({"driving": driving, "inputs": inputs, "expected": eager(small_step, inputs),
+                "kp": small_step.detect(driving).value.detach()}, tmp_path / "case.pt")
+    script = f"""
+import sys, torch
+case = torch.load({str(tmp_path / 'case.pt')!r})
+detect = torch._inductor.aoti_load_package({str(paths['detect'])!r})
+render = torch._inductor.aoti_load_package({str(paths['render'])!r})
+assert (detect(case["driving"])[0] - case["kp"]).abs().max() <= 1e-4
+diff = (render(*case["inputs"]) - case["expected"]).abs().max().item()
+assert "mcnet_rt" not in sys.modules
+print(diff)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout.strip().splitlines()[-1]) <= 1e-4
+
+
+def test_tensorrt_rtx_builds_an_engine_from_the_plugin_graph_with_our_plugins(plugin_graphs):
+    """Parsing and building need no GPU with TensorRT for RTX; running the engine does (not here)."""
+    from mcnet_rt.engine import tensorrt
+
+    trt = tensorrt.import_tensorrt("tensorrt_rtx")
+    _, network, _parser = tensorrt.parse(trt, plugin_graphs["render"])
+    plugins = [network.get_layer(i) for i in range(network.num_layers)
+               if network.get_layer(i).type == trt.LayerType.PLUGIN_V3]
+    custom = [n for n in onnx.load(str(plugin_graphs["render"])).graph.node if n.domain == plugin_ops.DOMAIN]
+    assert len(plugins) == len(custom) > 0
+    engine = tensorrt.build_engine(trt, plugin_graphs["render"], max_batch=4, target="SM89")
+    assert len(engine) > 1000
+
+
+def test_tensorrt_errors_name_the_problem(tmp_path, plugin_graphs):
+    from mcnet_rt.engine import tensorrt
+    from mcnet_rt.errors import InputError
+
+    with pytest.raises(InputError, match="TensorRT is not installed"):
+        tensorrt.import_tensorrt("tensorrt")  # full TensorRT has no PyPI wheel: not installed here
+    trt = tensorrt.import_tensorrt("tensorrt_rtx")
+    tensorrt.tensorrt_plugins.register(trt)
+    model = onnx.load(str(plugin_graphs["render"]))
+    next(n for n in model.graph.node if n.domain == plugin_ops.DOMAIN).op_type = "Unknown"
+    onnx.save(model, str(tmp_path / "foreign.onnx"))
+    with pytest.raises(InputError, match=r"mcnet_rt::Unknown is not registered .*mcnet_rt::WarpFeatures"):
+        tensorrt.check_plugins(trt, tmp_path / "foreign.onnx")
+    engine = tmp_path / "render-0.engine"
+    engine.with_suffix(".json").write_text('{"gpu": "NVIDIA GeForce RTX 4090", "capability": "8.9"}')
+    with pytest.raises(InputError, match="engine built for another GPU"):
+        tensorrt.check_engine_gpu(engine)
+
+
+def test_engine_cache_key_covers_gpu_version_plugins_and_graph(plugin_graphs):
+    from mcnet_rt.engine import tensorrt
+
+    trt = tensorrt.import_tensorrt("tensorrt_rtx")
+    gpu = {"gpu": "NVIDIA GeForce RTX 4090", "capability": "8.9"}
+    key = tensorrt.engine_key(trt, plugin_graphs["render"], gpu)
+    assert key == tensorrt.engine_key(trt, plugin_graphs["render"], dict(gpu))
+    assert key != tensorrt.engine_key(trt, plugin_graphs["render"], {**gpu, "capability": "12.0"})
+    assert key != tensorrt.engine_key(trt, plugin_graphs["detect"], gpu)
+
+
+def test_export_command_writes_both_graphs_or_nothing(tmp_path, capsys):
+    from mcnet_rt.cli import main
+
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "old.onnx").write_bytes(b"")
+    assert main(["export", "--untrained", "small", "-o", str(tmp_path / "taken")]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["export", "--untrained", "small", "--ops", "plugin", "-o", str(tmp_path / "graphs")]) == 0
+    assert sorted(p.name for p in (tmp_path / "graphs").iterdir()) == ["detect.onnx", "render.onnx"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    onnx.checker.check_model(str(tmp_path / "graphs" / "render.onnx"))
+
+
+@torch.no_grad()
+def test_onnxruntime_reproduces_the_released_code_on_the_equivalence_fixture(official_checkpoint, tmp_path):
+    """The vox-256 fixture once: ONNX Runtime's keypoints and prediction against the released code's arrays."""
+    from official_fixture import fixture_arrays, image_tensor
+
+    arrays = fixture_arrays()
+    model = mcnet_rt.load(official_checkpoint)
+    step = FrameStep(model, relative=False)  # absolute: the generator gets the released driving keypoints
+    runtime = load_backend("onnxruntime", step, batch=1, work_dir=tmp_path)
+    source = image_tensor(arrays["source"])
+    from mcnet_rt.pipeline import motion_reference, prepare_source
+    prepared = prepare_source(model, source)
+    inputs = step.inputs(prepared, motion_reference(model, prepared, source))
+    kp = runtime.detect(image_tensor(arrays["driving"]))
+    assert (kp.value[0] - torch.from_numpy(arrays["kp_driving_value"])).abs().max() <= 1e-4
+    released = Keypoints(torch.from_numpy(arrays["kp_driving_value"])[None],
+                         torch.from_numpy(arrays["kp_driving_jacobian"])[None])
+    prediction = runtime.render(*released, *inputs)
+    assert (prediction[0] - torch.from_numpy(arrays["prediction"])).abs().max() <= 1e-4
+
+
+def test_exported_step_pads_a_short_last_batch_and_repeats_shared_sources():
+    calls = []
+
+    def render(*inputs):
+        calls.append([tuple(t.shape) for t in inputs])
+        return inputs[0] * 2
+
+    step = backends.ExportedStep(lambda d: (d, d), render, batch=4, device=torch.device("cpu"))
+    kp = torch.arange(3.0).view(3, 1)
+    source = torch.ones(1, 2)
+    out = step.render(kp, source)
+    assert calls == [[(4, 1), (4, 2)]] and torch.equal(out, kp * 2)
+    with pytest.raises(mcnet_rt.errors.InputError, match="batches of up to 4, not 5"):
+        step.render(torch.zeros(5, 1), source)
