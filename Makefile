@@ -50,7 +50,7 @@ $(CHROMIUM):
 	apt-get update -qq && apt-get install -y -qq chromium chromium-driver
 
 test: $(NATIVE) $(CHROMIUM)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 bench: $(NATIVE)
 	$(PY) benchmarks/frame_latency.py

@@ -11,7 +11,6 @@ compares the engines of `mcnet_rt.engine` (eager, compiled, aoti, onnxruntime, t
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import mcnet_rt
 from mcnet_rt.pipeline import PRECISIONS, FrameStep, autocast, motion_reference, prepare_source
 from mcnet_rt.engine import BACKENDS, load_backend
 from mcnet_rt.ops import use_impl
-from timing import RESULTS, Timer, percentiles, stamp
+from timing import Timer, percentiles, stamp, write_report
 
 
 def measure(model: mcnet_rt.MCNet, device: torch.device, dtype: torch.dtype, batch: int, warmup: int,
@@ -127,10 +126,7 @@ def main() -> None:
         "warmup": warmup,
         "runs": runs,
     }
-    output = args.output or RESULTS / f"frame_latency_{device.type}_{preset}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {output}")
+    write_report(report, args.output, f"frame_latency_{device.type}_{preset}.json")
 
 
 if __name__ == "__main__":

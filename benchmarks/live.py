@@ -11,7 +11,6 @@ is auto (MediaPipe on the CPU). Untrained weights of the preset: the cost is tha
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import threading
 import time
@@ -29,7 +28,7 @@ from mcnet_rt.io.video import read_frames
 from mcnet_rt.pipeline import FrameStep, Session, SessionOptions
 from mcnet_rt.pipeline.live import LiveRunner
 from faces import default_clip
-from timing import RESULTS, stamp
+from timing import stamp, write_report
 
 
 def rss_mib() -> float:
@@ -112,9 +111,7 @@ def main() -> None:
         report["rss"] = live_run(model, source, video, args.rss_frames, dtype, loop=True, rss_warmup=300)
         print(f"rss: {report['rss']['rss_mib']['growth_after_warmup']:+.1f} MiB over "
               f"{args.rss_frames - 300} frames after a 300-frame warm-up")
-    output = args.output or RESULTS / f"live_{device.type}_{args.preset}.json"
-    output.write_text(json.dumps(report, indent=2))
-    print(f"wrote {output}")
+    write_report(report, args.output, f"live_{device.type}_{args.preset}.json")
 
 
 if __name__ == "__main__":

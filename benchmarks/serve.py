@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import importlib.util
 import itertools
-import json
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from mcnet_rt.pipeline import PRECISIONS, FrameStep
 from mcnet_rt.serve import avatars
 from mcnet_rt.serve.scheduler import BatchScheduler
 from mcnet_rt.serve.server import model_session_functions
-from timing import RESULTS, percentiles, stamp
+from timing import percentiles, stamp, write_report
 
 FPS = 30.0
 
@@ -122,9 +121,8 @@ def main() -> None:
     report = {"stamp": stamp(device), "model": str(args.checkpoint or f"untrained {args.preset}"),
               "precision": args.precision, "sender_fps": FPS, "seconds": args.seconds,
               "deadline_ms": args.deadline_ms, "results": results}
-    output = args.output or RESULTS / f"serve_{device.type}_{args.checkpoint.stem if args.checkpoint else args.preset}.json"
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {output}")
+    write_report(report, args.output,
+                 f"serve_{device.type}_{args.checkpoint.stem if args.checkpoint else args.preset}.json")
 
 
 if __name__ == "__main__":
