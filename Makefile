@@ -38,10 +38,10 @@ ifeq ($(CHECKPOINT),)
 	@echo "out/demo_untrained.mp4 is labelled as such and is NOT a result of MCNet."
 	@echo "================================================================================"
 	$(PY) -m mcnet_rt animate --untrained small --source $(DEMO_SOURCE) --driving $(DEMO_DRIVING) \
-		--panels -o out/demo_untrained.mp4
+		--panels --overwrite -o out/demo_untrained.mp4
 else
 	$(PY) -m mcnet_rt animate --checkpoint $(CHECKPOINT) --source $(DEMO_SOURCE) --driving $(DEMO_DRIVING) \
-		--panels -o out/demo.mp4
+		--panels --overwrite -o out/demo.mp4
 endif
 
 # The serve tests drive Debian's Chromium (installed once; CI runs as root on Debian).
