@@ -102,6 +102,7 @@ class Session:
         self.model = model
         self.options = options
         self.dtype = dtype
+        self.step = FrameStep(model, dtype)  # for process() and set_reference(); batches bring their own
         self.device = next(model.parameters()).device
         self.size = model.config.image_size
         self.source_image = source_image
@@ -143,7 +144,7 @@ class Session:
         if crop is None:
             raise InputError("the chosen reference frame has no face")
         with torch.no_grad():
-            keypoints = FrameStep(self.model, self.dtype).detect(crop)
+            keypoints = self.step.detect(crop)
         self.reference = reference_from_keypoints(self.source, keypoints, self.options.adapt_scale)
 
     def set_smoothing(self, seconds: float) -> None:
@@ -155,7 +156,7 @@ class Session:
 
     def process(self, frame: np.ndarray) -> np.ndarray:
         """The output frame for one driving frame."""
-        return process_batch(FrameStep(self.model, self.dtype), [self], [frame])[0]
+        return process_batch(self.step, [self], [frame])[0]
 
     def stats(self) -> dict:
         """Frames seen, frames without a face, and per-stage milliseconds (p50/p95/p99/mean over a recent window)."""
