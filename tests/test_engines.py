@@ -41,18 +41,22 @@ def test_standard_graphs_use_standard_ops_only(standard_graphs):
     assert "GridSample" in {n.op_type for n in onnx.load(str(standard_graphs["render"])).graph.node}
 
 
-def test_onnxruntime_backend_equals_pytorch(small_step, standard_graphs):
-    (driving,), inputs = halves.example_inputs(small_step, batch=1, seed=3)
-    step = backends.load_onnxruntime(standard_graphs, 1, torch.device("cpu"))
-    with torch.no_grad():
-        kp = small_step.detect(driving)
-    got = step.detect(driving)
-    torch.testing.assert_close(got.value, kp.value, atol=1e-4, rtol=0)
-    # live smoothing runs between the halves: render takes keypoints it did not detect
-    smoothed = Keypoints(kp.value * 0.9, kp.jacobian)
-    torch.testing.assert_close(step.render(*smoothed, *inputs[2:]), eager(small_step, (*smoothed, *inputs[2:])),
-                               atol=1e-4, rtol=0)
-    torch.testing.assert_close(step(driving, *inputs[2:]), eager(small_step, inputs), atol=1e-4, rtol=0)
+def test_onnxruntime_backend_equals_pytorch_at_any_batch(small_step, standard_graphs):
+    """One graph runs batch 1 and 3 (the per-sample convolutions take a symbolic batch)."""
+    step = backends.load_onnxruntime(standard_graphs, torch.device("cpu"))
+    for input in onnx.load(str(standard_graphs["render"])).graph.input:
+        assert input.type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    for n in (1, 3):
+        (driving,), inputs = halves.example_inputs(small_step, batch=n, seed=n)
+        with torch.no_grad():
+            kp = small_step.detect(driving)
+        got = step.detect(driving)
+        torch.testing.assert_close(got.value, kp.value, atol=1e-4, rtol=0)
+        # live smoothing runs between the halves: render takes keypoints it did not detect
+        smoothed = Keypoints(kp.value * 0.9, kp.jacobian)
+        torch.testing.assert_close(step.render(*smoothed, *inputs[2:]), eager(small_step, (*smoothed, *inputs[2:])),
+                                   atol=1e-4, rtol=0)
+        torch.testing.assert_close(step(driving, *inputs[2:]), eager(small_step, inputs), atol=1e-4, rtol=0)
 
 
 def test_plugin_graph_has_the_plugin_nodes_and_their_numerics(small_step, plugin_graphs):
@@ -165,7 +169,7 @@ def test_onnxruntime_reproduces_the_released_code_on_the_equivalence_fixture(off
     arrays = fixture_arrays()
     model = mcnet_rt.load(official_checkpoint)
     step = FrameStep(model, relative=False)  # absolute: the generator gets the released driving keypoints
-    runtime = load_backend("onnxruntime", step, batch=1, work_dir=tmp_path)
+    runtime = load_backend("onnxruntime", step, work_dir=tmp_path)
     source = image_tensor(arrays["source"])
     from mcnet_rt.pipeline import motion_reference, prepare_source
     prepared = prepare_source(model, source)

@@ -2,9 +2,8 @@
 
 Two flavours: "standard" (ops run as their PyTorch references: GridSample, Conv with run-time weights,
 MatMul/Softmax — any ONNX runtime) and "plugin" (ops run as the `mcnet_rt` kernels: one custom-domain node per
-public op, for TensorRT with our plugins). Every input shares one batch size (see `halves.batched`). The plugin
-graph's batch is dynamic. The standard graph's is fixed at export (`batch`): its per-sample convolutions are
-grouped convolutions with groups = batch, and ONNX Conv takes `group` as a constant attribute.
+public op, for TensorRT with our plugins). Both take any batch: every input shares one dynamic batch dimension
+(see `halves.batched`); the references' per-sample convolutions take a symbolic batch (`ops.modulated_conv`).
 """
 from __future__ import annotations
 
@@ -19,14 +18,14 @@ from . import halves, plugin_ops
 
 FLAVOURS = ("standard", "plugin")
 OPSET = 18  # GridSample is safe in TensorRT at opsets 16-18 (reported wrong at 20)
+TRACE_BATCH = 2  # traced with a batch of 2: torch.export would specialise a batch of 1 as a constant
 
 
 def _export(module: torch.nn.Module, inputs: tuple, names: tuple[str, ...], outputs: tuple[str, ...], path: Path,
             flavour: str) -> None:
-    dynamic = flavour == "plugin"
     batch = torch.export.Dim("batch", min=1, max=1024)
-    shapes = tuple({0: batch} if dynamic else None for _ in inputs)
-    table = plugin_ops.translation_table() if dynamic else None
+    shapes = tuple({0: batch} for _ in inputs)
+    table = plugin_ops.translation_table() if flavour == "plugin" else None
     with contextlib.redirect_stdout(None):  # the exporter prints its progress
         program = torch.onnx.export(module, inputs, dynamo=True, opset_version=OPSET, input_names=list(names),
                                     output_names=list(outputs), dynamic_shapes=(shapes,) if len(inputs) > 1 else shapes,
@@ -34,15 +33,14 @@ def _export(module: torch.nn.Module, inputs: tuple, names: tuple[str, ...], outp
     program.save(str(path))
 
 
-def export_step(step: FrameStep, output_dir: Path, flavour: str = "standard", batch: int = 1) -> dict[str, Path]:
-    """Write detect.onnx and render.onnx for `step` into `output_dir` and check them with onnx.checker; `batch` is
-    the standard graph's batch size (the plugin graph traces batch 2 and takes any)."""
+def export_step(step: FrameStep, output_dir: Path, flavour: str = "standard") -> dict[str, Path]:
+    """Write detect.onnx and render.onnx for `step` into `output_dir` and check them with onnx.checker."""
     import onnx
 
     if flavour not in FLAVOURS:
         raise ValueError(f"flavour must be one of {', '.join(FLAVOURS)}, not {flavour!r}")
     output_dir.mkdir(parents=True, exist_ok=True)
-    detect_inputs, render_inputs = halves.example_inputs(step, 2 if flavour == "plugin" else batch)
+    detect_inputs, render_inputs = halves.example_inputs(step, TRACE_BATCH)
     paths = {"detect": output_dir / "detect.onnx", "render": output_dir / "render.onnx"}
     with torch.no_grad(), use_impl("kernel" if flavour == "plugin" else "reference"):
         _export(halves.Detect(step), detect_inputs, halves.DETECT_INPUTS, halves.KEYPOINTS, paths["detect"], flavour)
