@@ -25,6 +25,16 @@ def standard_graphs(small_step, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def half_step(small_step):
+    return FrameStep(small_step.model, torch.float16)
+
+
+@pytest.fixture(scope="session")
+def half_standard_graphs(half_step, tmp_path_factory):
+    return export_step(half_step, tmp_path_factory.mktemp("standard16"), "standard")
+
+
+@pytest.fixture(scope="session")
 def plugin_graphs(small_step, tmp_path_factory):
     return export_step(small_step, tmp_path_factory.mktemp("plugin"), "plugin")
 
@@ -57,6 +67,46 @@ def test_onnxruntime_backend_equals_pytorch_at_any_batch(small_step, standard_gr
         torch.testing.assert_close(step.render(*smoothed, *inputs[2:]), eager(small_step, (*smoothed, *inputs[2:])),
                                    atol=1e-4, rtol=0)
         torch.testing.assert_close(step(driving, *inputs[2:]), eager(small_step, inputs), atol=1e-4, rtol=0)
+
+
+def value_types(path) -> dict[str, str]:
+    """Element type name of every value of the ONNX graph at `path` (shape inference)."""
+    model = onnx.load(str(path))
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input, *graph.output)}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    return {name: onnx.TensorProto.DataType.Name(t) for name, t in types.items()}
+
+
+def test_fp16_graphs_keep_keypoints_and_sampling_in_float32(half_standard_graphs):
+    detect, render = (onnx.load(str(half_standard_graphs[n])) for n in ("detect", "render"))
+    for path in half_standard_graphs.values():
+        onnx.checker.check_model(str(path), full_check=True)
+    types = {n: value_types(half_standard_graphs[n]) for n in ("detect", "render")}
+    io = {v.name: types["render"][v.name] for v in (*render.graph.input, *render.graph.output)}
+    assert {n for n, t in io.items() if t == "FLOAT16"} == {f"feature_{i}" for i in range(4)}
+    assert {types["detect"][v.name] for v in (*detect.graph.input, *detect.graph.output)} == {"FLOAT"}
+    assert any(types["detect"][n.input[0]] == "FLOAT16" for n in detect.graph.node if n.op_type == "Conv")  # the bulk
+    softmax = [n for n in detect.graph.node if n.op_type == "Softmax"]  # the keypoints' soft-argmax
+    samplers = [n for n in render.graph.node if n.op_type == "GridSample"]
+    assert softmax and samplers
+    assert {types["detect"][name] for n in softmax for name in (*n.input, *n.output)} == {"FLOAT"}
+    assert {types["render"][name] for n in samplers for name in (*n.input, *n.output)} == {"FLOAT"}
+
+
+def test_fp16_graphs_in_onnxruntime_err_no_more_than_eager_fp16(small_step, half_step, half_standard_graphs):
+    """The fp16 graph computes the step: its error against float32 eager is at most twice eager fp16's own (CPU
+    autocast), the rule of the kernels' reduced-precision tests. ONNX Runtime's CPU provider has float16 kernels
+    only for data movement: it runs Conv, MatMul, Gemm, Softmax, norms and elementwise math in float32 through
+    casts it inserts, so this checks the graph's function and types, not float16 arithmetic throughout."""
+    runtime = backends.load_onnxruntime(half_standard_graphs, torch.device("cpu"))
+    (driving,), inputs = halves.example_inputs(small_step, batch=1, seed=7)
+    _, half_inputs = halves.example_inputs(half_step, batch=1, seed=7)
+    expected = eager(small_step, inputs)
+    eager_error = (eager(half_step, half_inputs) - expected).abs().max()
+    assert (runtime.render(*half_inputs) - expected).abs().max() <= 2 * eager_error + 1e-4
+    with torch.no_grad():
+        assert (runtime.detect(driving).value - small_step.detect(driving).value).abs().max() <= 1e-3
 
 
 def test_plugin_graph_has_the_plugin_nodes_and_their_numerics(small_step, plugin_graphs):

@@ -20,7 +20,7 @@ import torch
 
 from ..errors import InputError
 from ..keypoints import Keypoints
-from ..pipeline import FrameStep
+from ..pipeline import PRECISIONS, FrameStep
 from . import halves
 
 BACKENDS = ("eager", "compiled", "aoti", "onnxruntime", "tensorrt")
@@ -127,8 +127,10 @@ def load_backend(name: str, step: FrameStep, batch: int = 1, work_dir: Path | No
         return step
     if name == "compiled":
         return compiled(step)
-    if step.dtype != torch.float32:
-        raise InputError(f"--backend {name} exports float32 graphs only (mixed-precision graphs are not built yet); "
+    supported = (torch.float32, torch.float16) if name == "onnxruntime" else (torch.float32,)
+    if step.dtype not in supported:
+        names = " or ".join(n for n, d in PRECISIONS.items() if d in supported)
+        raise InputError(f"--backend {name} runs {names} graphs, not {str(step.dtype).removeprefix('torch.')}; "
                          "use --precision fp32, or --backend eager/compiled")
     device = next(step.model.parameters()).device
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix=f"mcnet_rt_{name}_"))
