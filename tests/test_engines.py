@@ -205,6 +205,9 @@ def test_export_command_writes_both_graphs_or_nothing(tmp_path, capsys):
     (tmp_path / "taken" / "old.onnx").write_bytes(b"")
     assert main(["export", "--untrained", "small", "-o", str(tmp_path / "taken")]) == 2
     assert "already exists" in capsys.readouterr().err
+    assert main(["export", "--untrained", "small", "--ops", "plugin", "--precision", "fp16", "-o",
+                 str(tmp_path / "half")]) == 2
+    assert "--ops plugin exports float32 graphs only" in capsys.readouterr().err and not (tmp_path / "half").exists()
     assert main(["export", "--untrained", "small", "--ops", "plugin", "-o", str(tmp_path / "graphs")]) == 0
     assert sorted(p.name for p in (tmp_path / "graphs").iterdir()) == ["detect.onnx", "render.onnx"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InputError
 from ..ops import use_impl
 from ..pipeline import FrameStep
 from . import halves, plugin_ops
@@ -75,7 +76,7 @@ def export_step(step: FrameStep, output_dir: Path, flavour: str = "standard") ->
     """Write detect.onnx and render.onnx for `step` at its precision into `output_dir` and check them with
     onnx.checker.
 
-    `step.dtype` float16 gives mixed-precision graphs traced from the step under the autocast of eager
+    `step.dtype` float16 (standard flavour only) gives mixed-precision graphs traced from the step under the autocast of eager
     `--precision fp16`: float16 for the bulk (convolutions, matmuls), float32 where the step keeps it (the regions
     `mcnet_rt.precision` lists: keypoint soft-argmax, sampling coordinates and the dense-motion mask, motion
     transfer; grid sampling). Their float16 inputs are the encoder features `feature_*` (as `prepare_source`
@@ -89,6 +90,9 @@ def export_step(step: FrameStep, output_dir: Path, flavour: str = "standard") ->
         raise ValueError(f"flavour must be one of {', '.join(FLAVOURS)}, not {flavour!r}")
     if step.dtype not in DTYPES:
         raise ValueError(f"ONNX graphs are exported in float32 or float16 mixed precision, not {step.dtype}")
+    if flavour == "plugin" and step.dtype != torch.float32:
+        raise InputError("--ops plugin exports float32 graphs only: they are traced through the kernels, whose CPU "
+                         "versions (where export runs) take float32/float64; use --ops standard for fp16")
     output_dir.mkdir(parents=True, exist_ok=True)
     detect_inputs, render_inputs = halves.example_inputs(step, TRACE_BATCH)
     paths = {"detect": output_dir / "detect.onnx", "render": output_dir / "render.onnx"}
