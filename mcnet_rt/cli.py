@@ -188,22 +188,19 @@ def check_batch_size(batch_size: int) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from .engine.onnx_export import export_step
 
-    if args.batch < 1:
-        raise InputError(f"--batch must be at least 1, got {args.batch}")
     output = check_new_directory(args.output)
     model, _ = model_from_args(args, torch.device("cpu"))
-    step = FrameStep(model.eval(), relative=args.mode == "relative")
+    step = FrameStep(model.eval(), PRECISIONS[args.precision], relative=args.mode == "relative")
     partial = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))  # no half-written output
     try:
-        export_step(step, partial, args.ops, args.batch)
+        export_step(step, partial, args.ops)
         if output.exists():
             output.rmdir()
         partial.rename(output)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     paths = [output / "detect.onnx", output / "render.onnx"]
-    batch = "dynamic batch" if args.ops == "plugin" else f"batch {args.batch}"
-    print(f"wrote {', '.join(str(p) for p in paths)} ({args.ops} ops, fp32, {batch})")
+    print(f"wrote {', '.join(str(p) for p in paths)} ({args.ops} ops, {args.precision}, any batch)")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -392,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder (must not exist, or be empty)")
     p.add_argument("--ops", choices=("standard", "plugin"), default="standard",
                    help="standard: only standard ONNX ops; plugin: mcnet_rt custom nodes for the TensorRT plugins")
-    p.add_argument("--batch", type=int, default=1, help="batch size of the standard graph (plugin: dynamic)")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
+                   help="fp16: mixed precision, float32 kept for keypoints, sampling coordinates and motion transfer")
     p.add_argument("--mode", choices=("relative", "absolute"), default="relative")
     p.set_defaults(func=cmd_export)
 

@@ -7,7 +7,8 @@
   the model code; ops that run as `mcnet_rt` kernels need `import mcnet_rt` — Python-hosted custom ops);
 - onnxruntime: the standard ONNX graphs on ONNX Runtime (TensorRT/CUDA providers first where installed);
 - tensorrt: engines built from the plugin graphs (`engine.tensorrt`).
-Exported backends take every input at the batch they were built for (`halves.batched`).
+The ONNX graphs and TensorRT engines take any batch; the AOTInductor packages are built for one batch. Every input
+of an exported backend has the driving batch (`halves.batched`).
 """
 from __future__ import annotations
 
@@ -19,19 +20,19 @@ import torch
 
 from ..errors import InputError
 from ..keypoints import Keypoints
-from ..pipeline import FrameStep
+from ..pipeline import PRECISIONS, FrameStep
 from . import halves
 
 BACKENDS = ("eager", "compiled", "aoti", "onnxruntime", "tensorrt")
 
 
 class ExportedStep:
-    """The step's interface over two callables that take and return flat tensors at a fixed batch."""
+    """The step's interface over two callables that take and return flat tensors at one batch size."""
 
     inputs = staticmethod(FrameStep.inputs)
 
     def __init__(self, detect, render, batch: int | None, device: torch.device):
-        """`batch` None: any batch (dynamic graphs)."""
+        """`batch`: the one batch the callables were built for (AOTInductor), None for any batch."""
         self._detect, self._render, self.batch, self.device = detect, render, batch, device
 
     def _run(self, function, inputs: tuple[torch.Tensor, ...]):
@@ -97,7 +98,7 @@ def onnxruntime_providers() -> list[str]:
     return [p for p in preferred if p in onnxruntime.get_available_providers()]
 
 
-def load_onnxruntime(paths: dict[str, Path], batch: int, device: torch.device) -> ExportedStep:
+def load_onnxruntime(paths: dict[str, Path], device: torch.device) -> ExportedStep:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -114,20 +115,22 @@ def load_onnxruntime(paths: dict[str, Path], batch: int, device: torch.device) -
             return outputs[0] if len(outputs) == 1 else tuple(outputs)
         return run
 
-    return ExportedStep(runner(sessions["detect"]), runner(sessions["render"]), batch, device)
+    return ExportedStep(runner(sessions["detect"]), runner(sessions["render"]), None, device)
 
 
 def load_backend(name: str, step: FrameStep, batch: int = 1, work_dir: Path | None = None):
-    """The step behind backend `name`; exported backends build their graphs for `batch` into `work_dir`
-    (a temporary folder by default)."""
+    """The step behind backend `name`; exported backends build their graphs into `work_dir` (a temporary folder
+    by default), the AOTInductor packages for `batch`."""
     if name not in BACKENDS:
         raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, not {name!r}")
     if name == "eager":
         return step
     if name == "compiled":
         return compiled(step)
-    if step.dtype != torch.float32:
-        raise InputError(f"--backend {name} exports float32 graphs only (mixed-precision graphs are not built yet); "
+    supported = (torch.float32, torch.float16) if name == "onnxruntime" else (torch.float32,)
+    if step.dtype not in supported:
+        names = " or ".join(n for n, d in PRECISIONS.items() if d in supported)
+        raise InputError(f"--backend {name} runs {names} graphs, not {str(step.dtype).removeprefix('torch.')}; "
                          "use --precision fp32, or --backend eager/compiled")
     device = next(step.model.parameters()).device
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix=f"mcnet_rt_{name}_"))
@@ -135,7 +138,7 @@ def load_backend(name: str, step: FrameStep, batch: int = 1, work_dir: Path | No
         return load_aoti(aoti_packages(step, work_dir, batch), batch, device)
     if name == "onnxruntime":
         from .onnx_export import export_step
-        return load_onnxruntime(export_step(step, work_dir, "standard", batch), batch, device)
+        return load_onnxruntime(export_step(step, work_dir, "standard"), device)
     from . import tensorrt
     return tensorrt.load(step, work_dir, device)
 

@@ -2,9 +2,8 @@
 
 Two flavours: "standard" (ops run as their PyTorch references: GridSample, Conv with run-time weights,
 MatMul/Softmax — any ONNX runtime) and "plugin" (ops run as the `mcnet_rt` kernels: one custom-domain node per
-public op, for TensorRT with our plugins). Every input shares one batch size (see `halves.batched`). The plugin
-graph's batch is dynamic. The standard graph's is fixed at export (`batch`): its per-sample convolutions are
-grouped convolutions with groups = batch, and ONNX Conv takes `group` as a constant attribute.
+public op, for TensorRT with our plugins). Both take any batch: every input shares one dynamic batch dimension
+(see `halves.batched`); the references' per-sample convolutions take a symbolic batch (`ops.modulated_conv`).
 """
 from __future__ import annotations
 
@@ -13,41 +12,96 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InputError
 from ..ops import use_impl
 from ..pipeline import FrameStep
 from . import halves, plugin_ops
 
 FLAVOURS = ("standard", "plugin")
 OPSET = 18  # GridSample is safe in TensorRT at opsets 16-18 (reported wrong at 20)
+DTYPES = (torch.float32, torch.float16)
+TRACE_BATCH = 2  # traced with a batch of 2: torch.export would specialise a batch of 1 as a constant
 
 
 def _export(module: torch.nn.Module, inputs: tuple, names: tuple[str, ...], outputs: tuple[str, ...], path: Path,
-            flavour: str) -> None:
-    dynamic = flavour == "plugin"
+            flavour: str, optimize: bool) -> None:
     batch = torch.export.Dim("batch", min=1, max=1024)
-    shapes = tuple({0: batch} if dynamic else None for _ in inputs)
-    table = plugin_ops.translation_table() if dynamic else None
+    shapes = tuple({0: batch} for _ in inputs)
+    table = plugin_ops.translation_table() if flavour == "plugin" else None
     with contextlib.redirect_stdout(None):  # the exporter prints its progress
         program = torch.onnx.export(module, inputs, dynamo=True, opset_version=OPSET, input_names=list(names),
                                     output_names=list(outputs), dynamic_shapes=(shapes,) if len(inputs) > 1 else shapes,
-                                    custom_translation_table=table, optimize=True, verbose=False)
-    program.save(str(path))
+                                    custom_translation_table=table, optimize=optimize, verbose=False)
+    if optimize:
+        program.save(str(path))
+    else:
+        import onnx
+        onnx.save(float32_mixed_nodes(program.model_proto), str(path))
 
 
-def export_step(step: FrameStep, output_dir: Path, flavour: str = "standard", batch: int = 1) -> dict[str, Path]:
-    """Write detect.onnx and render.onnx for `step` into `output_dir` and check them with onnx.checker; `batch` is
-    the standard graph's batch size (the plugin graph traces batch 2 and takes any)."""
+# Ops whose ONNX definition takes one element type for all inputs, where eager PyTorch takes float16 data with
+# float32 weights (autocast leaves them alone): the kernel computes in float32 and returns float16.
+ONE_TYPE_OPS = ("InstanceNormalization",)
+
+
+def float32_mixed_nodes(model):
+    """Each `ONE_TYPE_OPS` node with float16 and float32 inputs runs as eager runs it: its float16 inputs cast
+    to float32, the node in float32, its outputs cast back to float16."""
+    from onnx import TensorProto, helper, shape_inference
+
+    inferred = shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.value_info, *inferred.input)}
+    types.update({t.name: t.data_type for t in model.graph.initializer})
+    nodes = []
+    for node in model.graph.node:
+        found = {types.get(name) for name in node.input if name}
+        if node.op_type not in ONE_TYPE_OPS or not {TensorProto.FLOAT16, TensorProto.FLOAT} <= found:
+            nodes.append(node)
+            continue
+        for k, name in enumerate(node.input):
+            if types.get(name) == TensorProto.FLOAT16:
+                node.input[k] = f"{name}.float32_for.{node.name}"
+                nodes.append(helper.make_node("Cast", [name], [node.input[k]], to=TensorProto.FLOAT))
+        outputs = list(node.output)
+        for k, name in enumerate(outputs):
+            node.output[k] = f"{name}.float32"
+        nodes.append(node)
+        nodes.extend(helper.make_node("Cast", [f"{name}.float32"], [name], to=TensorProto.FLOAT16) for name in outputs)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+def export_step(step: FrameStep, output_dir: Path, flavour: str = "standard") -> dict[str, Path]:
+    """Write detect.onnx and render.onnx for `step` at its precision into `output_dir` and check them with
+    onnx.checker.
+
+    `step.dtype` float16 (standard flavour only) gives mixed-precision graphs traced from the step under the autocast of eager
+    `--precision fp16`: float16 for the bulk (convolutions, matmuls), float32 where the step keeps it (the regions
+    `mcnet_rt.precision` lists: keypoint soft-argmax, sampling coordinates and the dense-motion mask, motion
+    transfer; grid sampling). Their float16 inputs are the encoder features `feature_*` (as `prepare_source`
+    makes them at fp16); the driving and source images, keypoints, movement scale and the prediction stay float32.
+    They are written without the exporter's optimizer, which folds some weight casts into float32 initializers
+    that a half Conv then rejects (onnx.checker found it); ONNX Runtime and TensorRT fold the casts at load.
+    """
     import onnx
 
     if flavour not in FLAVOURS:
         raise ValueError(f"flavour must be one of {', '.join(FLAVOURS)}, not {flavour!r}")
+    if step.dtype not in DTYPES:
+        raise ValueError(f"ONNX graphs are exported in float32 or float16 mixed precision, not {step.dtype}")
+    if flavour == "plugin" and step.dtype != torch.float32:
+        raise InputError("--ops plugin exports float32 graphs only: they are traced through the kernels, whose CPU "
+                         "versions (where export runs) take float32/float64; use --ops standard for fp16")
     output_dir.mkdir(parents=True, exist_ok=True)
-    detect_inputs, render_inputs = halves.example_inputs(step, 2 if flavour == "plugin" else batch)
+    detect_inputs, render_inputs = halves.example_inputs(step, TRACE_BATCH)
     paths = {"detect": output_dir / "detect.onnx", "render": output_dir / "render.onnx"}
+    optimize = step.dtype == torch.float32
     with torch.no_grad(), use_impl("kernel" if flavour == "plugin" else "reference"):
-        _export(halves.Detect(step), detect_inputs, halves.DETECT_INPUTS, halves.KEYPOINTS, paths["detect"], flavour)
+        _export(halves.Detect(step), detect_inputs, halves.DETECT_INPUTS, halves.KEYPOINTS, paths["detect"], flavour,
+                optimize)
         _export(halves.Render(step), render_inputs, halves.render_inputs(step), ("prediction",), paths["render"],
-                flavour)
+                flavour, optimize)
     for path in paths.values():
         onnx.checker.check_model(str(path), full_check=flavour == "standard")
     return paths

@@ -11,6 +11,7 @@ from torch import nn
 from ..config import DenseMotionConfig
 from ..keypoints import Keypoints, inverse_2x2
 from ..ops.warp import sparse_warp
+from ..precision import full_precision
 from .blocks import AntiAliasDownsample, Hourglass, coordinate_grid
 
 
@@ -31,10 +32,11 @@ def sparse_motions(kp_source: Keypoints, kp_driving: Keypoints, grid: torch.Tens
     """T_k(z) = J_s,k · J_d,k⁻¹ · (z − kp_d,k) + kp_s,k for each keypoint, identity first: (B,K+1,h,w,2)."""
     b, k = kp_source.value.shape[:2]
     h, w = grid.shape[:2]
-    jacobian = kp_source.jacobian @ inverse_2x2(kp_driving.jacobian)
-    local = grid[None, None] - kp_driving.value[:, :, None, None, :]
-    moved = torch.einsum("bkij,bkhwj->bkhwi", jacobian, local) + kp_source.value[:, :, None, None, :]
-    return torch.cat([grid.expand(b, 1, h, w, 2), moved], dim=1)
+    with full_precision(grid.device):  # sampling coordinates: float32 under any autocast
+        jacobian = kp_source.jacobian @ inverse_2x2(kp_driving.jacobian)
+        local = grid[None, None] - kp_driving.value[:, :, None, None, :]
+        moved = torch.einsum("bkij,bkhwj->bkhwi", jacobian, local) + kp_source.value[:, :, None, None, :]
+        return torch.cat([grid.expand(b, 1, h, w, 2), moved], dim=1)
 
 
 class DenseMotionNetwork(nn.Module):
@@ -50,7 +52,7 @@ class DenseMotionNetwork(nn.Module):
     def forward(self, source_image: torch.Tensor, kp_source: Keypoints, kp_driving: Keypoints) -> DenseMotion:
         source = self.down(source_image) if self.down is not None else source_image
         b, _, h, w = source.shape
-        grid = coordinate_grid(h, w, device=source.device, dtype=source.dtype)
+        grid = coordinate_grid(h, w, device=source.device)  # float32 coordinates, as the keypoints
         heatmaps = (keypoint_heatmaps(kp_driving.value, grid, self.kp_variance)
                     - keypoint_heatmaps(kp_source.value, grid, self.kp_variance))
         heatmaps = torch.cat([heatmaps.new_zeros(b, 1, h, w), heatmaps], dim=1)
@@ -59,7 +61,7 @@ class DenseMotionNetwork(nn.Module):
         # Per motion: its heat-map channel, then its warped RGB; the checkpoint's first conv expects this order.
         hourglass_in = torch.cat([heatmaps.unsqueeze(2), deformed], dim=2).view(b, -1, h, w)
         features = self.hourglass(hourglass_in)
-        mask = F.softmax(self.mask(features), dim=1)
+        mask = F.softmax(self.mask(features).float(), dim=1)  # float32: it weighs the sampling coordinates
         deformation = (motions * mask.unsqueeze(-1)).sum(dim=1)
         occlusion = torch.sigmoid(self.occlusion(features))
         return DenseMotion(deformation, occlusion, mask, deformed)

@@ -26,11 +26,13 @@ class KeypointDetector(nn.Module):
     def forward(self, image: torch.Tensor) -> Keypoints:
         x = self.down(image) if self.down is not None else image
         features = self.predictor(x)
-        logits = self.kp(features)
+        # The heads run at the autocast dtype, the soft-argmax in float32: a half softmax over logits/0.1 and half
+        # sums over the heat-map would move the keypoints.
+        logits = self.kp(features).float()
         b, k, h, w = logits.shape
         heatmap = torch.softmax(logits.view(b, k, h * w) / self.temperature, dim=2).view(b, k, h, w)
-        grid = coordinate_grid(h, w, device=heatmap.device, dtype=heatmap.dtype)
+        grid = coordinate_grid(h, w, device=heatmap.device)
         value = (heatmap.unsqueeze(-1) * grid).sum(dim=(2, 3))
-        jacobian_map = self.jacobian(features).view(b, k, 4, h, w)
+        jacobian_map = self.jacobian(features).float().view(b, k, 4, h, w)
         jacobian = (heatmap.unsqueeze(2) * jacobian_map).view(b, k, 4, h * w).sum(dim=-1)
         return Keypoints(value, jacobian.view(b, k, 2, 2))

@@ -1,7 +1,10 @@
 """Per-sample convolutions of the memory: StyleGAN2 modulated conv (IICM) and the expert-mixture dynamic conv (MCM).
 
-Both apply a different kernel to every sample. The references build the per-sample weights and run one grouped
-convolution with groups = batch, as the released code does. The fused kernels (`csrc/kernels/modulated_conv.cu`)
+Both apply a different kernel to every sample. The references compute the released code's sums in forms that take
+any batch in an exported graph: the modulated conv modulates the input and demodulates the output (StyleGAN2's
+non-fused path, also faster in eager than building (B,Cout,Cin,3,3) weights); the dynamic conv runs one grouped
+convolution with groups = batch, as the released code does, or im2col and a batched matmul when the batch is
+symbolic (ONNX Conv takes `group` as a constant). The fused kernels (`csrc/kernels/modulated_conv.cu`)
 run one per-sample implicit-GEMM conv for both and build each sample's kernel as they load it: expert mixing,
 modulation and demodulation happen in registers, and no (B,Cout,Cin,3,3) weight tensor exists in the forward.
 The backward runs the same conv transposed for the input gradient; the per-sample kernel gradient (B,Cout,Cin,3,3)
@@ -15,12 +18,19 @@ import torch.nn.functional as F
 from . import _checks, _native, dispatch
 
 
-def _grouped_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int) -> torch.Tensor:
-    """Convolve sample i of `x` (B,Cin,H,W) with `weight[i]` (B,Cout,Cin,k,k) and `bias[i]` (B,Cout)."""
+def _per_sample_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, padding: int) -> torch.Tensor:
+    """Convolve sample i of `x` (B,Cin,H,W) with `weight[i]` (B,Cout,Cin,k,k) and add `bias[i]` (B,Cout). A batch
+    that is a number runs one grouped convolution with groups = batch (the fastest in eager); a symbolic batch (a
+    graph exported for any batch, where a convolution's group count must be a constant) runs the same sum as im2col
+    and a batched matmul."""
     b, c_in, h, w = x.shape
     c_out = weight.shape[1]
-    out = F.conv2d(x.reshape(1, b * c_in, h, w), weight.reshape(b * c_out, *weight.shape[2:]),
-                   None if bias is None else bias.reshape(-1), padding=padding, groups=b)
+    if isinstance(b, torch.SymInt):
+        columns = F.unfold(x, weight.shape[-1], padding=padding)  # (B, Cin·k², H·W)
+        out = torch.bmm(weight.reshape(b, c_out, -1), columns) + bias[:, :, None]
+        return out.view(b, c_out, h, w)
+    out = F.conv2d(x.reshape(1, b * c_in, h, w), weight.reshape(b * c_out, *weight.shape[2:]), bias.reshape(-1),
+                   padding=padding, groups=b)
     return out.view(b, c_out, out.shape[-2], out.shape[-1])
 
 
@@ -28,12 +38,14 @@ def modulated_conv2d_reference(x: torch.Tensor, weight: torch.Tensor, styles: to
                                demodulate: bool = True, eps: float = 1e-8) -> torch.Tensor:
     """StyleGAN2 conv: `weight` (Cout,Cin,k,k), already scaled by 1/sqrt(Cin·k²), times per-sample input-channel
     `styles` (B,Cin), demodulated per output channel with rsqrt(Σw² + eps); 'same' padding, no bias. x (1,Cin,H,W)
-    is shared by every sample."""
-    x = x.expand(styles.shape[0], -1, -1, -1)
-    w = weight.unsqueeze(0) * styles[:, None, :, None, None]
-    if demodulate:
-        w = w * torch.rsqrt(w.pow(2).sum(dim=(2, 3, 4)) + eps)[:, :, None, None, None]
-    return _grouped_conv(x, w, None, padding=weight.shape[-1] // 2)
+    is shared by every sample. Computed as conv(x·styles, weight)·demodulation, the same sum as the released
+    per-sample weights; the demodulation in the type of weight·styles, as the released code computes it."""
+    styles = styles.to(torch.promote_types(styles.dtype, weight.dtype))
+    out = F.conv2d(x * styles[:, :, None, None], weight, padding=weight.shape[-1] // 2)
+    if not demodulate:
+        return out
+    power = (styles.square()[:, None, :] * weight.square().sum(dim=(2, 3))).sum(dim=2)  # Σ_{i,t} (w[o,i,t]·s[b,i])²
+    return out * torch.rsqrt(power + eps).to(out.dtype)[:, :, None, None]
 
 
 def dynamic_conv2d_reference(x: torch.Tensor, expert_weight: torch.Tensor, expert_bias: torch.Tensor,
@@ -43,7 +55,7 @@ def dynamic_conv2d_reference(x: torch.Tensor, expert_weight: torch.Tensor, exper
     k = expert_weight.shape[0]
     weight = torch.mm(gate, expert_weight.reshape(k, -1)).view(gate.shape[0], *expert_weight.shape[1:])
     bias = torch.mm(gate, expert_bias)
-    return _grouped_conv(x, weight, bias, padding=expert_weight.shape[-1] // 2)
+    return _per_sample_conv(x, weight, bias, padding=expert_weight.shape[-1] // 2)
 
 
 def _shares_one_sample(x: torch.Tensor) -> bool:

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..keypoints import Keypoints, movement_scale, relative_keypoints
 from ..models import MCNet, SourceCache
-from .precision import autocast, full_precision
+from ..precision import autocast, full_precision
 
 
 class MotionReference(NamedTuple):

@@ -1,4 +1,9 @@
-"""Precision names and the one autocast switch used by the step, the CLI and the benchmarks."""
+"""Precision names and the one autocast switch used by the step, the CLI and the benchmarks.
+
+Mixed precision is autocast at the chosen dtype plus the float32 regions the code marks, where half precision
+would move the geometry: the motion transfer (`pipeline.step`), the keypoints' heat-map soft-argmax and the
+dense motion's sampling coordinates and mask (`models`). The exported fp16 graphs are traced from the same code,
+so they keep the same regions in float32."""
 from __future__ import annotations
 
 import contextlib
