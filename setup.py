@@ -8,7 +8,7 @@ MCNET_RT_CUDA=1 fails when nvcc is missing. Flags live in csrc/build.json; MCNET
 its machine-code architectures. Objects are rebuilt only when their sources, headers or nvcc command change
 (`python setup.py build_ext --inplace`).
 
-`_ops.so` registers the mcnet_rt torch ops (csrc/torch, PyTorch's stable ABI, TORCH_TARGET_VERSION 2.11) over the
+`_ops.so` registers the mcnet_rt torch ops (csrc/torch, PyTorch's stable ABI targeting torch 2.11) over the
 same launchers: it links the CPU twin and CUDA objects compiled for `_C` (nothing is compiled twice) and loads into
 any process with torch >= 2.11 (`torch.ops.load_library`), without mcnet_rt's Python code.
 """
@@ -30,8 +30,6 @@ ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
 FLAGS = json.loads((CSRC / "build.json").read_text())
 OPS_LIBRARY = "mcnet_rt._ops"
-# The oldest torch whose stable ABI the ops library targets (torch/csrc/stable/version.h): major << 56 | minor << 48.
-TORCH_TARGET_VERSION = "0x020b000000000000"
 
 
 def find_nvcc() -> Path | None:
@@ -137,7 +135,7 @@ def ops_extension() -> Extension:
         include_dirs=[str(CSRC / "include"), str(torch / "include")],
         library_dirs=[str(torch / "lib")],
         libraries=["torch_cpu", "c10", "dl"],
-        define_macros=[("TORCH_TARGET_VERSION", TORCH_TARGET_VERSION)],
+        define_macros=[("TORCH_TARGET_VERSION", FLAGS["torch_target_version"])],
         depends=relative([*CSRC.rglob("*.h")]),
         extra_compile_args=[f"-std=c++{FLAGS['cxx_standard']}", *FLAGS["cxx_flags"]],
         extra_link_args=FLAGS["link_flags"],

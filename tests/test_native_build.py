@@ -63,3 +63,4 @@ def test_cmake_build_and_cpp_tests(tmp_path):
         result = subprocess.run(command, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert list(build.glob("_C*.so")), "the pybind11 module was not built by CMake"
+    assert (build / "_ops.so").is_file(), "the torch ops library was not built by CMake"

@@ -163,7 +163,8 @@ void check_public(const char* op, const Tensor& x, const char* weight_name, cons
   check_tensor(op, "x", x, kernel_dtypes(x.device()), x.device(), 4);
   check_tensor(op, weight_name, weight, {x.scalar_type()}, x.device(), weight.dim());
   check_taps(op, weight_name, weight);
-  check_size(op, "x", x, 1, weight.size(weight.dim() - 3), ("the input channels of " + std::string(weight_name)).c_str());
+  const std::string channels = "the input channels of " + std::string(weight_name);
+  check_size(op, "x", x, 1, weight.size(weight.dim() - 3), channels.c_str());
   const int64_t batch = per_sample.dim() > 0 ? per_sample.size(0) : 0;
   check(x.size(0) == 1 || x.size(0) == batch, std::string(op) + ": x has batch " + std::to_string(x.size(0)) +
                                                   ", it must be 1 (shared) or " + std::to_string(batch));
