@@ -67,16 +67,22 @@ class WarpThenAttend(torch.nn.Module):
         return memory_attention(warped, key, value, 0.25, impl="kernel")
 
 
+def tiny_inputs(batch: int):
+    return (rand(batch, 8, 6, 6, seed=1), rand(batch, 4, 4, 2, seed=2) * 2 - 1, rand(batch, 1, 4, 4, seed=3),
+            rand(batch, 8, 3, 3, seed=4), rand(batch, 8, 3, 3, seed=5))
+
+
 def test_an_aoti_package_with_the_ops_as_kernels_runs_without_mcnet_rt(tmp_path):
-    inputs = (rand(1, 8, 6, 6, seed=1), rand(1, 4, 4, 2, seed=2) * 2 - 1, rand(1, 1, 4, 4, seed=3),
-              rand(1, 8, 3, 3, seed=4), rand(1, 8, 3, 3, seed=5))
+    """Exported with a dynamic batch (the fakes see a symbolic size), run at another batch than the example's."""
+    batch = torch.export.Dim("batch", min=1, max=8)
     with torch.no_grad():
-        program = torch.export.export(WarpThenAttend(), inputs)
+        program = torch.export.export(WarpThenAttend(), tiny_inputs(2), dynamic_shapes=[{0: batch}] * 5)
         targets = {str(node.target) for node in program.graph.nodes if node.op == "call_function"}
         assert {"mcnet_rt.warp_features.default", "mcnet_rt.memory_attention.default"} <= targets
         package = torch._inductor.aoti_compile_and_package(
             program, package_path=str(tmp_path / "tiny.pt2"),
             inductor_configs={"aot_inductor.compile_wrapper_opt_level": "O0"})
+    inputs = tiny_inputs(3)
     features, deformation, occlusion, key, value = inputs
     expected = memory_attention_reference(warp_features_reference(features, deformation, occlusion), key, value)
     torch.save({"inputs": inputs, "expected": expected}, tmp_path / "case.pt")
