@@ -76,18 +76,17 @@ std::tuple<Tensor, Tensor, Tensor> warp_backward(Tensor grad_out, Tensor feature
   Tensor grad_occlusion =
       occlusion ? torch::stable::new_zeros(*occlusion, {occlusion->size(0), 1, occlusion->size(2), occlusion->size(3)})
                 : torch::stable::new_empty(deformation, {0});
-  const std::optional<Tensor> grad_occlusion_or_none =
-      occlusion ? std::optional<Tensor>(grad_occlusion) : std::nullopt;
+  void* grad_occlusion_data = occlusion ? grad_occlusion.data_ptr() : nullptr;
   const WarpShape s = warp_shape(features, deformation, occlusion, grids, align_corners);
   const DType t = dtype_code(features.scalar_type());
   run(op, features, [&](bool cuda, Stream stream) {
     return cuda ? MCNET_RT_CUDA_CALL(warp_backward_cuda(t, s, features.data_ptr(), deformation.data_ptr(),
                                                         data(occlusion), grad_out.data_ptr(),
                                                         grad_features.data_ptr(), grad_deformation.data_ptr(),
-                                                        data(grad_occlusion_or_none), stream))
+                                                        grad_occlusion_data, stream))
                 : warp_backward_cpu(t, s, features.data_ptr(), deformation.data_ptr(), data(occlusion),
                                     grad_out.data_ptr(), grad_features.data_ptr(), grad_deformation.data_ptr(),
-                                    data(grad_occlusion_or_none));
+                                    grad_occlusion_data);
   });
   return {grad_features, grad_deformation, grad_occlusion};
 }
