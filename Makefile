@@ -1,6 +1,7 @@
 # `make demo` and `make test` set everything up on a fresh machine: a virtual environment in .venv with the
 # pinned dependencies (requirements*.txt), this package installed in editable mode, and its native module
-# mcnet_rt._C built in place (CPU twins always; CUDA kernels when nvcc is found; incremental on rebuilds).
+# mcnet_rt._C and ops library mcnet_rt/_ops.so built in place (CPU twins always; CUDA kernels when nvcc is found;
+# incremental on rebuilds).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -56,4 +57,4 @@ bench: $(NATIVE)
 	$(PY) benchmarks/frame_latency.py
 
 clean:
-	rm -rf $(VENV) out build *.egg-info mcnet_rt/_C*.so $(NATIVE)
+	rm -rf $(VENV) out build *.egg-info mcnet_rt/_C*.so mcnet_rt/_ops.so $(NATIVE)

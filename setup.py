@@ -1,4 +1,4 @@
-"""Build of mcnet_rt and its native module `mcnet_rt._C`.
+"""Build of mcnet_rt, its native module `mcnet_rt._C` and its torch ops library `mcnet_rt/_ops.so`.
 
 `_C` is a pybind11 module over torch-free launchers: the CPU twins (csrc/cpu) are always built; the CUDA kernels
 (csrc/kernels/*.cu) are compiled with nvcc when it is found (CUDA_HOME, /usr/local/cuda or PATH) and linked with
@@ -7,9 +7,14 @@ then fall back to the references; see mcnet_rt/ops/dispatch.py). MCNET_RT_CUDA=0
 MCNET_RT_CUDA=1 fails when nvcc is missing. Flags live in csrc/build.json; MCNET_RT_CUDA_ARCHS="90 120" overrides
 its machine-code architectures. Objects are rebuilt only when their sources, headers or nvcc command change
 (`python setup.py build_ext --inplace`).
+
+`_ops.so` registers the mcnet_rt torch ops (csrc/torch, PyTorch's stable ABI targeting torch 2.11) over the
+same launchers: it links the CPU twin and CUDA objects compiled for `_C` (nothing is compiled twice) and loads into
+any process with torch >= 2.11 (`torch.ops.load_library`), without mcnet_rt's Python code.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -19,11 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext, naive_recompile
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
 FLAGS = json.loads((CSRC / "build.json").read_text())
+OPS_LIBRARY = "mcnet_rt._ops"
 
 
 def find_nvcc() -> Path | None:
@@ -50,10 +56,20 @@ def relative(paths) -> list[str]:
 class BuildWithCuda(build_ext):
     """Compiles csrc/kernels/*.cu with nvcc (in parallel, only when stale) and links them into `_C`."""
 
+    def get_ext_filename(self, fullname):
+        """The ops library is a plain shared library (no Python module): mcnet_rt/_ops.so."""
+        if fullname in (OPS_LIBRARY, OPS_LIBRARY.rpartition(".")[2]):  # distutils asks with either name
+            return os.path.join(*fullname.split(".")) + ".so"
+        return super().get_ext_filename(fullname)
+
     def build_extension(self, ext):
+        if ext.name == OPS_LIBRARY:
+            # The twins as compiled for _C (built first): one set of objects for both libraries.
+            twins = relative((CSRC / "cpu").glob("*.cpp"))
+            ext.extra_objects = [*ext.extra_objects, *self.compiler.object_filenames(twins, output_dir=self.build_temp)]
         nvcc = find_nvcc()
         if nvcc is not None:
-            ext.extra_objects = self.compile_cuda(nvcc)
+            ext.extra_objects = [*ext.extra_objects, *self.compile_cuda(nvcc)]
             ext.define_macros = [*ext.define_macros, ("MCNET_RT_WITH_CUDA", "1")]
             cuda_lib = nvcc.parent.parent / "lib64"
             ext.extra_link_args = [*ext.extra_link_args, str(cuda_lib / "libcudart_static.a"), "-ldl", "-lrt",
@@ -103,6 +119,30 @@ def native_extension() -> Pybind11Extension:
     )
 
 
+def torch_dir() -> Path:
+    """The installed torch package (its include/ and lib/), found without importing it."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("building mcnet_rt/_ops.so needs torch installed (pip install torch)")
+    return Path(spec.origin).parent
+
+
+def ops_extension() -> Extension:
+    torch = torch_dir()
+    return Extension(
+        OPS_LIBRARY,
+        relative((CSRC / "torch").glob("*.cpp")),
+        include_dirs=[str(CSRC / "include"), str(torch / "include")],
+        library_dirs=[str(torch / "lib")],
+        libraries=["torch_cpu", "c10", "dl"],
+        define_macros=[("TORCH_TARGET_VERSION", FLAGS["torch_target_version"])],
+        depends=relative([*CSRC.rglob("*.h")]),
+        extra_compile_args=[f"-std=c++{FLAGS['cxx_standard']}", *FLAGS["cxx_flags"]],
+        extra_link_args=FLAGS["link_flags"],
+        language="c++",
+    )
+
+
 ParallelCompile("MAX_JOBS", needs_recompile=naive_recompile).install()
 
 setup(
@@ -112,7 +152,7 @@ setup(
     packages=find_packages(include=["mcnet_rt", "mcnet_rt.*"]),
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "av", "pillow", "safetensors", "PyYAML", "tqdm"],
-    ext_modules=[native_extension()],
+    ext_modules=[native_extension(), ops_extension()],
     cmdclass={"build_ext": BuildWithCuda},
     entry_points={"console_scripts": ["mcnet-rt=mcnet_rt.cli:main"]},
 )

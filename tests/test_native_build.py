@@ -63,3 +63,15 @@ def test_cmake_build_and_cpp_tests(tmp_path):
         result = subprocess.run(command, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert list(build.glob("_C*.so")), "the pybind11 module was not built by CMake"
+    assert (build / "_ops.so").is_file(), "the torch ops library was not built by CMake"
+
+
+def test_one_table_of_dtypes_and_limits_comes_from_the_native_module():
+    """`_C.limits` (csrc/include/mcnet_rt/limits.h) is what the Python side reads: the kernels' dtypes per device,
+    the launchers' DType numbering, the 32-bit element limit, and attention heads wide enough for the model's 512."""
+    limits = _native.native().limits
+    assert limits["dtype_codes"] == {"float32": 0, "float16": 1, "bfloat16": 2, "float64": 3}
+    assert _native.kernel_dtypes("cpu") == (torch.float32, torch.float64)
+    assert _native.kernel_dtypes("cuda") == (torch.float32, torch.float16, torch.bfloat16)
+    assert limits["max_elements"] == 2 ** 31 - 1
+    assert limits["max_attention_channels"] >= 512

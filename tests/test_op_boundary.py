@@ -1,5 +1,6 @@
 """The custom ops' boundary: every operand is checked (dtype, device, shape, contiguity) with an error naming it,
-in the op body and in its fake (meta) implementation alike, before anything reaches a launcher."""
+in the op (C++, csrc/torch) and in its fake (meta) implementation alike, before anything reaches a launcher; and
+every op passes torch.library.opcheck (schema, autograd registration, fake tensors, AOT dispatch)."""
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
@@ -95,7 +96,44 @@ def test_public_modulated_conv_takes_the_shared_input_with_batch_one():
         ops.modulated_conv2d(rand(2, 4, 6, 6), weight, styles, True, 1e-8)
 
 
-def test_launches_run_under_the_operands_cuda_device():
-    """The guard itself (entering it needs a GPU, not here): it names the operands' device, not the current one."""
-    assert _native.device_guard(torch.device("cuda", 1)).idx == 1
-    assert not isinstance(_native.device_guard(torch.device("cpu")), torch.cuda.device)
+
+def opcheck_samples():
+    """(op, args, differentiable): every op with the valid operands of CASES, then the private pieces' other uses:
+    gradients through the forward ops, the backward ops, no occlusion, the transposed conv and the expanded
+    (stride-0) memory."""
+    samples = [(CASES[name][0], CASES[name][1](), False) for name in sorted(CASES)]
+    f64 = torch.float64
+    features, occlusion = rand(2, 3, 6, 5, dtype=f64), rand(2, 1, 3, 3, dtype=f64)
+    deformation = rand(2, 4, 4, 2, dtype=f64) * 2 - 1
+    q, k, v = rand(2, 6, 35), rand(2, 6, 9), rand(2, 6, 9) * 2
+    out, lse = ops.memory_attention_forward(q, k, v, 0.25)
+    x, weight, styles = rand(2, 4, 5, 3, dtype=f64), rand(5, 4, 3, 3, dtype=f64), rand(2, 4, dtype=f64)
+    demod = rand(2, 5, dtype=f64) + 1
+    grad = rand(2, 5, 5, 3, dtype=f64)
+    gate = rand(2, 3, dtype=f64).softmax(1)
+    samples += [
+        (ops.warp, (features, deformation, occlusion, 1, True), True),
+        (ops.warp, (features, deformation, None, 1, False), True),
+        (ops.warp_backward, (rand(2, 3, 6, 5, dtype=f64), features, deformation, occlusion, 1, True), False),
+        (ops.memory_attention_forward, (q, k, v, 0.25), True),
+        (ops.memory_attention_backward, (torch.randn_like(out), q, k, v, out, lse, 0.25), False),
+        (ops.persample_conv2d, (x, weight.unsqueeze(0), None, styles, demod, None, False), True),
+        (ops.persample_conv2d, (x[:1].expand(2, -1, -1, -1), weight.unsqueeze(0), None, styles, demod, None, False),
+         False),
+        (ops.persample_conv2d, (grad, weight.unsqueeze(0), None, styles, demod, None, True), True),
+        (ops.persample_conv2d, (x, rand(3, 5, 4, 3, 3, dtype=f64), gate, None, None, rand(2, 5, dtype=f64), False),
+         True),
+        (ops.persample_conv2d_weight_grad, (x, grad), False),
+        (ops.demodulation, (weight, styles, 1e-8), True),
+        (ops.demodulation_backward, (demod, weight, styles, demod), False),
+    ]
+    return samples
+
+
+@needs_native
+@pytest.mark.parametrize("index", range(len(CASES) + 12))
+def test_opcheck(index):
+    op, args, differentiable = opcheck_samples()[index]
+    if differentiable:
+        args = tuple(a.requires_grad_() if isinstance(a, torch.Tensor) else a for a in args)
+    torch.library.opcheck(op, args)

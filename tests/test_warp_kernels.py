@@ -97,16 +97,6 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(lambda i, m: warp.sparse_warp(i, m, impl="kernel"), (image, motions))
 
 
-def test_custom_ops_pass_opcheck():
-    features, deformation, occ = inputs(2, 3, (6, 5), (4, 4), (3, 3), dtype=torch.float32)
-    torch.library.opcheck(torch.ops.mcnet_rt.warp.default,
-                          (features, deformation.detach(), occ.detach(), 1, True))
-    torch.library.opcheck(torch.ops.mcnet_rt.warp.default, (features, deformation.detach(), None, 1, False))
-    grad = torch.randn(2, 3, 6, 5)
-    torch.library.opcheck(torch.ops.mcnet_rt.warp_backward.default,
-                          (grad, features.detach(), deformation.detach(), occ.detach(), 1, True))
-
-
 def test_impl_switch():
     features, deformation, occ = inputs(1, 2, (4, 4), (4, 4), None, dtype=torch.float32)
     # "auto" leaves CPU tensors to the reference; the whole-model switch forces the twins.

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "mcnet_rt/common.h"
+#include "mcnet_rt/runtime.h"
 
 namespace mcnet_rt {
 
@@ -21,18 +22,6 @@ inline void* pointer(std::uintptr_t address) { return reinterpret_cast<void*>(ad
 
 // Turns a launcher's status into a Python exception naming the op.
 void check_status(int status, const char* op, bool cuda);
-
-}  // namespace mcnet_rt
-
-// A CUDA launcher call in a binding; without a CUDA build it raises instead (and references no CUDA symbol).
-#ifdef MCNET_RT_WITH_CUDA
-#define MCNET_RT_CUDA_CALL(call) (call)
-#else
-#define MCNET_RT_CUDA_CALL(call) \
-  (throw std::runtime_error("mcnet_rt._C was built without CUDA (no nvcc at build time)"), 0)
-#endif
-
-namespace mcnet_rt {
 
 }  // namespace mcnet_rt
 

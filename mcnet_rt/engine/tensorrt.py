@@ -65,12 +65,15 @@ def _digest(*parts: bytes) -> str:
 
 
 def plugin_build_hash() -> str:
-    """The native module and the plugin code: an engine serialises plugin fields that only they interpret."""
+    """The native module, the ops library the plugins run and the plugin code: an engine serialises plugin fields
+    that only they interpret."""
     from .. import ops  # noqa: F401
     from ..ops import _native
     module = _native.native()
     native = Path(module.__file__).read_bytes() if module is not None else b"no _C"
-    return _digest(native, Path(tensorrt_plugins.__file__).read_bytes(), Path(plugin_ops.__file__).read_bytes())
+    library = _native.OPS_LIBRARY.read_bytes() if _native.ops_loaded() else b"no _ops.so"
+    return _digest(native, library, Path(tensorrt_plugins.__file__).read_bytes(),
+                   Path(plugin_ops.__file__).read_bytes())
 
 
 def gpu_identity(target: str | None = None) -> dict:

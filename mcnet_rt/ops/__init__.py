@@ -1,6 +1,6 @@
-"""Op families with one home each: a pure-PyTorch reference (the oracle and the fallback), the fused kernel of
-`mcnet_rt._C` as a `torch.library` custom op with autograd, and the models' entry point that picks between them
-(`impl`, `use_impl`, `MCNET_RT_OPS`; see `dispatch`)."""
+"""Op families with one home each: a pure-PyTorch reference (the oracle and the fallback), the fused kernel as a
+torch op defined in C++ (`mcnet_rt/_ops.so`, loaded here) with its fake implementation and autograd, and the models'
+entry point that picks between them (`impl`, `use_impl`, `MCNET_RT_OPS`; see `dispatch`)."""
 from ._native import use_impl
 from .dispatch import cuda_kernels_available, missing_kernel
 from .memory_attention import memory_attention, memory_attention_reference

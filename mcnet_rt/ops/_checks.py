@@ -1,8 +1,9 @@
-"""Operand checks at the custom-op boundary, run by every op body and by its fake (meta) implementation.
+"""Operand checks of the fake (meta) implementations: the rules that the ops themselves (csrc/torch, C++) apply
+before any launch, with the same errors naming the op and the operand.
 
-The launchers read raw pointers with sizes from a shape tuple: a wrong dtype is reinterpreted, a host pointer on
-the GPU is read as device memory, a strided view is read as if packed. So every operand is checked here, before
-any launch, with an error naming the op and the operand. `torch._check` keeps symbolic shapes symbolic under
+The launchers read raw pointers with sizes from a shape struct: a wrong dtype is reinterpreted, a host pointer on
+the GPU is read as device memory, a strided view is read as if packed. So every operand is checked, under
+torch.export and torch.compile as in eager. `torch._check` keeps symbolic shapes symbolic under
 torch.compile/torch.export (a relation becomes a guard or a run-time assert instead of specialising the shape).
 """
 from __future__ import annotations
@@ -11,10 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .dispatch import CPU_DTYPES, CUDA_DTYPES
-
-# The launchers index with 32-bit ints (the shape structs in csrc/include/mcnet_rt/*.h).
-MAX_ELEMENTS = 2 ** 31 - 1
+from . import _native
 
 
 def tensor(op: str, name: str, value: torch.Tensor, *, dtype: torch.dtype | Sequence[torch.dtype],
@@ -27,8 +25,9 @@ def tensor(op: str, name: str, value: torch.Tensor, *, dtype: torch.dtype | Sequ
                  lambda: f"{op}: {name} is on {value.device}, the op runs on {device}")
     torch._check(value.dim() == ndim, lambda: f"{op}: {name} must be {ndim}-D, not {tuple(value.shape)}")
     torch._check(value.is_contiguous(), lambda: f"{op}: {name} must be contiguous (strides {value.stride()})")
-    torch._check(value.numel() <= MAX_ELEMENTS,
-                 lambda: f"{op}: {name} has {value.numel()} elements, the kernels index at most {MAX_ELEMENTS}")
+    most = _native.limit("max_elements")
+    torch._check(value.numel() <= most,
+                 lambda: f"{op}: {name} has {value.numel()} elements, the kernels index at most {most}")
 
 
 def size(op: str, name: str, value: torch.Tensor, dim: int, expected, what: str) -> None:
@@ -39,8 +38,6 @@ def size(op: str, name: str, value: torch.Tensor, dim: int, expected, what: str)
 
 def kernel_dtypes(device: torch.device) -> tuple[torch.dtype, ...]:
     """The element types the launchers run on `device` (meta tensors: any of them)."""
-    if device.type == "cuda":
-        return CUDA_DTYPES
-    if device.type == "cpu":
-        return CPU_DTYPES
-    return (*CUDA_DTYPES, torch.float64) if device.type == "meta" else ()
+    if device.type == "meta":
+        return tuple(dict.fromkeys((*_native.kernel_dtypes("cuda"), *_native.kernel_dtypes("cpu"))))
+    return _native.kernel_dtypes(device.type)

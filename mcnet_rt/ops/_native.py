@@ -1,17 +1,21 @@
-"""The native module `mcnet_rt._C`, the launchers' argument helpers, and the default `impl` of every op
-("auto", "reference" or "kernel"; see `dispatch`): `MCNET_RT_OPS=reference|kernel|auto` or `use_impl(...)` sets it.
+"""The native side of the ops: the module `mcnet_rt._C` (launchers for the TensorRT plugins, build facts, the table
+of dtypes and limits), the torch ops library `mcnet_rt/_ops.so` (the ops themselves, defined in C++: csrc/torch),
+and the default `impl` of every op ("auto", "reference" or "kernel"; see `dispatch`):
+`MCNET_RT_OPS=reference|kernel|auto` or `use_impl(...)` sets it.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 
 import torch
 
 IMPLS = ("auto", "reference", "kernel")
-_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
+# The ops library: a plain shared library that C++ callers load too (csrc/README.md).
+OPS_LIBRARY = Path(__file__).resolve().parent.parent / "_ops.so"
 
 
 def _check_impl(impl: str) -> str:
@@ -23,6 +27,7 @@ def _check_impl(impl: str) -> str:
 _default_impl = _check_impl(os.environ.get("MCNET_RT_OPS", "auto"))
 _native: ModuleType | None = None
 _import_error: str | None = None
+_ops_loaded: bool | None = None
 
 
 def native() -> ModuleType | None:
@@ -37,8 +42,49 @@ def native() -> ModuleType | None:
     return _native
 
 
+def ops_loaded() -> bool:
+    """Load `_ops.so` into torch once (it defines torch.ops.mcnet_rt.*); False when it was not built."""
+    global _ops_loaded
+    if _ops_loaded is None:
+        _ops_loaded = OPS_LIBRARY.is_file()
+        if _ops_loaded:
+            torch.ops.load_library(str(OPS_LIBRARY))
+    return _ops_loaded
+
+
+def register_fake(op: str) -> Callable[[Callable], Callable]:
+    """`torch.library.register_fake` for an op of `_ops.so`, when it is loaded (else the op does not exist)."""
+    def register(fake: Callable) -> Callable:
+        if ops_loaded():
+            torch.library.register_fake(f"mcnet_rt::{op}", fake)
+        return fake
+    return register
+
+
+def register_autograd(op: str, backward: Callable, setup_context: Callable) -> None:
+    if ops_loaded():
+        torch.library.register_autograd(f"mcnet_rt::{op}", backward, setup_context=setup_context)
+
+
+def kernel_dtypes(device_type: str) -> tuple[torch.dtype, ...]:
+    """The element types the launchers run on `device_type` ("cuda", "cpu"; none without `_C`), from `_C`'s table."""
+    module = native()
+    if module is None or device_type not in ("cuda", "cpu"):
+        return ()
+    return tuple(getattr(torch, name) for name in module.limits[f"{device_type}_dtypes"])
+
+
+def limit(name: str) -> int:
+    """A launcher limit of `_C`'s table: "max_elements" (32-bit indexing), "max_attention_channels" (CUDA)."""
+    module = native()
+    if module is None:
+        raise RuntimeError(not_built_message())
+    return module.limits[name]
+
+
 def not_built_message() -> str:
-    return (f"the native module mcnet_rt._C is not built ({_import_error}); build it with "
+    missing = f"mcnet_rt._C ({_import_error})" if _import_error else f"mcnet_rt's ops library ({OPS_LIBRARY})"
+    return (f"{missing} is not built; build it with "
             "`pip install --no-build-isolation .` or `python setup.py build_ext --inplace`")
 
 
@@ -58,33 +104,11 @@ def use_impl(impl: str) -> Iterator[None]:
         _default_impl = previous
 
 
-def dtype_code(dtype: torch.dtype) -> int:
-    return _DTYPE_CODES[dtype]
-
-
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     """Kernels accumulate in float32 (float64 for the float64 twins); gradients come back in this type."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def address(tensor: torch.Tensor | None) -> int:
-    """A launcher's pointer argument: the tensor's data pointer, 0 for an absent optional tensor."""
-    return 0 if tensor is None else tensor.data_ptr()
-
-
-def device_guard(device: torch.device) -> contextlib.AbstractContextManager:
-    """Make the operands' CUDA device current around a launch: the launchers take no device, so a kernel for
-    `cuda:1` tensors would otherwise start on whichever device happens to be current."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-
-
 def differentiable(*tensors: torch.Tensor | None) -> bool:
     """Whether autograd must record this call (the private ops with backward kernels run it then)."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
-
-
-def launch_args(tensor: torch.Tensor) -> tuple[bool, int]:
-    """(is CUDA, current stream handle) for a launcher: kernels run on PyTorch's current stream."""
-    if tensor.device.type == "cuda":
-        return True, torch.cuda.current_stream(tensor.device).cuda_stream
-    return False, 0

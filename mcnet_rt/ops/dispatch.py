@@ -25,8 +25,6 @@ from . import _native, decisions
 from .machine import Build, DeviceFacts, machine
 from .selftest import Decision, self_test
 
-CUDA_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-CPU_DTYPES = (torch.float32, torch.float64)
 # Op -> family: the families are what `mcnet-rt info --kernels` reports.
 FAMILIES = {"warp_features": "warp", "sparse_warp": "warp", "memory_attention": "memory_attention",
             "modulated_conv2d": "modulated_conv", "dynamic_conv2d": "modulated_conv"}
@@ -61,22 +59,22 @@ def cuda_problem(build: Build | None, facts: DeviceFacts, dtype: torch.dtype) ->
         built = ", ".join(f"sm_{a}" for a in build.sass_archs)
         return (f"mcnet_rt._C has no code for {facts.name} (sm_{arch}): it carries {built} and PTX for "
                 f"compute_{build.ptx_arch}; rebuild it with MCNET_RT_CUDA_ARCHS={arch}")
-    if dtype not in CUDA_DTYPES:
-        names = ", ".join(str(d).removeprefix("torch.") for d in CUDA_DTYPES)
+    if dtype not in _native.kernel_dtypes("cuda"):
+        names = ", ".join(str(d).removeprefix("torch.") for d in _native.kernel_dtypes("cuda"))
         return f"mcnet_rt._C runs cuda tensors in {names}, not {dtype}"
     return None
 
 
 def missing_device_kernel(device: torch.device, dtype: torch.dtype) -> str | None:
     """Why `_C` cannot run an op on `device` in `dtype`, or None when it can."""
-    if _native.native() is None:
+    if _native.native() is None or not _native.ops_loaded():
         return _native.not_built_message()
     if device.type == "cuda":
         return cuda_problem(machine().build(), machine().device(device), dtype)
     if device.type != "cpu":
         return f"mcnet_rt._C has no kernels for {device.type} tensors"
-    if dtype not in CPU_DTYPES:
-        names = ", ".join(str(d).removeprefix("torch.") for d in CPU_DTYPES)
+    if dtype not in _native.kernel_dtypes("cpu"):
+        names = ", ".join(str(d).removeprefix("torch.") for d in _native.kernel_dtypes("cpu"))
         return f"mcnet_rt._C runs cpu tensors in {names}, not {dtype}"
     return None
 
@@ -166,7 +164,7 @@ def report(device: torch.device) -> dict:
     far on this machine (`mcnet-rt info --kernels`)."""
     build = machine().build()
     picks = {}
-    for dtype in CUDA_DTYPES if device.type == "cuda" else CPU_DTYPES:
+    for dtype in _native.kernel_dtypes(device.type):
         problem = missing_device_kernel(device, dtype)
         if problem is not None:
             pick = f"reference: {problem}"

@@ -8,6 +8,9 @@ probabilities tile by tile. It reads and writes the channel-major maps directly 
 The query ReLU (`relu(conv1x1(projected))` in the MCM) is not fused: applying it while staging the query tile is
 cheap, but the backward would then need the pre-activation query and a second gradient path through the kernel,
 for a saving of one elementwise pass over a map that the 1×1 conv writes anyway.
+
+The ops (public memory_attention; private memory_attention_forward, memory_attention_backward) are defined in C++
+(csrc/torch/memory_attention.cpp); here are their fake implementations, their autograd and the models' entry point.
 """
 from __future__ import annotations
 
@@ -16,9 +19,6 @@ import torch.nn.functional as F
 
 from . import _checks, _native, dispatch
 from ._native import accumulation_dtype
-
-# The CUDA kernels keep a block's accumulators for every channel in registers (detail::kMaxChannels).
-MAX_KERNEL_CHANNELS = 512
 
 
 def memory_attention_reference(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -32,14 +32,10 @@ def memory_attention_reference(query: torch.Tensor, key: torch.Tensor, value: to
     return torch.bmm(attn, v).transpose(1, 2).reshape(b, c, h, w)
 
 
-def _shape(query: torch.Tensor, key: torch.Tensor, scale: float) -> tuple:
-    return (query.shape[0], query.shape[1], query.shape[2], key.shape[2], scale)
-
-
 def _check(op: str, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ndim: int = 3) -> None:
     """The launchers' contract (csrc/include/mcnet_rt/memory_attention.h): query (B,C,Nq), key and value
-    (B,C,Nk) of one kernel dtype on one device, packed, with at least one key; at most MAX_KERNEL_CHANNELS
-    channels on CUDA. `ndim` 4 checks the maps of the public op, (B,C,H,W) and (B,C,h,w)."""
+    (B,C,Nk) of one kernel dtype on one device, packed, with at least one key; at most `_C`'s
+    max_attention_channels on CUDA. `ndim` 4 checks the maps of the public op, (B,C,H,W) and (B,C,h,w)."""
     dtypes = _checks.kernel_dtypes(query.device)
     _checks.tensor(op, "query", query, dtype=dtypes, device=query.device, ndim=ndim)
     for name, t in (("key", key), ("value", value)):
@@ -50,52 +46,16 @@ def _check(op: str, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                  lambda: f"{op}: value {tuple(value.shape)} must have the shape of key {tuple(key.shape)}")
     torch._check(key[0, 0].numel() > 0, lambda: f"{op}: key has no positions")
     if query.device.type == "cuda":
-        torch._check(query.shape[1] <= MAX_KERNEL_CHANNELS, lambda: f"{op}: the CUDA kernel supports up to "
-                     f"{MAX_KERNEL_CHANNELS} channels, not {query.shape[1]}")
+        most = _native.limit("max_attention_channels")
+        torch._check(query.shape[1] <= most,
+                     lambda: f"{op}: the CUDA kernel supports up to {most} channels, not {query.shape[1]}")
 
 
-@torch.library.custom_op("mcnet_rt::memory_attention_forward", mutates_args=())
-def _attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """query (B,C,Nq), key and value (B,C,Nk), contiguous; returns out (B,C,Nq) and the log-sum-exp of the scaled
-    scores in base 2, log2 Σ exp(scale·q·k) (B,Nq), in the accumulation dtype."""
-    _check("memory_attention_forward", query, key, value)
-    out = torch.empty_like(query)
-    lse = query.new_empty((query.shape[0], query.shape[2]), dtype=accumulation_dtype(query.dtype))
-    cuda, stream = _native.launch_args(query)
-    with _native.device_guard(query.device):
-        _native.native().memory_attention_forward(cuda, _native.dtype_code(query.dtype), _shape(query, key, scale),
-                                                  query.data_ptr(), key.data_ptr(), value.data_ptr(),
-                                                  out.data_ptr(), lse.data_ptr(), stream)
-    return out, lse
-
-
-@_attention.register_fake
+@_native.register_fake("memory_attention_forward")
 def _(query, key, value, scale):
     _check("memory_attention_forward", query, key, value)
     return torch.empty_like(query), query.new_empty((query.shape[0], query.shape[2]),
                                                     dtype=accumulation_dtype(query.dtype))
-
-
-@torch.library.custom_op("mcnet_rt::memory_attention_backward", mutates_args=())
-def _attention_backward(grad_out: torch.Tensor, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                        out: torch.Tensor, lse: torch.Tensor, scale: float
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients for query, key and value in the accumulation dtype."""
-    _check_backward(grad_out, query, key, value, out, lse)
-    acc = accumulation_dtype(query.dtype)
-    grad_out = grad_out.contiguous()  # a named reference: a temporary's pointer would dangle
-    delta = torch.empty_like(lse)
-    grad_query = torch.empty(query.shape, dtype=acc, device=query.device)
-    grad_key = torch.empty(key.shape, dtype=acc, device=key.device)
-    grad_value = torch.empty(value.shape, dtype=acc, device=value.device)
-    cuda, stream = _native.launch_args(query)
-    with _native.device_guard(query.device):
-        _native.native().memory_attention_backward(
-            cuda, _native.dtype_code(query.dtype), _shape(query, key, scale), query.data_ptr(), key.data_ptr(),
-            value.data_ptr(), out.data_ptr(), lse.data_ptr(), grad_out.data_ptr(), delta.data_ptr(),
-            grad_query.data_ptr(), grad_key.data_ptr(), grad_value.data_ptr(), stream)
-    return grad_query, grad_key, grad_value
 
 
 def _check_backward(grad_out, query, key, value, out, lse) -> None:
@@ -110,7 +70,7 @@ def _check_backward(grad_out, query, key, value, out, lse) -> None:
                  lambda: f"{op}: lse must be (B,Nq) = {(query.shape[0], query.shape[2])}, not {tuple(lse.shape)}")
 
 
-@_attention_backward.register_fake
+@_native.register_fake("memory_attention_backward")
 def _(grad_out, query, key, value, out, lse, scale):
     _check_backward(grad_out, query, key, value, out, lse)
     acc = accumulation_dtype(query.dtype)
@@ -127,20 +87,21 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out, grad_lse):
     query, key, value, out, lse = ctx.saved_tensors
-    grads = _attention_backward(grad_out, query, key, value, out, lse, ctx.scale)
+    grads = torch.ops.mcnet_rt.memory_attention_backward(grad_out, query, key, value, out, lse, ctx.scale)
     return (*(g.to(t.dtype) for g, t in zip(grads, (query, key, value))), None)
 
 
-_attention.register_autograd(_backward, setup_context=_setup_context)
+_native.register_autograd("memory_attention_forward", _backward, _setup_context)
 
 
 def _kernel_fits(query: torch.Tensor, key: torch.Tensor, impl: str | None) -> bool:
     """Whether the kernel's limits admit these maps (raising for impl="kernel" where they do not)."""
     if key.shape[2] * key.shape[3] == 0:
         return False  # no keys: the reference's empty softmax gives zeros, the kernel would divide by 0
-    if query.is_cuda and query.shape[1] > MAX_KERNEL_CHANNELS:
+    most = _native.limit("max_attention_channels") if query.is_cuda and _native.native() is not None else None
+    if most is not None and query.shape[1] > most:
         if _native.resolve_impl(impl) == "kernel":
-            raise RuntimeError(f"memory_attention: the CUDA kernel supports up to {MAX_KERNEL_CHANNELS} channels, "
+            raise RuntimeError(f"memory_attention: the CUDA kernel supports up to {most} channels, "
                                f"not {query.shape[1]}")
         return False
     return True
@@ -149,18 +110,11 @@ def _kernel_fits(query: torch.Tensor, key: torch.Tensor, impl: str | None) -> bo
 def _attention_kernel(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
     """The kernel path with autograd (the private ops)."""
     tokens = [t.flatten(2).contiguous() for t in (query, key, value)]
-    out, _ = _attention(*tokens, float(scale))
+    out, _ = torch.ops.mcnet_rt.memory_attention_forward(*tokens, float(scale))
     return out.view(query.shape)
 
 
-@torch.library.custom_op("mcnet_rt::memory_attention", mutates_args=())
-def memory_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float) -> torch.Tensor:
-    """The public (exported) op, inference only: `memory_attention_reference` on packed maps of one dtype."""
-    _check("memory_attention", query, key, value, ndim=4)
-    return _attention_kernel(query, key, value, scale)
-
-
-@memory_attention_op.register_fake
+@_native.register_fake("memory_attention")
 def _(query, key, value, scale):
     _check("memory_attention", query, key, value, ndim=4)
     return torch.empty_like(query)
@@ -171,7 +125,8 @@ def _memory_attention_kernel(query: torch.Tensor, key: torch.Tensor, value: torc
     """The public op, or the private ops when autograd records the call."""
     if _native.differentiable(query, key, value):
         return _attention_kernel(query, key, value, scale)
-    return memory_attention_op(query.contiguous(), key.contiguous(), value.contiguous(), float(scale))
+    return torch.ops.mcnet_rt.memory_attention(query.contiguous(), key.contiguous(), value.contiguous(),
+                                               float(scale))
 
 
 def memory_attention_sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

@@ -9,6 +9,9 @@ run one per-sample implicit-GEMM conv for both and build each sample's kernel as
 modulation and demodulation happen in registers, and no (B,Cout,Cin,3,3) weight tensor exists in the forward.
 The backward runs the same conv transposed for the input gradient; the per-sample kernel gradient (B,Cout,Cin,3,3)
 comes from a reduction kernel and is chained to the weight bank, scales and mix with a few tensor ops.
+The ops (public modulated_conv2d, dynamic_conv2d; private persample_conv2d, persample_conv2d_weight_grad,
+demodulation, demodulation_backward) are defined in C++ (csrc/torch/modulated_conv.cpp); here are their fake
+implementations, their autograd and the models' entry points.
 """
 from __future__ import annotations
 
@@ -63,12 +66,9 @@ def _shares_one_sample(x: torch.Tensor) -> bool:
     return x.shape[0] > 1 and x.stride(0) == 0 and x[0].is_contiguous()
 
 
-def _batch_view(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """x as the kernels read it (contiguous samples) and the element stride between samples."""
-    if _shares_one_sample(x):
-        return x, 0
-    x = x.contiguous()
-    return x, x[0].numel()
+def _packed_samples(x: torch.Tensor) -> torch.Tensor:
+    """x as the kernels read it: contiguous samples, or one packed sample expanded over the batch."""
+    return x if _shares_one_sample(x) else x.contiguous()
 
 
 def _to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -78,11 +78,6 @@ def _to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if _shares_one_sample(x):
         return x[:1].to(dtype).expand_as(x)
     return x.to(dtype)
-
-
-def _conv_shape(weight: torch.Tensor, x: torch.Tensor, x_batch_stride: int) -> tuple:
-    experts, c_out, c_in = weight.shape[:3]
-    return (x.shape[0], c_in, c_out, x.shape[2], x.shape[3], experts, x_batch_stride)
 
 
 def _check_samples(op: str, name: str, x: torch.Tensor) -> None:
@@ -114,50 +109,11 @@ def _check_conv(x, weight, mix, in_scale, out_scale, bias, transposed) -> None:
                       bias=(bias, c_out))
 
 
-@torch.library.custom_op("mcnet_rt::persample_conv2d", mutates_args=())
-def _persample_conv2d(x: torch.Tensor, weight: torch.Tensor, mix: torch.Tensor | None,
-                      in_scale: torch.Tensor | None, out_scale: torch.Tensor | None, bias: torch.Tensor | None,
-                      transposed: bool) -> torch.Tensor:
-    """3×3 'same' conv of x with w_b = (Σₖ mix[b,k]·weight[k]) · in_scale[b,i] · out_scale[b,o] (+ bias[b,o]);
-    `transposed` runs its input gradient instead. weight (K,Cout,Cin,3,3) in x's dtype; mix, scales and bias
-    contiguous in the accumulation dtype. x may be one sample expanded over the batch (read with stride 0)."""
-    _check_conv(x, weight, mix, in_scale, out_scale, bias, transposed)
-    x, stride = _batch_view(x)
-    rows = weight.shape[2] if transposed else weight.shape[1]
-    out = x.new_empty((x.shape[0], rows, x.shape[2], x.shape[3]))
-    cuda, stream = _native.launch_args(x)
-    address = _native.address
-    with _native.device_guard(x.device):
-        _native.native().persample_conv2d(cuda, _native.dtype_code(x.dtype), _conv_shape(weight, x, stride),
-                                          transposed, x.data_ptr(), weight.data_ptr(), address(mix),
-                                          address(in_scale), address(out_scale), address(bias), out.data_ptr(),
-                                          stream)
-    return out
-
-
-@_persample_conv2d.register_fake
+@_native.register_fake("persample_conv2d")
 def _(x, weight, mix, in_scale, out_scale, bias, transposed):
     _check_conv(x, weight, mix, in_scale, out_scale, bias, transposed)
     rows = weight.shape[2] if transposed else weight.shape[1]
     return x.new_empty((x.shape[0], rows, x.shape[2], x.shape[3]))
-
-
-@torch.library.custom_op("mcnet_rt::persample_conv2d_weight_grad", mutates_args=())
-def _persample_weight_grad(image: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """G[b,o,i,ty,tx] = Σ_{y,x} rows[b,o,y,x] · image[b,i,y+ty-1,x+tx-1], in the accumulation dtype: the
-    gradient with respect to each sample's kernel when rows is the output gradient and image the input."""
-    _check_weight_grad(image, rows)
-    image, stride = _batch_view(image)
-    rows = rows.contiguous()
-    b, c_in, h, w = image.shape
-    c_out = rows.shape[1]
-    grad = image.new_empty((b, c_out, c_in, 3, 3), dtype=_native.accumulation_dtype(image.dtype))
-    cuda, stream = _native.launch_args(image)
-    with _native.device_guard(image.device):
-        _native.native().persample_conv2d_weight_grad(cuda, _native.dtype_code(image.dtype),
-                                                      (b, c_in, c_out, h, w, 1, stride), image.data_ptr(),
-                                                      rows.data_ptr(), grad.data_ptr(), stream)
-    return grad
 
 
 def _check_weight_grad(image: torch.Tensor, rows: torch.Tensor) -> None:
@@ -170,7 +126,7 @@ def _check_weight_grad(image: torch.Tensor, rows: torch.Tensor) -> None:
         _checks.size(op, "rows", rows, dim, image.shape[dim], what + " of image")
 
 
-@_persample_weight_grad.register_fake
+@_native.register_fake("persample_conv2d_weight_grad")
 def _(image, rows):
     _check_weight_grad(image, rows)
     return image.new_empty((image.shape[0], rows.shape[1], image.shape[1], 3, 3),
@@ -189,12 +145,14 @@ def _conv_backward(ctx, grad_out):
     grad_out = grad_out.contiguous()
     grad_x = grad_weight = grad_mix = grad_in_scale = grad_out_scale = grad_bias = None
     if needs[0]:
-        grad_x = _persample_conv2d(grad_out, weight, mix, in_scale, out_scale, None, not ctx.transposed)
+        grad_x = torch.ops.mcnet_rt.persample_conv2d(grad_out, weight, mix, in_scale, out_scale, None,
+                                                     not ctx.transposed)
     if needs[5]:
         grad_bias = grad_out.sum(dim=(2, 3), dtype=_native.accumulation_dtype(grad_out.dtype))
     if any(needs[1:5]):
         # Gradient of each sample's effective kernel, then the chain rule through the mix and the two scales.
-        g = _persample_weight_grad(grad_out, x) if ctx.transposed else _persample_weight_grad(x, grad_out)
+        weight_grad = torch.ops.mcnet_rt.persample_conv2d_weight_grad
+        g = weight_grad(grad_out, x) if ctx.transposed else weight_grad(x, grad_out)
         g_out = g * out_scale[:, :, None, None, None] if out_scale is not None else g
         g_mixed = g_out * in_scale[:, None, :, None, None] if in_scale is not None else g_out
         bank = weight.to(g.dtype)
@@ -213,22 +171,7 @@ def _conv_backward(ctx, grad_out):
     return grad_x, grad_weight, grad_mix, grad_in_scale, grad_out_scale, grad_bias, None
 
 
-_persample_conv2d.register_autograd(_conv_backward, setup_context=_conv_setup_context)
-
-
-@torch.library.custom_op("mcnet_rt::demodulation", mutates_args=())
-def _demodulation(weight: torch.Tensor, styles: torch.Tensor, eps: float) -> torch.Tensor:
-    """d[b,o] = rsqrt(Σ_{i,t} (weight[o,i,t]·styles[b,i])² + eps), weight (Cout,Cin,k,k) contiguous, styles (B,Cin)
-    contiguous in the accumulation dtype."""
-    _check_demodulation("demodulation", weight, styles)
-    c_out, c_in = weight.shape[:2]
-    demod = styles.new_empty((styles.shape[0], c_out))
-    cuda, stream = _native.launch_args(weight)
-    with _native.device_guard(weight.device):
-        _native.native().demodulation_forward(cuda, _native.dtype_code(weight.dtype),
-                                              (styles.shape[0], c_in, c_out, weight[0, 0].numel()),
-                                              weight.data_ptr(), styles.data_ptr(), eps, demod.data_ptr(), stream)
-    return demod
+_native.register_autograd("persample_conv2d", _conv_backward, _conv_setup_context)
 
 
 def _check_demodulation(op: str, weight: torch.Tensor, styles: torch.Tensor) -> None:
@@ -238,30 +181,10 @@ def _check_demodulation(op: str, weight: torch.Tensor, styles: torch.Tensor) -> 
     _checks.size(op, "styles", styles, 1, weight.shape[1], "the input channels of weight")
 
 
-@_demodulation.register_fake
+@_native.register_fake("demodulation")
 def _(weight, styles, eps):
     _check_demodulation("demodulation", weight, styles)
     return styles.new_empty((styles.shape[0], weight.shape[0]))
-
-
-@torch.library.custom_op("mcnet_rt::demodulation_backward", mutates_args=())
-def _demodulation_backward(grad_demod: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
-                           demod: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients for weight and styles, both in the accumulation dtype."""
-    # Named, not temporaries: a tensor made only to take its data_ptr() would be freed before the launch.
-    grad_demod, weight, styles, demod = (t.contiguous() for t in (grad_demod, weight, styles, demod))
-    _check_demodulation_backward(grad_demod, weight, styles, demod)
-    c_out, c_in = weight.shape[:2]
-    grad_weight = weight.new_empty(weight.shape, dtype=styles.dtype)
-    grad_styles = torch.empty_like(styles)
-    cuda, stream = _native.launch_args(weight)
-    with _native.device_guard(weight.device):
-        _native.native().demodulation_backward(cuda, _native.dtype_code(weight.dtype),
-                                               (styles.shape[0], c_in, c_out, weight[0, 0].numel()),
-                                               weight.data_ptr(), styles.data_ptr(), demod.data_ptr(),
-                                               grad_demod.data_ptr(), grad_weight.data_ptr(), grad_styles.data_ptr(),
-                                               stream)
-    return grad_weight, grad_styles
 
 
 def _check_demodulation_backward(grad_demod, weight, styles, demod) -> None:
@@ -273,7 +196,7 @@ def _check_demodulation_backward(grad_demod, weight, styles, demod) -> None:
                      lambda: f"{op}: {name} ({t.dtype}, {tuple(t.shape)}) must be (B, Cout) like styles")
 
 
-@_demodulation_backward.register_fake
+@_native.register_fake("demodulation_backward")
 def _(grad_demod, weight, styles, demod):
     _check_demodulation_backward(grad_demod, weight, styles, demod)
     return weight.new_empty(weight.shape, dtype=styles.dtype), torch.empty_like(styles)
@@ -286,11 +209,11 @@ def _demodulation_setup_context(ctx, inputs, output):
 
 def _demodulation_backward_rule(ctx, grad_demod):
     weight, styles, demod = ctx.saved_tensors
-    grad_weight, grad_styles = _demodulation_backward(grad_demod, weight, styles, demod)
+    grad_weight, grad_styles = torch.ops.mcnet_rt.demodulation_backward(grad_demod, weight, styles, demod)
     return grad_weight.to(weight.dtype), grad_styles, None
 
 
-_demodulation.register_autograd(_demodulation_backward_rule, setup_context=_demodulation_setup_context)
+_native.register_autograd("demodulation", _demodulation_backward_rule, _demodulation_setup_context)
 
 
 def _check_taps(op: str, weight: torch.Tensor) -> None:
@@ -313,9 +236,9 @@ def _modulated_kernel(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tenso
     acc = _native.accumulation_dtype(dtype)
     weight = weight.to(dtype).contiguous()
     styles = styles.to(acc).contiguous()
-    demod = _demodulation(weight, styles, eps) if demodulate else None
-    x = _batch_view(_to(x, dtype).expand(styles.shape[0], -1, -1, -1))[0]
-    return _persample_conv2d(x, weight.unsqueeze(0), None, styles, demod, None, False)
+    demod = torch.ops.mcnet_rt.demodulation(weight, styles, eps) if demodulate else None
+    x = _packed_samples(_to(x, dtype).expand(styles.shape[0], -1, -1, -1))
+    return torch.ops.mcnet_rt.persample_conv2d(x, weight.unsqueeze(0), None, styles, demod, None, False)
 
 
 def _dynamic_kernel(x: torch.Tensor, expert_weight: torch.Tensor, expert_bias: torch.Tensor, gate: torch.Tensor,
@@ -323,8 +246,9 @@ def _dynamic_kernel(x: torch.Tensor, expert_weight: torch.Tensor, expert_bias: t
     acc = _native.accumulation_dtype(dtype)
     gate = gate.to(acc).contiguous()
     bias = torch.mm(gate, expert_bias.to(acc))
-    x = _batch_view(_to(x, dtype).expand(gate.shape[0], -1, -1, -1))[0]
-    return _persample_conv2d(x, expert_weight.to(dtype).contiguous(), gate, None, None, bias, False)
+    x = _packed_samples(_to(x, dtype).expand(gate.shape[0], -1, -1, -1))
+    return torch.ops.mcnet_rt.persample_conv2d(x, expert_weight.to(dtype).contiguous(), gate, None, None, bias,
+                                               False)
 
 
 def _check_public(op: str, x: torch.Tensor, weight_name: str, weight: torch.Tensor,
@@ -343,28 +267,12 @@ def _check_public(op: str, x: torch.Tensor, weight_name: str, weight: torch.Tens
     _check_per_sample(op, x.expand(batch, -1, -1, -1), **per_sample)
 
 
-# The public ops: what the exporters see (ONNX custom-domain nodes, TensorRT plugins), inference only.
-@torch.library.custom_op("mcnet_rt::modulated_conv2d", mutates_args=())
-def modulated_conv2d_op(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
-                        eps: float) -> torch.Tensor:
-    """`modulated_conv2d_reference` as one op: weight (Cout,Cin,3,3), styles (B,Cin) in the accumulation dtype."""
-    _check_public("modulated_conv2d", x, "weight", weight, styles=(styles, weight.shape[1]))
-    return _modulated_kernel(x, weight, styles, demodulate, eps, x.dtype)
-
-
-@modulated_conv2d_op.register_fake
+@_native.register_fake("modulated_conv2d")
 def _(x, weight, styles, demodulate, eps):
     _check_public("modulated_conv2d", x, "weight", weight, styles=(styles, weight.shape[1]))
+    torch._check(weight.dim() == 4,
+                 lambda: f"modulated_conv2d: weight must be 4-D (Cout,Cin,3,3), not {tuple(weight.shape)}")
     return x.new_empty((styles.shape[0], weight.shape[0], x.shape[2], x.shape[3]))
-
-
-@torch.library.custom_op("mcnet_rt::dynamic_conv2d", mutates_args=())
-def dynamic_conv2d_op(x: torch.Tensor, expert_weight: torch.Tensor, expert_bias: torch.Tensor, gate: torch.Tensor
-                      ) -> torch.Tensor:
-    """`dynamic_conv2d_reference` as one op: expert_weight (K,Cout,Cin,3,3); expert_bias (K,Cout) and gate (B,K)
-    in the accumulation dtype."""
-    _check_dynamic(x, expert_weight, expert_bias, gate)
-    return _dynamic_kernel(x, expert_weight, expert_bias, gate, x.dtype)
 
 
 def _check_dynamic(x, expert_weight, expert_bias, gate) -> None:
@@ -377,7 +285,7 @@ def _check_dynamic(x, expert_weight, expert_bias, gate) -> None:
                  f"{(experts, c_out)}, not {tuple(expert_bias.shape)}")
 
 
-@dynamic_conv2d_op.register_fake
+@_native.register_fake("dynamic_conv2d")
 def _(x, expert_weight, expert_bias, gate):
     _check_dynamic(x, expert_weight, expert_bias, gate)
     return x.new_empty((gate.shape[0], expert_weight.shape[1], x.shape[2], x.shape[3]))
@@ -394,8 +302,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         if _native.differentiable(x, weight, styles):
             return _modulated_kernel(x, weight, styles, demodulate, eps, dtype)
         acc = _native.accumulation_dtype(dtype)
-        return modulated_conv2d_op(x.to(dtype).contiguous(), weight.to(dtype).contiguous(),
-                                   styles.to(acc).contiguous(), demodulate, eps)
+        return torch.ops.mcnet_rt.modulated_conv2d(x.to(dtype).contiguous(), weight.to(dtype).contiguous(),
+                                                   styles.to(acc).contiguous(), demodulate, eps)
 
     return dispatch.run(impl, "modulated_conv2d", (x, weight, styles), kernel,
                         lambda x, weight, styles: modulated_conv2d_reference(x, weight, styles, demodulate, eps),
@@ -413,8 +321,8 @@ def dynamic_conv2d(x: torch.Tensor, expert_weight: torch.Tensor, expert_bias: to
         if _native.differentiable(x, expert_weight, expert_bias, gate):
             return _dynamic_kernel(x, expert_weight, expert_bias, gate, dtype)
         acc = _native.accumulation_dtype(dtype)
-        return dynamic_conv2d_op(x.to(dtype).contiguous(), expert_weight.to(dtype).contiguous(),
-                                 expert_bias.to(acc).contiguous(), gate.to(acc).contiguous())
+        return torch.ops.mcnet_rt.dynamic_conv2d(x.to(dtype).contiguous(), expert_weight.to(dtype).contiguous(),
+                                                 expert_bias.to(acc).contiguous(), gate.to(acc).contiguous())
 
     return dispatch.run(impl, "dynamic_conv2d", (x, expert_weight, expert_bias, gate), kernel,
                         dynamic_conv2d_reference, dtype=dtype)

@@ -3,7 +3,9 @@
 The released code mixes `align_corners` conventions and the checkpoint depends on that mix: the generator's
 deformation resize, grid sample and occlusion resize use `align_corners=True`, while the dense-motion sparse
 warps leave `grid_sample` at its default (`False`). Both are one fused kernel (`csrc/kernels/warp.cu`): the
-deformation and occlusion are resized on the fly at each output pixel, never materialised.
+deformation and occlusion are resized on the fly at each output pixel, never materialised. The ops
+(torch.ops.mcnet_rt.warp_features, sparse_warp; private warp, warp_backward) are defined in C++ (csrc/torch/warp.cpp);
+here are their fake implementations, their autograd and the models' entry points.
 """
 from __future__ import annotations
 
@@ -44,16 +46,9 @@ def sparse_warp_reference(image: torch.Tensor, motions: torch.Tensor) -> torch.T
     return out.view(b, k, c, h, w)
 
 
-def _shape(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None, grids: int,
-           align_corners: bool) -> tuple:
-    b, c, h, w = features.shape
-    occ_size = tuple(occlusion.shape[-2:]) if occlusion is not None else (0, 0)
-    return (b, grids, c, h, w, deformation.shape[1], deformation.shape[2], *occ_size, align_corners)
-
-
 def _check(op: str, features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None,
            grids: int) -> None:
-    """The launchers' contract (csrc/include/mcnet_rt/warp.h), for the op bodies and their fakes alike."""
+    """The launchers' contract (csrc/include/mcnet_rt/warp.h), as csrc/torch/warp.cpp checks it."""
     torch._check(grids >= 1, lambda: f"{op}: grids must be at least 1, not {grids}")
     _checks.tensor(op, "features", features, dtype=_checks.kernel_dtypes(features.device), device=features.device,
                    ndim=4)
@@ -67,49 +62,11 @@ def _check(op: str, features: torch.Tensor, deformation: torch.Tensor, occlusion
         _checks.size(op, "occlusion", occlusion, 1, 1, "one channel")
 
 
-@torch.library.custom_op("mcnet_rt::warp", mutates_args=())
-def _warp(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None, grids: int,
-          align_corners: bool) -> torch.Tensor:
-    """features (B,C,H,W); deformation (B·grids,h,w,2) and occlusion (B·grids,1,h',w') in the accumulation
-    dtype; returns (B·grids,C,H,W)."""
-    _check("warp", features, deformation, occlusion, grids)
-    b, c, h, w = features.shape
-    out = features.new_empty((b * grids, c, h, w))
-    cuda, stream = _native.launch_args(features)
-    with _native.device_guard(features.device):
-        _native.native().warp_forward(cuda, _native.dtype_code(features.dtype),
-                                      _shape(features, deformation, occlusion, grids, align_corners),
-                                      features.data_ptr(), deformation.data_ptr(), _native.address(occlusion),
-                                      out.data_ptr(), stream)
-    return out
-
-
-@_warp.register_fake
+@_native.register_fake("warp")
 def _(features, deformation, occlusion, grids, align_corners):
     _check("warp", features, deformation, occlusion, grids)
     b, c, h, w = features.shape
     return features.new_empty((b * grids, c, h, w))
-
-
-@torch.library.custom_op("mcnet_rt::warp_backward", mutates_args=())
-def _warp_backward(grad_out: torch.Tensor, features: torch.Tensor, deformation: torch.Tensor,
-                   occlusion: torch.Tensor | None, grids: int, align_corners: bool
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients for features (in the accumulation dtype), deformation and occlusion (empty when absent)."""
-    _check_backward(grad_out, features, deformation, occlusion, grids)
-    acc = _native.accumulation_dtype(features.dtype)
-    grad_out = grad_out.contiguous()  # a named reference: a temporary's pointer would dangle
-    grad_features = torch.zeros(features.shape, dtype=acc, device=features.device)
-    grad_deformation = torch.zeros_like(deformation)
-    grad_occlusion = torch.zeros_like(occlusion) if occlusion is not None else None
-    cuda, stream = _native.launch_args(features)
-    with _native.device_guard(features.device):
-        _native.native().warp_backward(cuda, _native.dtype_code(features.dtype),
-                                       _shape(features, deformation, occlusion, grids, align_corners),
-                                       features.data_ptr(), deformation.data_ptr(), _native.address(occlusion),
-                                       grad_out.data_ptr(), grad_features.data_ptr(), grad_deformation.data_ptr(),
-                                       _native.address(grad_occlusion), stream)
-    return grad_features, grad_deformation, grad_occlusion if occlusion is not None else deformation.new_empty(0)
 
 
 def _check_backward(grad_out, features, deformation, occlusion, grids) -> None:
@@ -121,7 +78,7 @@ def _check_backward(grad_out, features, deformation, occlusion, grids) -> None:
                          f"{(features.shape[0] * grids, *features.shape[1:])}")
 
 
-@_warp_backward.register_fake
+@_native.register_fake("warp_backward")
 def _(grad_out, features, deformation, occlusion, grids, align_corners):
     _check_backward(grad_out, features, deformation, occlusion, grids)
     acc = _native.accumulation_dtype(features.dtype)
@@ -137,21 +94,22 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out):
     features, deformation, occlusion = ctx.saved_tensors
-    grad_features, grad_deformation, grad_occlusion = _warp_backward(grad_out, features, deformation, occlusion,
-                                                                     ctx.grids, ctx.align_corners)
+    grad_features, grad_deformation, grad_occlusion = torch.ops.mcnet_rt.warp_backward(
+        grad_out, features, deformation, occlusion, ctx.grids, ctx.align_corners)
     return (grad_features.to(features.dtype), grad_deformation, grad_occlusion if occlusion is not None else None,
             None, None)
 
 
-_warp.register_autograd(_backward, setup_context=_setup_context)
+_native.register_autograd("warp", _backward, _setup_context)
 
 
 def _warp_kernel(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None, grids: int,
                  align_corners: bool) -> torch.Tensor:
     """The kernel path of both entry points, with autograd (the private ops)."""
     acc = _native.accumulation_dtype(features.dtype)
-    return _warp(features.contiguous(), deformation.to(acc).contiguous(),
-                 None if occlusion is None else occlusion.to(acc).contiguous(), grids, align_corners)
+    return torch.ops.mcnet_rt.warp(features.contiguous(), deformation.to(acc).contiguous(),
+                                   None if occlusion is None else occlusion.to(acc).contiguous(), grids,
+                                   align_corners)
 
 
 def _sparse_warp_kernel(image: torch.Tensor, motions: torch.Tensor) -> torch.Tensor:
@@ -160,17 +118,7 @@ def _sparse_warp_kernel(image: torch.Tensor, motions: torch.Tensor) -> torch.Ten
     return out.view(b, k, *image.shape[1:])
 
 
-# The public ops: what the exporters see (ONNX custom-domain nodes, TensorRT plugins), inference only.
-@torch.library.custom_op("mcnet_rt::warp_features", mutates_args=())
-def warp_features_op(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None
-                     ) -> torch.Tensor:
-    """`warp_features_reference` as one op: features (B,C,H,W) of a kernel dtype; deformation (B,h,w,2) and
-    occlusion (B,1,h',w') in the accumulation dtype (float32 sampling coordinates for half features)."""
-    _check("warp_features", features, deformation, occlusion, 1)
-    return _warp_kernel(features, deformation, occlusion, 1, True)
-
-
-@warp_features_op.register_fake
+@_native.register_fake("warp_features")
 def _(features, deformation, occlusion):
     _check("warp_features", features, deformation, occlusion, 1)
     return torch.empty_like(features)
@@ -186,15 +134,7 @@ def _check_sparse(image: torch.Tensor, motions: torch.Tensor) -> None:
         _checks.size(op, "motions", motions, dim, expected, what)
 
 
-@torch.library.custom_op("mcnet_rt::sparse_warp", mutates_args=())
-def sparse_warp_op(image: torch.Tensor, motions: torch.Tensor) -> torch.Tensor:
-    """`sparse_warp_reference` as one op: image (B,C,H,W) of a kernel dtype, motions (B,K+1,H,W,2) in the
-    accumulation dtype; returns (B,K+1,C,H,W)."""
-    _check_sparse(image, motions)
-    return _sparse_warp_kernel(image, motions)
-
-
-@sparse_warp_op.register_fake
+@_native.register_fake("sparse_warp")
 def _(image, motions):
     _check_sparse(image, motions)
     return image.new_empty((image.shape[0], motions.shape[1], *image.shape[1:]))
@@ -206,14 +146,15 @@ def _warp_features_kernel(features: torch.Tensor, deformation: torch.Tensor,
     if _native.differentiable(features, deformation, occlusion):
         return _warp_kernel(features, deformation, occlusion, 1, True)
     acc = _native.accumulation_dtype(features.dtype)
-    return warp_features_op(features.contiguous(), deformation.to(acc).contiguous(),
-                            None if occlusion is None else occlusion.to(acc).contiguous())
+    return torch.ops.mcnet_rt.warp_features(features.contiguous(), deformation.to(acc).contiguous(),
+                                            None if occlusion is None else occlusion.to(acc).contiguous())
 
 
 def _sparse_warp_public(image: torch.Tensor, motions: torch.Tensor) -> torch.Tensor:
     if _native.differentiable(image, motions):
         return _sparse_warp_kernel(image, motions)
-    return sparse_warp_op(image.contiguous(), motions.to(_native.accumulation_dtype(image.dtype)).contiguous())
+    acc = _native.accumulation_dtype(image.dtype)
+    return torch.ops.mcnet_rt.sparse_warp(image.contiguous(), motions.to(acc).contiguous())
 
 
 def warp_features(features: torch.Tensor, deformation: torch.Tensor, occlusion: torch.Tensor | None = None,

@@ -1,6 +1,7 @@
 // CUDA runtime queries the bindings need, behind torch- and CUDA-free declarations.
 #pragma once
 
+#include <stdexcept>
 #include <vector>
 
 namespace mcnet_rt {
@@ -23,3 +24,12 @@ std::vector<int> cuda_sass_archs();
 int cuda_ptx_arch();
 
 }  // namespace mcnet_rt
+
+// A CUDA launcher call from a host (the bindings, the torch ops); without a CUDA build it throws instead and
+// references no CUDA symbol.
+#ifdef MCNET_RT_WITH_CUDA
+#define MCNET_RT_CUDA_CALL(call) (call)
+#else
+#define MCNET_RT_CUDA_CALL(call) \
+  (throw std::runtime_error("mcnet_rt was built without CUDA (no nvcc at build time)"), 0)
+#endif
