@@ -61,11 +61,15 @@ class ExportedStep:
 
 
 def compiled(step: FrameStep) -> FrameStep:
-    """`torch.compile` of both halves; "reduce-overhead" captures CUDA graphs on a GPU."""
+    """`torch.compile` of both halves, with CUDA graphs on a GPU (what mode "reduce-overhead" sets; torch.compile
+    takes a mode or options, not both). Inductor's freezing treats the weights as constants (inference only: a
+    later weight update is not seen): it folds the weight-only math (equalised-lr gains, modulation scales) and
+    prepacks the CPU convolutions' weights once instead of on every call (small preset, CPU, one thread: 1.32x
+    eager instead of 1.18x without it)."""
     device = next(step.model.parameters()).device
-    mode = "reduce-overhead" if device.type == "cuda" else None
-    step.detect = torch.compile(step.detect, mode=mode, dynamic=False)
-    step.render = torch.compile(step.render, mode=mode, dynamic=False)
+    options = {"freezing": True, "triton.cudagraphs": device.type == "cuda"}
+    step.detect = torch.compile(step.detect, dynamic=False, options=options)
+    step.render = torch.compile(step.render, dynamic=False, options=options)
     return step
 
 
