@@ -1,7 +1,6 @@
-// The pybind11 module mcnet_rt._C: the launchers of every op family, CPU twins always, CUDA kernels when the
-// module was built with nvcc.
-#include <stdexcept>
-#include <string>
+// The pybind11 module mcnet_rt._C: what the build holds (CUDA archs, runtime), what the machine has (devices,
+// driver; through the build's own static CUDA runtime, so a driver too old for it is seen before any kernel runs)
+// and the dtype/limits table. The ops themselves are the torch library mcnet_rt/_ops.so (csrc/torch).
 #include <vector>
 
 #include <pybind11/stl.h>
@@ -24,19 +23,10 @@ int register_binder(Binder binder) {
   return static_cast<int>(binders().size());
 }
 
-void check_status(int status, const char* op, bool cuda) {
-  if (status == 0) return;
-  if (status == kUnsupported) throw pybind11::type_error(std::string(op) + ": unsupported element type");
-#ifdef MCNET_RT_WITH_CUDA
-  if (cuda) throw std::runtime_error(std::string(op) + ": CUDA error: " + cuda_error_string(status));
-#endif
-  throw std::runtime_error(std::string(op) + ": failed with status " + std::to_string(status));
-}
-
 }  // namespace mcnet_rt
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "mcnet_rt native kernels: torch-free launchers taking pointers, sizes and a stream";
+  m.doc() = "mcnet_rt native build facts: CUDA archs and runtime, devices, driver, dtype codes and limits";
 #ifdef MCNET_RT_WITH_CUDA
   m.attr("with_cuda") = true;
   m.def("cuda_device_count", &mcnet_rt::cuda_device_count,

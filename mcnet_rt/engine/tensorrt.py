@@ -1,9 +1,9 @@
 """The `tensorrt` backend: engines built from the plugin graphs with the `mcnet_rt` plugins, cached on disk.
 
-The cache key holds the GPU (name and compute capability), the TensorRT version, the plugin build (the `_C`
-module and the plugin code) and the graph, so a stale or foreign engine is never loaded. The build works without
-a GPU with TensorRT for RTX (ahead of time, for the RTX targets); running an engine needs a GPU and has not been
-tried here.
+The cache key holds the GPU (name and compute capability), the TensorRT version, the plugin build (the ops
+library `_ops.so` and the plugin code) and the graph, so a stale or foreign engine is never loaded. The build
+works without a GPU with TensorRT for RTX (ahead of time, for the RTX targets); running an engine needs a GPU and
+has not been tried here.
 """
 from __future__ import annotations
 
@@ -65,15 +65,12 @@ def _digest(*parts: bytes) -> str:
 
 
 def plugin_build_hash() -> str:
-    """The native module, the ops library the plugins run and the plugin code: an engine serialises plugin fields
-    that only they interpret."""
+    """The ops library the plugins run and the plugin code: an engine serialises plugin fields that only they
+    interpret."""
     from .. import ops  # noqa: F401
     from ..ops import _native
-    module = _native.native()
-    native = Path(module.__file__).read_bytes() if module is not None else b"no _C"
     library = _native.OPS_LIBRARY.read_bytes() if _native.ops_loaded() else b"no _ops.so"
-    return _digest(native, library, Path(tensorrt_plugins.__file__).read_bytes(),
-                   Path(plugin_ops.__file__).read_bytes())
+    return _digest(library, Path(tensorrt_plugins.__file__).read_bytes(), Path(plugin_ops.__file__).read_bytes())
 
 
 def gpu_identity(target: str | None = None) -> dict:

@@ -1,7 +1,7 @@
 """TensorRT IPluginV3 plugins (Python) for the plugin graph's `mcnet_rt` nodes (`plugin_ops.PLUGIN_OPS`).
 
-`enqueue` views TensorRT's device pointers as torch tensors and runs the public op (the `_C` launchers) on
-TensorRT's stream, so the engine runs the same kernels as PyTorch. Works with the `tensorrt` (10/11) and
+`enqueue` views TensorRT's device pointers as torch tensors and runs the public op (`torch.ops.mcnet_rt`, the ops
+library) on TensorRT's stream, so the engine runs the same kernels as PyTorch. Works with the `tensorrt` (10/11) and
 `tensorrt_rtx` modules: both expose the same plugin interfaces. Running an engine needs a GPU: the enqueue path has
 not run here (no GPU); parsing and building an engine with these plugins registered has.
 """
