@@ -25,7 +25,10 @@ from timing import Timer, percentiles, stamp, write_report
 
 
 def measure(model: mcnet_rt.MCNet, device: torch.device, dtype: torch.dtype, batch: int, warmup: int,
-            iterations: int, backend: str = "eager") -> dict[str, dict[str, float]]:
+            iterations: int, backends: list[str]) -> dict[str, dict]:
+    """Per backend: its stages' latency percentiles, or {"skipped": reason} for a backend that does not run
+    `dtype`. The backends' steps are timed in turn, one call each per round, so a slow spell of a shared machine
+    lands on all of them alike and their ratios hold; eager's stage breakdown is timed after them."""
     size = model.config.image_size
     gen = torch.Generator().manual_seed(0)
     source = torch.rand(1, 3, size, size, generator=gen).to(device)
@@ -34,38 +37,52 @@ def measure(model: mcnet_rt.MCNet, device: torch.device, dtype: torch.dtype, bat
     reference = motion_reference(model, prepared, driving[:1], dtype=dtype)
     eager = FrameStep(model, dtype)
     inputs = eager.inputs(prepared, reference)
-    started = time.perf_counter()
-    step = load_backend(backend, FrameStep(model, dtype), batch=batch)
-    build_s = time.perf_counter() - started
-    with torch.inference_mode(), autocast(device, dtype):
-        cache = prepared.expand(batch)
-        kp_driving = model.kp_detector(driving)
-        motion = model.generator.estimate_motion(cache.image, cache.keypoints, kp_driving)
-        # The stages break the step down (same autocast); "end_to_end" is the step itself.
-        stages = {
-            "keypoints": lambda: model.kp_detector(driving),
-            "dense_motion": lambda: model.generator.estimate_motion(cache.image, cache.keypoints, kp_driving),
-            "warp+memory+decoder": lambda: model.generator.decode(cache.image, cache.features, motion,
-                                                                  cache.keypoints.value),
-            "end_to_end": lambda: step(driving, *inputs),
-        }
-        if backend != "eager":  # the stages are eager modules: only the step itself runs on the backend
-            stages = {"end_to_end": stages["end_to_end"]}
-        timer = Timer(device)
-        results = {}
-        for name, fn in stages.items():
+    steps, results = {}, {}
+    for backend in backends:
+        started = time.perf_counter()
+        try:
+            steps[backend] = load_backend(backend, FrameStep(model, dtype), batch=batch)
+        except InputError as error:
+            results[backend] = {"skipped": str(error)}
+            continue
+        results[backend] = {"end_to_end": {"build_s": time.perf_counter() - started}}
+    timer = Timer(device)
+    with torch.inference_mode():
+        calls = {backend: (lambda step=step: step(driving, *inputs)) for backend, step in steps.items()}
+        for fn in calls.values():
             for _ in range(warmup):
                 fn()
-            results[name] = percentiles([timer(fn) for _ in range(iterations)])
-        results["end_to_end"]["frames_per_s"] = batch * 1e3 / results["end_to_end"]["p50_ms"]
-        results["end_to_end"]["build_s"] = build_s
-        out = step(driving, *inputs)
-        results["end_to_end"]["max_abs_diff_vs_eager"] = (out - eager(driving, *inputs)).abs().max().item()
-    if dtype != torch.float32:  # what the reduced precision costs: against float32 eager on the same frame
-        with torch.inference_mode():
+        times = {backend: [] for backend in calls}
+        for _ in range(iterations):
+            for backend, fn in calls.items():
+                times[backend].append(timer(fn))
+        expected = eager(driving, *inputs)
+        if dtype != torch.float32:  # what the reduced precision costs: against float32 eager on the same frame
             fp32, prepared32 = FrameStep(model, torch.float32), prepare_source(model, source, torch.float32)
-            expected = fp32(driving, *fp32.inputs(prepared32, motion_reference(model, prepared32, driving[:1])))
-        results["end_to_end"]["max_abs_diff_vs_fp32_eager"] = (out.float() - expected).abs().max().item()
+            expected32 = fp32(driving, *fp32.inputs(prepared32, motion_reference(model, prepared32, driving[:1])))
+        for backend, step in steps.items():
+            e2e = results[backend]["end_to_end"]
+            e2e.update(percentiles(times[backend]), frames_per_s=batch * 1e3 / percentiles(times[backend])["p50_ms"])
+            out = step(driving, *inputs)
+            e2e["max_abs_diff_vs_eager"] = (out - expected).abs().max().item()
+            if dtype != torch.float32:
+                e2e["max_abs_diff_vs_fp32_eager"] = (out.float() - expected32).abs().max().item()
+        if "eager" in steps:
+            with autocast(device, dtype):
+                cache = prepared.expand(batch)
+                kp_driving = model.kp_detector(driving)
+                motion = model.generator.estimate_motion(cache.image, cache.keypoints, kp_driving)
+                # Eager's breakdown (same autocast as the step).
+                stages = {
+                    "keypoints": lambda: model.kp_detector(driving),
+                    "dense_motion": lambda: model.generator.estimate_motion(cache.image, cache.keypoints, kp_driving),
+                    "warp+memory+decoder": lambda: model.generator.decode(cache.image, cache.features, motion,
+                                                                          cache.keypoints.value),
+                }
+                for name, fn in stages.items():
+                    for _ in range(warmup):
+                        fn()
+                    results["eager"][name] = percentiles([timer(fn) for _ in range(iterations)])
     return results
 
 
@@ -100,35 +117,32 @@ def main() -> None:
 
     runs = []
     bases = {}  # per batch: the first run (the first precision, impl and backend), which every other is compared to
+    baseline = f"{precisions[0]}_{impls[0]}_{args.backend[0]}"
     for precision in precisions:
         for batch in args.batches:
             for impl in impls:
-                for backend in args.backend:
+                with use_impl(impl):
+                    measured = measure(model, device, PRECISIONS[precision], batch, warmup, iterations, args.backend)
+                for backend, stages in measured.items():
                     run = {"precision": precision, "batch": batch, "impl": impl, "backend": backend}
-                    try:
-                        with use_impl(impl):
-                            stages = measure(model, device, PRECISIONS[precision], batch, warmup, iterations,
-                                             backend)
-                    except InputError as error:  # a backend that does not run this precision
-                        runs.append({**run, "skipped": str(error)})
-                        print(f"{preset} {precision} batch {batch} ops={impl} backend={backend}: skipped ({error})")
+                    label = f"{preset} {precision} batch {batch} ops={impl} backend={backend}"
+                    if "skipped" in stages:
+                        runs.append({**run, **stages})
+                        print(f"{label}: skipped ({stages['skipped']})")
                         continue
                     run["stages"] = stages
-                    if batch not in bases:
-                        bases[batch] = stages
-                    else:
-                        base = bases[batch]
-                        run[f"speedup_vs_{precisions[0]}_{impls[0]}_{args.backend[0]}"] = {
+                    base = bases.setdefault(batch, stages)
+                    if base is not stages:
+                        run[f"speedup_vs_{baseline}"] = {
                             name: base[name]["p50_ms"] / s["p50_ms"] for name, s in stages.items() if name in base}
                     runs.append(run)
                     e2e = stages["end_to_end"]
-                    print(f"{preset} {precision} batch {batch} ops={impl} backend={backend}: " + ", ".join(
-                        f"{name} p50 {s['p50_ms']:.2f} ms" for name, s in stages.items())
-                        + f" | {e2e['frames_per_s']:.1f} frames/s (p95 {e2e['p95_ms']:.2f} ms, "
-                        f"p99 {e2e['p99_ms']:.2f} ms; built in {e2e['build_s']:.0f} s, "
-                        f"max diff vs eager {e2e['max_abs_diff_vs_eager']:.1e}"
-                        + (f", vs fp32 eager {e2e['max_abs_diff_vs_fp32_eager']:.1e})"
-                           if "max_abs_diff_vs_fp32_eager" in e2e else ")"))
+                    print(f"{label}: " + ", ".join(f"{name} p50 {s['p50_ms']:.2f} ms" for name, s in stages.items())
+                          + f" | {e2e['frames_per_s']:.1f} frames/s (p95 {e2e['p95_ms']:.2f} ms, "
+                          f"p99 {e2e['p99_ms']:.2f} ms; built in {e2e['build_s']:.0f} s, "
+                          f"max diff vs eager {e2e['max_abs_diff_vs_eager']:.1e}"
+                          + (f", vs fp32 eager {e2e['max_abs_diff_vs_fp32_eager']:.1e})"
+                             if "max_abs_diff_vs_fp32_eager" in e2e else ")"))
 
     report = {
         "benchmark": "frame_latency",
