@@ -10,13 +10,29 @@ import mcnet_rt
 from mcnet_rt.engine import backends, halves, load_backend, plugin_ops
 from mcnet_rt.engine.onnx_export import export_step
 from mcnet_rt.keypoints import Keypoints
+from mcnet_rt.config import DenseMotionConfig, GeneratorConfig, KeypointDetectorConfig, MCNetConfig, MemoryConfig
 from mcnet_rt.pipeline import FrameStep
+
+TINY = MCNetConfig(
+    image_size=64, num_kp=5,
+    keypoint_detector=KeypointDetectorConfig(block_expansion=8, max_features=64, num_blocks=3),
+    generator=GeneratorConfig(block_expansion=8, max_features=32, num_down_blocks=2,
+                              dense_motion=DenseMotionConfig(block_expansion=8, max_features=64, num_blocks=3),
+                              memory=MemoryConfig(channels=16, spatial=8)))
 
 
 @pytest.fixture(scope="session")
 def small_step():
     torch.manual_seed(0)
     return FrameStep(mcnet_rt.build_model("small"))
+
+
+@pytest.fixture(scope="session")
+def tiny_step():
+    """Every mechanism of the model with fewer layers, for the inductor backends: their compile time grows with
+    the graph (the small preset's AOTInductor packages alone took 6 minutes of the suite on 2 cores)."""
+    torch.manual_seed(0)
+    return FrameStep(mcnet_rt.MCNet(TINY).eval())
 
 
 @pytest.fixture(scope="session")
@@ -125,20 +141,20 @@ def test_plugin_graph_has_the_plugin_nodes_and_their_numerics(small_step, plugin
         torch.testing.assert_close(out, eager(small_step, inputs), atol=1e-4, rtol=0)
 
 
-def test_compiled_backend_equals_eager(small_step):
-    (driving,), inputs = halves.example_inputs(small_step, batch=1, seed=5)
-    expected = eager(small_step, inputs)
-    step = load_backend("compiled", FrameStep(small_step.model))
+def test_compiled_backend_equals_eager(tiny_step):
+    (driving,), inputs = halves.example_inputs(tiny_step, batch=1, seed=5)
+    expected = eager(tiny_step, inputs)
+    step = load_backend("compiled", FrameStep(tiny_step.model))
     with torch.no_grad():
         torch.testing.assert_close(step.render(*inputs), expected, atol=1e-4, rtol=0)
 
 
-def test_aoti_packages_load_in_a_fresh_process(small_step, tmp_path):
+def test_aoti_packages_load_in_a_fresh_process(tiny_step, tmp_path):
     """The packages run in a new interpreter that never imports mcnet_rt (the CPU graph is plain aten)."""
-    paths = backends.aoti_packages(small_step, tmp_path, batch=1, wrapper_opt_level="O0")  # CI's compile time
-    (driving,), inputs = halves.example_inputs(small_step, batch=1, seed=6)
-    torch.save({"driving": driving, "inputs": inputs, "expected": eager(small_step, inputs),
-                "kp": small_step.detect(driving).value.detach()}, tmp_path / "case.pt")
+    paths = backends.aoti_packages(tiny_step, tmp_path, batch=1, wrapper_opt_level="O0")  # CI's compile time
+    (driving,), inputs = halves.example_inputs(tiny_step, batch=1, seed=6)
+    torch.save({"driving": driving, "inputs": inputs, "expected": eager(tiny_step, inputs),
+                "kp": tiny_step.detect(driving).value.detach()}, tmp_path / "case.pt")
     script = f"""
 import sys, torch
 case = torch.load({str(tmp_path / 'case.pt')!r})
