@@ -41,7 +41,7 @@ def measure(model: mcnet_rt.MCNet, device: torch.device, dtype: torch.dtype, bat
     for backend in backends:
         started = time.perf_counter()
         try:
-            steps[backend] = load_backend(backend, FrameStep(model, dtype), batch=batch)
+            steps[backend] = load_backend(backend, FrameStep(model, dtype))
         except InputError as error:
             results[backend] = {"skipped": str(error)}
             continue

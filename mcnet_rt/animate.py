@@ -54,8 +54,7 @@ class Animator:
 
     def __init__(self, model: MCNet, source: np.ndarray, options: AnimateOptions,
                  dtype: torch.dtype = torch.float32):
-        self.step = load_backend(options.backend, FrameStep(model, dtype, relative=options.relative),
-                                 batch=options.batch_size)
+        self.step = load_backend(options.backend, FrameStep(model, dtype, relative=options.relative))
         self.session = Session(model, source, SessionOptions(crop="none", adapt_scale=options.adapt_scale), dtype)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
@@ -136,7 +135,7 @@ def animate_video(model: MCNet, source_path: str | Path, driving_path: str | Pat
     session = Session(model, source, SessionOptions(crop=options.crop, paste_back=options.paste_back,
                                                     adapt_scale=options.adapt_scale, rate=float(info.fps)),
                       dtype, source_name=str(source_path))
-    step = load_backend(options.backend, FrameStep(model, dtype, relative=options.relative), batch=options.batch_size)
+    step = load_backend(options.backend, FrameStep(model, dtype, relative=options.relative))
     if options.best_frame:
         reference = best_frame(source, (f for f, _ in _limited(read_timed_frames(driving_path), options, info.fps)))
         if reference is None:

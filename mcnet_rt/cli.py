@@ -327,7 +327,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     dtype = pick_dtype(args.precision, device)
     model, _ = model_from_args(args, device)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    step = load_backend(args.backend, FrameStep(model, dtype), batch=args.max_sessions)
+    step = load_backend(args.backend, FrameStep(model, dtype))
     app = server.build_app(*server.model_session_functions(model, step, dtype), args.max_sessions, token)
     server.serve(app, args.host, args.port, token)
 

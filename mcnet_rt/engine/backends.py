@@ -4,11 +4,10 @@
 - eager: the `FrameStep` itself;
 - compiled: `torch.compile` of each half (CUDA graphs on a GPU);
 - aoti: `torch.export` -> AOTInductor packages (.pt2) of each half, loaded back (a fresh process loads them without
-  the model code; ops that run as `mcnet_rt` kernels need `import mcnet_rt` — Python-hosted custom ops);
+  the model code; a package whose graph holds `mcnet_rt` kernels needs the ops library `_ops.so` loaded first);
 - onnxruntime: the standard ONNX graphs on ONNX Runtime (TensorRT/CUDA providers first where installed);
 - tensorrt: engines built from the plugin graphs (`engine.tensorrt`).
-The ONNX graphs and TensorRT engines take any batch; the AOTInductor packages are built for one batch. Every input
-of an exported backend has the driving batch (`halves.batched`).
+Every exported backend takes any batch; all its inputs have the driving batch (`halves.batched`).
 """
 from __future__ import annotations
 
@@ -27,28 +26,17 @@ BACKENDS = ("eager", "compiled", "aoti", "onnxruntime", "tensorrt")
 
 
 class ExportedStep:
-    """The step's interface over two callables that take and return flat tensors at one batch size."""
+    """The step's interface over two callables that take and return flat tensors, every input at one batch."""
 
     inputs = staticmethod(FrameStep.inputs)
 
-    def __init__(self, detect, render, batch: int | None, device: torch.device):
-        """`batch`: the one batch the callables were built for (AOTInductor), None for any batch."""
-        self._detect, self._render, self.batch, self.device = detect, render, batch, device
+    def __init__(self, detect, render, device: torch.device):
+        self._detect, self._render, self.device = detect, render, device
 
-    def _run(self, function, inputs: tuple[torch.Tensor, ...]):
-        """`function` at the built batch: a smaller batch (the last of a video) is padded with its last sample and
-        the outputs cut back; sources shared by the batch (batch 1) are repeated."""
-        count = inputs[0].shape[0]
-        batch = self.batch or count
-        if count > batch:
-            raise InputError(f"this backend was built for batches of up to {batch}, not {count}")
-        if 1 < count < batch:  # (a batch of 1 is simply repeated by halves.batched)
-            inputs = tuple(torch.cat([t, t[-1:].expand(batch - count, *t.shape[1:])]) if t.shape[0] == count else t
-                           for t in inputs)
-        outputs = function(*halves.batched(inputs, batch))
-        if isinstance(outputs, (tuple, list)):
-            return tuple(o[:count] for o in outputs)
-        return outputs[:count]
+    @staticmethod
+    def _run(function, inputs: tuple[torch.Tensor, ...]):
+        """`function` with the sources shared by the batch (batch 1) repeated to the driving batch."""
+        return function(*halves.batched(inputs, inputs[0].shape[0]))
 
     def detect(self, driving: torch.Tensor) -> Keypoints:
         return Keypoints(*self._run(self._detect, (driving,)))
@@ -73,27 +61,27 @@ def compiled(step: FrameStep) -> FrameStep:
     return step
 
 
-def aoti_packages(step: FrameStep, output_dir: Path, batch: int = 1, wrapper_opt_level: str = "O1"
-                  ) -> dict[str, Path]:
-    """AOTInductor packages detect.pt2 and render.pt2 of the step at `batch`. The wrapper (the C++ that calls the
-    kernels) is compiled at `wrapper_opt_level`: "O0" saves about a minute of the small preset's build on 2 cores
-    (355 s instead of 420 s in the test; inductor's own Python work is most of the rest)."""
-    detect_inputs, render_inputs = halves.example_inputs(step, batch)
+def aoti_packages(step: FrameStep, output_dir: Path, wrapper_opt_level: str = "O1") -> dict[str, Path]:
+    """AOTInductor packages detect.pt2 and render.pt2 of the step, for any batch. The wrapper (the C++ that calls
+    the kernels) is compiled at `wrapper_opt_level`: "O0" saves about a minute of the small preset's build on 2
+    cores (355 s instead of 420 s in the test; inductor's own Python work is most of the rest)."""
+    detect_inputs, render_inputs = halves.example_inputs(step, halves.TRACE_BATCH)
     paths = {}
     with torch.no_grad():
         for name, module, inputs in (("detect", halves.Detect(step), detect_inputs),
                                      ("render", halves.Render(step), render_inputs)):
-            program = torch.export.export(module, tuple(t.detach().clone() for t in inputs))
+            inputs = tuple(t.detach().clone() for t in inputs)
+            program = torch.export.export(module, inputs, dynamic_shapes=halves.dynamic_batch(inputs))
             paths[name] = Path(torch._inductor.aoti_compile_and_package(
                 program, package_path=str(output_dir / f"{name}.pt2"),
                 inductor_configs={"aot_inductor.compile_wrapper_opt_level": wrapper_opt_level}))
     return paths
 
 
-def load_aoti(paths: dict[str, Path], batch: int, device: torch.device) -> ExportedStep:
+def load_aoti(paths: dict[str, Path], device: torch.device) -> ExportedStep:
     detect = torch._inductor.aoti_load_package(str(paths["detect"]))
     render = torch._inductor.aoti_load_package(str(paths["render"]))
-    return ExportedStep(detect, render, batch, device)
+    return ExportedStep(detect, render, device)
 
 
 def onnxruntime_providers() -> list[str]:
@@ -119,12 +107,12 @@ def load_onnxruntime(paths: dict[str, Path], device: torch.device) -> ExportedSt
             return outputs[0] if len(outputs) == 1 else tuple(outputs)
         return run
 
-    return ExportedStep(runner(sessions["detect"]), runner(sessions["render"]), None, device)
+    return ExportedStep(runner(sessions["detect"]), runner(sessions["render"]), device)
 
 
-def load_backend(name: str, step: FrameStep, batch: int = 1, work_dir: Path | None = None):
+def load_backend(name: str, step: FrameStep, work_dir: Path | None = None):
     """The step behind backend `name`; exported backends build their graphs into `work_dir` (a temporary folder
-    by default), the AOTInductor packages for `batch`."""
+    by default)."""
     if name not in BACKENDS:
         raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, not {name!r}")
     if name == "eager":
@@ -139,7 +127,7 @@ def load_backend(name: str, step: FrameStep, batch: int = 1, work_dir: Path | No
     device = next(step.model.parameters()).device
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix=f"mcnet_rt_{name}_"))
     if name == "aoti":
-        return load_aoti(aoti_packages(step, work_dir, batch), batch, device)
+        return load_aoti(aoti_packages(step, work_dir), device)
     if name == "onnxruntime":
         from .onnx_export import export_step
         return load_onnxruntime(export_step(step, work_dir, "standard"), device)

@@ -9,6 +9,7 @@ from torch import nn
 from ..pipeline import FrameStep, motion_reference, prepare_source
 
 DETECT_INPUTS = ("driving",)
+TRACE_BATCH = 2  # the halves are traced with a batch of 2: torch.export would specialise a batch of 1 as a constant
 KEYPOINTS = ("kp_driving_value", "kp_driving_jacobian")
 
 
@@ -56,3 +57,11 @@ def batched(inputs: tuple[torch.Tensor, ...], batch: int) -> tuple[torch.Tensor,
     """Every input at the driving batch: the exported graphs take one batch size for all their inputs, so a source
     shared by the batch (batch 1) is repeated."""
     return tuple(t.expand(batch, *t.shape[1:]).contiguous() if t.shape[0] != batch else t for t in inputs)
+
+
+def dynamic_batch(inputs: tuple[torch.Tensor, ...]) -> tuple:
+    """torch.export's `dynamic_shapes` for a half traced with `inputs`: one batch dimension shared by every input
+    (Detect takes one argument, Render a variable number)."""
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    shapes = tuple({0: batch} for _ in inputs)
+    return (shapes,) if len(inputs) > 1 else shapes

@@ -20,17 +20,14 @@ from . import halves, plugin_ops
 FLAVOURS = ("standard", "plugin")
 OPSET = 18  # GridSample is safe in TensorRT at opsets 16-18 (reported wrong at 20)
 DTYPES = (torch.float32, torch.float16)
-TRACE_BATCH = 2  # traced with a batch of 2: torch.export would specialise a batch of 1 as a constant
 
 
 def _export(module: torch.nn.Module, inputs: tuple, names: tuple[str, ...], outputs: tuple[str, ...], path: Path,
             flavour: str, optimize: bool) -> None:
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    shapes = tuple({0: batch} for _ in inputs)
     table = plugin_ops.translation_table() if flavour == "plugin" else None
     with contextlib.redirect_stdout(None):  # the exporter prints its progress
         program = torch.onnx.export(module, inputs, dynamo=True, opset_version=OPSET, input_names=list(names),
-                                    output_names=list(outputs), dynamic_shapes=(shapes,) if len(inputs) > 1 else shapes,
+                                    output_names=list(outputs), dynamic_shapes=halves.dynamic_batch(inputs),
                                     custom_translation_table=table, optimize=optimize, verbose=False)
     if optimize:
         program.save(str(path))
@@ -94,7 +91,7 @@ def export_step(step: FrameStep, output_dir: Path, flavour: str = "standard") ->
         raise InputError("--ops plugin exports float32 graphs only: they are traced through the kernels, whose CPU "
                          "versions (where export runs) take float32/float64; use --ops standard for fp16")
     output_dir.mkdir(parents=True, exist_ok=True)
-    detect_inputs, render_inputs = halves.example_inputs(step, TRACE_BATCH)
+    detect_inputs, render_inputs = halves.example_inputs(step, halves.TRACE_BATCH)
     paths = {"detect": output_dir / "detect.onnx", "render": output_dir / "render.onnx"}
     optimize = step.dtype == torch.float32
     with torch.no_grad(), use_impl("kernel" if flavour == "plugin" else "reference"):

@@ -197,4 +197,4 @@ def load(step: FrameStep, work_dir: Path, device: torch.device, max_batch: int =
     for name, graph in graphs.items():
         engine = cached_engine(trt, graph, cache, max_batch=max_batch)
         runners[name] = _EngineRunner(trt, engine)
-    return ExportedStep(runners["detect"], runners["render"], batch=None, device=device)
+    return ExportedStep(runners["detect"], runners["render"], device)
