@@ -3,7 +3,8 @@
 # CUDA tests (pytest marker `cuda`) plus the dispatch and build tests, compute-sanitizer memcheck and racecheck on
 # one small case per op family, `mcnet-rt info --kernels`, then the op, frame-latency and training-step
 # benchmarks. Everything that should come back is written under $OUT. On the GPU machine, from the repository root:
-#   OUT=/path/to/out bash benchmarks/gpu_session.sh          # SANITIZE=0 skips the sanitizer, BENCH=0 the benchmarks
+#   OUT=/path/to/out bash benchmarks/gpu_session.sh   # SANITIZE=0 skips the sanitizer, BENCH=0 the benchmarks,
+#                                                      # BACKENDS=0 the backends' comparison
 set -uo pipefail
 OUT=${OUT:?set OUT to the folder that receives the results}
 mkdir -p "$OUT"
@@ -19,7 +20,7 @@ step "build for sm_$MCNET_RT_CUDA_ARCHS"
   > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 step "tests"
 python -m pytest -q -p no:cacheprovider -m cuda tests > "$OUT/tests_cuda.log" 2>&1; tail -5 "$OUT/tests_cuda.log"
-python -m pytest -q -p no:cacheprovider tests/test_native_build.py tests/test_dispatch.py \
+python -m pytest -q -p no:cacheprovider tests/test_native_build.py tests/test_dispatch.py tests/test_ops_library.py \
   > "$OUT/tests_dispatch.log" 2>&1; tail -3 "$OUT/tests_dispatch.log"
 if [ "${SANITIZE:-1}" = 1 ] && command -v compute-sanitizer > /dev/null; then
   for tool in memcheck racecheck; do
@@ -38,6 +39,13 @@ if [ "${BENCH:-1}" = 1 ]; then
   step "frame latency"
   python benchmarks/frame_latency.py --output "$OUT/frame_latency_cuda_vox-256.json" > "$OUT/frame_latency.log" 2>&1
   tail -8 "$OUT/frame_latency.log"
+  if [ "${BACKENDS:-1}" = 1 ]; then  # the engines side by side (issue 12: vox-256 fp16, batch 1 and 8)
+    step "backends"
+    python benchmarks/frame_latency.py --precisions fp16 --batches 1 8 --impls auto \
+      --backend eager compiled aoti onnxruntime tensorrt --warmup 10 --iterations 100 \
+      --output "$OUT/frame_latency_cuda_vox-256_backends.json" > "$OUT/frame_latency_backends.log" 2>&1
+    tail -12 "$OUT/frame_latency_backends.log"
+  fi
   step "training step"
   python benchmarks/training_step.py --output "$OUT/training_step_cuda.json" > "$OUT/training_step.log" 2>&1
   tail -8 "$OUT/training_step.log"
