@@ -24,3 +24,9 @@ def autocast(device: torch.device | str, dtype: torch.dtype):
 def full_precision(device: torch.device | str):
     """Autocast off inside a mixed-precision region (motion transfer composes jacobians and their inverses)."""
     return torch.autocast(device_type=torch.device(device).type, enabled=False)
+
+
+def at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of a float32 region: float32 for half types, the input's own for float64 (double-precision runs
+    such as gradient checks stay double)."""
+    return torch.promote_types(dtype, torch.float32)

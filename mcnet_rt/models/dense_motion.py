@@ -11,7 +11,7 @@ from torch import nn
 from ..config import DenseMotionConfig
 from ..keypoints import Keypoints, inverse_2x2
 from ..ops.warp import sparse_warp
-from ..precision import full_precision
+from ..precision import at_least_float32, full_precision
 from .blocks import AntiAliasDownsample, Hourglass, coordinate_grid
 
 
@@ -52,7 +52,7 @@ class DenseMotionNetwork(nn.Module):
     def forward(self, source_image: torch.Tensor, kp_source: Keypoints, kp_driving: Keypoints) -> DenseMotion:
         source = self.down(source_image) if self.down is not None else source_image
         b, _, h, w = source.shape
-        grid = coordinate_grid(h, w, device=source.device)  # float32 coordinates, as the keypoints
+        grid = coordinate_grid(h, w, device=source.device, dtype=at_least_float32(source.dtype))  # as the keypoints
         heatmaps = (keypoint_heatmaps(kp_driving.value, grid, self.kp_variance)
                     - keypoint_heatmaps(kp_source.value, grid, self.kp_variance))
         heatmaps = torch.cat([heatmaps.new_zeros(b, 1, h, w), heatmaps], dim=1)
@@ -61,7 +61,8 @@ class DenseMotionNetwork(nn.Module):
         # Per motion: its heat-map channel, then its warped RGB; the checkpoint's first conv expects this order.
         hourglass_in = torch.cat([heatmaps.unsqueeze(2), deformed], dim=2).view(b, -1, h, w)
         features = self.hourglass(hourglass_in)
-        mask = F.softmax(self.mask(features).float(), dim=1)  # float32: it weighs the sampling coordinates
+        mask = self.mask(features)
+        mask = F.softmax(mask.to(at_least_float32(mask.dtype)), dim=1)  # it weighs the sampling coordinates
         deformation = (motions * mask.unsqueeze(-1)).sum(dim=1)
         occlusion = torch.sigmoid(self.occlusion(features))
         return DenseMotion(deformation, occlusion, mask, deformed)

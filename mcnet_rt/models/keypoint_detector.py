@@ -6,6 +6,7 @@ from torch import nn
 
 from ..config import KeypointDetectorConfig
 from ..keypoints import Keypoints
+from ..precision import at_least_float32
 from .blocks import AntiAliasDownsample, Hourglass, coordinate_grid
 
 
@@ -28,11 +29,12 @@ class KeypointDetector(nn.Module):
         features = self.predictor(x)
         # The heads run at the autocast dtype, the soft-argmax in float32: a half softmax over logits/0.1 and half
         # sums over the heat-map would move the keypoints.
-        logits = self.kp(features).float()
+        logits = self.kp(features)
+        logits = logits.to(at_least_float32(logits.dtype))
         b, k, h, w = logits.shape
         heatmap = torch.softmax(logits.view(b, k, h * w) / self.temperature, dim=2).view(b, k, h, w)
-        grid = coordinate_grid(h, w, device=heatmap.device)
+        grid = coordinate_grid(h, w, device=heatmap.device, dtype=heatmap.dtype)
         value = (heatmap.unsqueeze(-1) * grid).sum(dim=(2, 3))
-        jacobian_map = self.jacobian(features).float().view(b, k, 4, h, w)
+        jacobian_map = self.jacobian(features).to(heatmap.dtype).view(b, k, 4, h, w)
         jacobian = (heatmap.unsqueeze(2) * jacobian_map).view(b, k, 4, h * w).sum(dim=-1)
         return Keypoints(value, jacobian.view(b, k, 2, 2))
