@@ -235,8 +235,11 @@ def test_stopping_live_mid_run_leaves_a_playable_mp4(feat_data, tmp_path, stop):
     command = [sys.executable, "-m", "mcnet_rt", "live", "--source", str(feat_data / "single_face.jpg"),
                "--input", str(feat_data / "single_face.mp4"), "--loop", "--output", str(output), "--untrained",
                "small", "--crop", "centre", "--no-cache"]
+    # SIGINT back to its default in the child: a shell runs background jobs (`make test &`) with SIGINT ignored,
+    # Python then keeps ignoring it, and the child would never see this test's Ctrl-C.
     process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
+                               env={**os.environ, "PYTHONPATH": str(REPO)},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stderr:
         if "mcnet-rt: live from" in line:
             break
