@@ -1,5 +1,6 @@
 """The plugin graph in ONNX Runtime: each `mcnet_rt` node runs its op's PyTorch reference as an
-onnxruntime-extensions Python op, so CI checks the exported graph's numerics without TensorRT."""
+onnxruntime-extensions Python op (float32; a float16 node on casts), so CI checks the exported graph's numerics
+without TensorRT."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,6 +34,30 @@ def _register() -> dict[tuple[str, int], str]:
     return names
 
 
+def _float32_plugin_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Each float16 plugin node on float32 casts of its float16 inputs, its output cast back to float16: Python
+    ops take no float16 (onnxruntime-extensions), and this is what the kernels do: float32 math, float16 storage."""
+    from onnx import TensorProto, helper
+
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input)}
+    nodes = []
+    for node in model.graph.node:
+        if node.domain != plugin_ops.DOMAIN or types[node.input[0]] != TensorProto.FLOAT16:
+            nodes.append(node)
+            continue
+        for k, name in enumerate(node.input):
+            if types[name] == TensorProto.FLOAT16:
+                node.input[k] = f"{name}.float32_for.{node.name}"
+                nodes.append(helper.make_node("Cast", [name], [node.input[k]], to=TensorProto.FLOAT))
+        output = node.output[0]
+        node.output[0] = f"{output}.float32"
+        nodes += [node, helper.make_node("Cast", [node.output[0]], [output], to=TensorProto.FLOAT16)]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
 _NAMES: dict | None = None
 
 
@@ -43,7 +68,7 @@ def reference_session(path: Path):
 
     global _NAMES
     _NAMES = _NAMES or _register()
-    model = onnx.load(str(path))
+    model = _float32_plugin_nodes(onnx.load(str(path)))
     for node in model.graph.node:
         if node.domain == plugin_ops.DOMAIN:
             node.op_type = _NAMES[(node.op_type, len(node.input))]

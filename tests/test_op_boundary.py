@@ -87,6 +87,29 @@ def test_every_operand_is_checked(name, spoil, fake):
             run(op, args, fake)
 
 
+def half_operands(name):
+    """CASES[name]'s operands as a float16 kernel takes them: data and weights float16, the rest float32."""
+    op, make, operands = CASES[name]
+    args = make()
+    data = {"features", "image", "x", "weight", "expert_weight", "query", "key", "value"}
+    return op, [a.half() if i < len(operands) and operands[i] in data else a for i, a in enumerate(args)]
+
+
+@needs_native
+@pytest.mark.parametrize("name", ["warp_features", "sparse_warp", "modulated_conv2d", "dynamic_conv2d",
+                                  "memory_attention"])
+def test_a_graph_traced_for_cuda_takes_the_cuda_kernels_types(name):
+    """The plugin graph is traced on the CPU for the CUDA kernels (`_native.traced_for`): the fakes take float16
+    there, while the CPU op itself still refuses it (only its twins would run)."""
+    op, args = half_operands(name)
+    with pytest.raises(RuntimeError, match="must be"):
+        run(op, args, fake=True)
+    with _native.traced_for("cuda"):
+        assert run(op, args, fake=True).dtype == torch.float16
+        with pytest.raises(RuntimeError, match="must be"):
+            run(op, args, fake=False)
+
+
 @needs_native
 def test_public_modulated_conv_takes_the_shared_input_with_batch_one():
     x, weight, styles = rand(1, 4, 6, 6), rand(5, 4, 3, 3), rand(3, 4)

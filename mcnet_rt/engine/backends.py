@@ -119,7 +119,7 @@ def load_backend(name: str, step: FrameStep, work_dir: Path | None = None):
         return step
     if name == "compiled":
         return compiled(step)
-    supported = (torch.float32, torch.float16) if name == "onnxruntime" else (torch.float32,)
+    supported = (torch.float32, torch.float16) if name in ("onnxruntime", "tensorrt") else (torch.float32,)
     if step.dtype not in supported:
         names = " or ".join(n for n, d in PRECISIONS.items() if d in supported)
         raise InputError(f"--backend {name} runs {names} graphs, not {str(step.dtype).removeprefix('torch.')}; "

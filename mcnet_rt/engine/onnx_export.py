@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError
 from ..ops import use_impl
+from ..ops._native import traced_for
 from ..pipeline import FrameStep
 from . import halves, plugin_ops
 
@@ -23,17 +23,22 @@ DTYPES = (torch.float32, torch.float16)
 
 
 def _export(module: torch.nn.Module, inputs: tuple, names: tuple[str, ...], outputs: tuple[str, ...], path: Path,
-            flavour: str, optimize: bool) -> None:
+            flavour: str) -> None:
+    """One half with its constant subgraphs folded (TensorRT's parser takes e.g. ReduceMean's axes only as
+    initializers). Folded here rather than by the exporter's `optimize`, whose later passes turn float16 weight
+    casts into float32 initializers that a float16 Conv rejects."""
+    import onnx
+    import onnxscript
+
     table = plugin_ops.translation_table() if flavour == "plugin" else None
     with contextlib.redirect_stdout(None):  # the exporter prints its progress
         program = torch.onnx.export(module, inputs, dynamo=True, opset_version=OPSET, input_names=list(names),
                                     output_names=list(outputs), dynamic_shapes=halves.dynamic_batch(inputs),
-                                    custom_translation_table=table, optimize=optimize, verbose=False)
-    if optimize:
-        program.save(str(path))
-    else:
-        import onnx
-        onnx.save(float32_mixed_nodes(program.model_proto), str(path))
+                                    custom_translation_table=table, optimize=False, verbose=False)
+    model = onnxscript.ir.serde.deserialize_model(program.model_proto)
+    onnxscript.optimizer.fold_constants(model)
+    onnxscript.optimizer.remove_unused_nodes(model)
+    onnx.save(float32_mixed_nodes(onnxscript.ir.serde.serialize_model(model)), str(path))
 
 
 # Ops whose ONNX definition takes one element type for all inputs, where eager PyTorch takes float16 data with
@@ -73,13 +78,13 @@ def export_step(step: FrameStep, output_dir: Path, flavour: str = "standard") ->
     """Write detect.onnx and render.onnx for `step` at its precision into `output_dir` and check them with
     onnx.checker.
 
-    `step.dtype` float16 (standard flavour only) gives mixed-precision graphs traced from the step under the autocast of eager
+    `step.dtype` float16 gives mixed-precision graphs traced from the step under the autocast of eager
     `--precision fp16`: float16 for the bulk (convolutions, matmuls), float32 where the step keeps it (the regions
     `mcnet_rt.precision` lists: keypoint soft-argmax, sampling coordinates and the dense-motion mask, motion
-    transfer; grid sampling). Their float16 inputs are the encoder features `feature_*` (as `prepare_source`
-    makes them at fp16); the driving and source images, keypoints, movement scale and the prediction stay float32.
-    They are written without the exporter's optimizer, which folds some weight casts into float32 initializers
-    that a half Conv then rejects (onnx.checker found it); ONNX Runtime and TensorRT fold the casts at load.
+    transfer). The standard graph samples in float32 (autocast's GridSample); the plugin graph runs the kernels'
+    float16 paths as eager does on a GPU (float16 data, float32 coordinates, scales and mixes, float32
+    accumulation). Their float16 inputs are the encoder features `feature_*` (as `prepare_source` makes them at
+    fp16); the driving and source images, keypoints, movement scale and the prediction stay float32.
     """
     import onnx
 
@@ -87,18 +92,15 @@ def export_step(step: FrameStep, output_dir: Path, flavour: str = "standard") ->
         raise ValueError(f"flavour must be one of {', '.join(FLAVOURS)}, not {flavour!r}")
     if step.dtype not in DTYPES:
         raise ValueError(f"ONNX graphs are exported in float32 or float16 mixed precision, not {step.dtype}")
-    if flavour == "plugin" and step.dtype != torch.float32:
-        raise InputError("--ops plugin exports float32 graphs only: they are traced through the kernels, whose CPU "
-                         "versions (where export runs) take float32/float64; use --ops standard for fp16")
     output_dir.mkdir(parents=True, exist_ok=True)
     detect_inputs, render_inputs = halves.example_inputs(step, halves.TRACE_BATCH)
     paths = {"detect": output_dir / "detect.onnx", "render": output_dir / "render.onnx"}
-    optimize = step.dtype == torch.float32
-    with torch.no_grad(), use_impl("kernel" if flavour == "plugin" else "reference"):
-        _export(halves.Detect(step), detect_inputs, halves.DETECT_INPUTS, halves.KEYPOINTS, paths["detect"], flavour,
-                optimize)
+    # The plugin graph runs the CUDA kernels (in TensorRT): traced here for them, it takes their element types.
+    traced = traced_for("cuda") if flavour == "plugin" else contextlib.nullcontext()
+    with torch.no_grad(), use_impl("kernel" if flavour == "plugin" else "reference"), traced:
+        _export(halves.Detect(step), detect_inputs, halves.DETECT_INPUTS, halves.KEYPOINTS, paths["detect"], flavour)
         _export(halves.Render(step), render_inputs, halves.render_inputs(step), ("prediction",), paths["render"],
-                flavour, optimize)
+                flavour)
     for path in paths.values():
         onnx.checker.check_model(str(path), full_check=flavour == "standard")
     return paths

@@ -29,6 +29,9 @@ PLUGIN_OPS = (
     PluginOp("MemoryAttention", "memory_attention", ("query", "key", "value"), {"scale": "float"}),
 )
 BY_NAME = {op.name: op for op in PLUGIN_OPS}
+# Operands in float32 whatever the graph's precision (sampling coordinates, occlusion, per-sample scales and
+# mixes: the kernels read them in their accumulation type); the others share the node's type.
+FLOAT32_INPUTS = frozenset({"deformation", "occlusion", "motions", "styles", "expert_bias", "gate"})
 
 
 def torch_op(op: PluginOp):
@@ -41,16 +44,19 @@ def register_schemas() -> None:
     from onnx.defs import OpSchema
 
     kinds = {"float": OpSchema.AttrType.FLOAT, "int": OpSchema.AttrType.INT}
-    types = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)", "tensor(double)"]
     for op in PLUGIN_OPS:
         if onnx.defs.has(op.name, DOMAIN):
             continue
-        inputs = [OpSchema.FormalParameter(name, "T", param_option=OpSchema.FormalParameterOption.Optional
+        inputs = [OpSchema.FormalParameter(name, "F" if name in FLOAT32_INPUTS else "T",
+                                           param_option=OpSchema.FormalParameterOption.Optional
                                            if name == "occlusion" else OpSchema.FormalParameterOption.Single)
                   for name in op.inputs]
+        constraints = [("T", ["tensor(float)", "tensor(float16)"], "the node's type: the data and weights")]
+        if FLOAT32_INPUTS.intersection(op.inputs):
+            constraints.append(("F", ["tensor(float)"], "coordinates, scales and mixes"))
         onnx.defs.register_schema(OpSchema(
             op.name, DOMAIN, 1, inputs=inputs, outputs=[OpSchema.FormalParameter("output", "T")],
-            type_constraints=[("T", types, "any input may be float32 or the kernel dtype")],
+            type_constraints=constraints,
             attributes=[OpSchema.Attribute(name, kinds[kind], required=True) for name, kind in op.attributes.items()]))
 
 
@@ -85,7 +91,14 @@ def translation_table() -> dict:
 
 
 def reference(op: PluginOp, inputs: list[torch.Tensor], attributes: dict) -> torch.Tensor:
-    """What a node computes, by the PyTorch reference of its op (the oracle for the plugin graph's numerics)."""
+    """What a node computes, by the PyTorch reference of its op (the oracle for the plugin graph's numerics): a
+    float16 node in float32, rounded to float16 at the end, as the kernels accumulate."""
+    dtype = inputs[0].dtype
+    output = _reference_float32(op, [t.float() for t in inputs], attributes)
+    return output.to(dtype)
+
+
+def _reference_float32(op: PluginOp, inputs: list[torch.Tensor], attributes: dict) -> torch.Tensor:
     from .. import ops
     if op.name == "WarpFeatures":
         return ops.warp_features_reference(*inputs)

@@ -105,7 +105,9 @@ def parse(trt: ModuleType, graph: Path):
     check_plugins(trt, graph)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    # Strongly typed: every layer runs in the type the graph gives it, so an fp16 graph's float32 regions stay
+    # float32 and its plugin nodes get the types they were traced with.
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(graph.read_bytes(), str(graph)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -173,10 +175,13 @@ class _EngineRunner:
         self.outputs = [n for n in names if n not in self.inputs]
 
     def __call__(self, *inputs: torch.Tensor):
+        inputs = [t.contiguous() for t in inputs]  # held until the engine has run: it reads their memory
         for name, tensor in zip(self.inputs, inputs):
             self.context.set_input_shape(name, tuple(tensor.shape))
-            self.context.set_tensor_address(name, tensor.contiguous().data_ptr())
-        outputs = [torch.empty(tuple(self.context.get_tensor_shape(n)), device="cuda") for n in self.outputs]
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        outputs = [torch.empty(tuple(self.context.get_tensor_shape(n)), device="cuda",
+                               dtype=tensorrt_plugins.torch_dtype(self.engine.get_tensor_dtype(n)))
+                   for n in self.outputs]
         for name, tensor in zip(self.outputs, outputs):
             self.context.set_tensor_address(name, tensor.data_ptr())
         self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream)

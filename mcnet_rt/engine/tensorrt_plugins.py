@@ -12,8 +12,6 @@ import torch
 
 from . import plugin_ops
 
-# Operands kept in float32 whatever the graph's precision (sampling coordinates, per-sample scales and mixes).
-FLOAT32_INPUTS = {"deformation", "occlusion", "motions", "styles", "expert_bias", "gate"}
 _TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16}
 
 
@@ -24,6 +22,11 @@ class _CudaArray:
         typestr = {torch.float32: "<f4", torch.float16: "<f2", torch.bfloat16: "<V2"}[dtype]
         self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (pointer, False),
                                          "version": 3, "strides": None}
+
+
+def torch_dtype(trt_dtype) -> torch.dtype:
+    """The torch type of a TensorRT `DataType` (of the `tensorrt` or `tensorrt_rtx` module)."""
+    return _TORCH_DTYPES[trt_dtype.name]
 
 
 def _view(pointer: int, desc, dtype: torch.dtype) -> torch.Tensor:
@@ -86,7 +89,7 @@ def plugin_classes(trt):
             if desc.format != trt.TensorFormat.LINEAR:
                 return False
             main = in_out[0].desc.type if hasattr(in_out[0], "desc") else in_out[0].type
-            if pos < num_inputs and self.op.inputs[pos] in FLOAT32_INPUTS:
+            if pos < num_inputs and self.op.inputs[pos] in plugin_ops.FLOAT32_INPUTS:
                 return desc.type == trt.float32
             return desc.type in (trt.float32, trt.float16) and desc.type == main
 
@@ -100,10 +103,8 @@ def plugin_classes(trt):
             pass
 
         def enqueue(self, input_desc, output_desc, inputs, outputs, workspace, stream):
-            def dtype(i, desc):
-                return torch.float32 if self.op.inputs[i] in FLOAT32_INPUTS else _TORCH_DTYPES[desc.type.name]
-            tensors = [_view(p, d, dtype(i, d)) for i, (p, d) in enumerate(zip(inputs, input_desc))]
-            out = _view(outputs[0], output_desc[0], _TORCH_DTYPES[output_desc[0].type.name])
+            tensors = [_view(p, d, torch_dtype(d.type)) for p, d in zip(inputs, input_desc)]
+            out = _view(outputs[0], output_desc[0], torch_dtype(output_desc[0].type))
             args = list(tensors)
             if self.op.name == "WarpFeatures" and len(args) == 2:
                 args.append(None)

@@ -37,7 +37,9 @@ def size(op: str, name: str, value: torch.Tensor, dim: int, expected, what: str)
 
 
 def kernel_dtypes(device: torch.device) -> tuple[torch.dtype, ...]:
-    """The element types the launchers run on `device` (meta tensors: any of them)."""
-    if device.type == "meta":
+    """The element types the launchers run on `device` (meta tensors: any of them; a graph traced for another
+    device: that device's, see `_native.traced_for`)."""
+    device_type = _native.kernel_device_type(device)
+    if device_type == "meta":
         return tuple(dict.fromkeys((*_native.kernel_dtypes("cuda"), *_native.kernel_dtypes("cpu"))))
-    return _native.kernel_dtypes(device.type)
+    return _native.kernel_dtypes(device_type)

@@ -28,6 +28,7 @@ _default_impl = _check_impl(os.environ.get("MCNET_RT_OPS", "auto"))
 _native: ModuleType | None = None
 _import_error: str | None = None
 _ops_loaded: bool | None = None
+_traced_for: str | None = None
 
 
 def native() -> ModuleType | None:
@@ -102,6 +103,24 @@ def use_impl(impl: str) -> Iterator[None]:
         yield
     finally:
         _default_impl = previous
+
+
+@contextlib.contextmanager
+def traced_for(device_type: str) -> Iterator[None]:
+    """Trace the ops inside the block for a graph that runs on `device_type`: the plugin graph is traced on the
+    CPU and runs the CUDA kernels inside TensorRT, so the kernel dispatch and the fakes' checks take that device's
+    element types. Only fakes run under tracing; a real CPU kernel still refuses what it cannot run."""
+    global _traced_for
+    previous, _traced_for = _traced_for, device_type
+    try:
+        yield
+    finally:
+        _traced_for = previous
+
+
+def kernel_device_type(device: torch.device) -> str:
+    """The device type whose kernels run an op on `device`'s tensors: the traced-for one inside `traced_for`."""
+    return _traced_for or device.type
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -59,24 +59,29 @@ def cuda_problem(build: Build | None, facts: DeviceFacts, dtype: torch.dtype) ->
         built = ", ".join(f"sm_{a}" for a in build.sass_archs)
         return (f"mcnet_rt._C has no code for {facts.name} (sm_{arch}): it carries {built} and PTX for "
                 f"compute_{build.ptx_arch}; rebuild it with MCNET_RT_CUDA_ARCHS={arch}")
-    if dtype not in _native.kernel_dtypes("cuda"):
-        names = ", ".join(str(d).removeprefix("torch.") for d in _native.kernel_dtypes("cuda"))
-        return f"mcnet_rt._C runs cuda tensors in {names}, not {dtype}"
-    return None
+    return missing_dtype("cuda", dtype)
+
+
+def missing_dtype(device_type: str, dtype: torch.dtype) -> str | None:
+    """Why `_C` has no kernel for `dtype` on `device_type`, or None when it has."""
+    if dtype in _native.kernel_dtypes(device_type):
+        return None
+    names = ", ".join(str(d).removeprefix("torch.") for d in _native.kernel_dtypes(device_type))
+    return f"mcnet_rt._C runs {device_type} tensors in {names}, not {dtype}"
 
 
 def missing_device_kernel(device: torch.device, dtype: torch.dtype) -> str | None:
     """Why `_C` cannot run an op on `device` in `dtype`, or None when it can."""
     if _native.native() is None or not _native.ops_loaded():
         return _native.not_built_message()
+    traced_for = _native.kernel_device_type(device)
+    if traced_for != device.type:  # a graph traced here for another device (`_native.traced_for`): its dtypes
+        return missing_dtype(traced_for, dtype)
     if device.type == "cuda":
         return cuda_problem(machine().build(), machine().device(device), dtype)
     if device.type != "cpu":
         return f"mcnet_rt._C has no kernels for {device.type} tensors"
-    if dtype not in _native.kernel_dtypes("cpu"):
-        names = ", ".join(str(d).removeprefix("torch.") for d in _native.kernel_dtypes("cpu"))
-        return f"mcnet_rt._C runs cpu tensors in {names}, not {dtype}"
-    return None
+    return missing_dtype("cpu", dtype)
 
 
 def missing_kernel(tensor: torch.Tensor) -> str | None:
