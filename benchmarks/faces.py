@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from mcnet_rt.faces import FaceDetector, FaceTracker, frame_tensor
+from mcnet_rt.faces import FaceDetector, FaceTracker
+from mcnet_rt.io.frames import to_tensor
 from mcnet_rt.io.video import read_frames
 from timing import Timer, percentiles, stamp, write_report
 
@@ -53,7 +54,7 @@ def main() -> None:
     if not found:
         raise SystemExit(f"{video}: no face tracked in {len(frames)} frames")
     transform = found[len(found) // 2].crop(args.size)
-    frame = frame_tensor(frames[0]).to(device)
+    frame = to_tensor(frames[:1], device)
     face = transform.crop(frame)
     timer = Timer(device)
     crop = [timer(lambda: transform.crop(frame)) for _ in range(len(frames))]

@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from mcnet_rt import faces
 from mcnet_rt.animate import AnimateOptions, Animator, batches, note
-from mcnet_rt.pipeline import to_tensor
 from mcnet_rt.errors import InputError
+from mcnet_rt.io.frames import to_tensor
 from mcnet_rt.io.image import fit_square, read_image
 from mcnet_rt.io.video import probe_video, read_frames
 from mcnet_rt.models import MCNet
