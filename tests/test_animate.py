@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from mcnet_rt.animate import AnimateOptions, Animator, compose
-from mcnet_rt.pipeline import to_tensor, to_uint8
+from mcnet_rt.io.frames import to_tensor, to_uint8
 
 
 def frames(n, size=128, seed=0):

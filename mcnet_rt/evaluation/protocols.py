@@ -29,17 +29,16 @@ from tqdm import tqdm
 
 from mcnet_rt import faces
 from mcnet_rt.animate import AnimateOptions, Animator, batches, note
-from mcnet_rt.pipeline import to_tensor
 from mcnet_rt.errors import InputError
+from mcnet_rt.io.frames import to_tensor
 from mcnet_rt.io.image import fit_square, read_image
-from mcnet_rt.io.video import probe_video, read_frames
+from mcnet_rt.io.video import VIDEO_SUFFIXES, probe_video, read_frames
 from mcnet_rt.models import MCNet
 from mcnet_rt.training.data import video_frames
 
 from . import image_metrics, motion_metrics
 from .perceptual import lpips
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 WORST_FRAMES = 4
 
 

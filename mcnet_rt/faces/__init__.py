@@ -12,22 +12,22 @@ Public API (frames are (H, W, 3) uint8 RGB; pixel coordinates span [0, W] × [0,
         .matrix (frame -> crop, (..., 2, 3)), .inverse (crop -> frame), .to_crop(points), .to_frame(points),
         .crop(images (B, C, H, W) float) -> (B, C, S, S), .paste(face, background, feather) -> (B, C, H, W)
         (torch on the images' device; outside the frame the crop is black)
-    crop_frame(frame, transform) -> (S, S, 3) uint8   CPU convenience over CropTransform.crop
-    frame_tensor(frame) -> (1, 3, H, W) float in [0, 1]
+    crop_frame(frame, transform) -> (S, S, 3) uint8   CPU convenience over CropTransform.crop (uint8 <-> float
+                                                      conversions: mcnet_rt.io.frames)
     OneEuroFilter(min_cutoff, beta, d_cutoff, rate)(x, dt=None); reset()   any array shape
     FaceMesh()(image) -> (478, 3) or None; face_mesh() the process's instance
     normalised_landmarks(points) -> (N, 2)            centred, divided by sqrt(hull area) (best-frame matching)
     DlibFaces / dlib_faces(), FaceObservation, observe(image), observe_batch(images), ANALYSIS_SIZE  (evaluation)
     quiet_stderr()                                    silences MediaPipe's C++ logging
 """
-from .crop import CropTransform, crop_frame, feather_mask, frame_tensor, keep_inside, square_from_box
+from .crop import CropTransform, crop_frame, feather_mask, keep_inside, square_from_box
 from .detection import Detection, FaceDetector, quiet_stderr
 from .landmarks import DlibFaces, FaceMesh, dlib_faces, face_mesh, normalised_landmarks
 from .observation import ANALYSIS_SIZE, FaceObservation, observe, observe_batch, to_analysis_image
 from .one_euro import OneEuroFilter
 from .tracking import FaceTracker, Track, face_runs, iou, track_clip
 
-__all__ = ["CropTransform", "crop_frame", "feather_mask", "frame_tensor", "keep_inside", "square_from_box",
+__all__ = ["CropTransform", "crop_frame", "feather_mask", "keep_inside", "square_from_box",
            "Detection", "FaceDetector", "quiet_stderr", "DlibFaces", "FaceMesh", "dlib_faces", "face_mesh",
            "normalised_landmarks",
            "ANALYSIS_SIZE", "FaceObservation", "observe", "observe_batch", "to_analysis_image", "OneEuroFilter",

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..io.frames import to_tensor, to_uint8
+
 
 def square_from_box(box: np.ndarray, margin: float) -> np.ndarray:
     """(..., 3) squares (cx, cy, side) around (..., 4) boxes (x, y, w, h); side = larger box side × (1 + 2·margin)."""
@@ -160,12 +162,6 @@ class CropTransform:
         return result
 
 
-def frame_tensor(frame: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H, W) float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float().div(255)
-
-
 def crop_frame(frame: np.ndarray, transform: CropTransform) -> np.ndarray:
     """The crop of one (H, W, 3) uint8 frame as (S, S, 3) uint8 (CPU convenience over CropTransform.crop)."""
-    crop = transform.crop(frame_tensor(frame))[0]
-    return crop.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+    return to_uint8(transform.crop(to_tensor(frame[None], torch.device("cpu"))))[0]

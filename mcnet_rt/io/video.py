@@ -14,6 +14,9 @@ from mcnet_rt.errors import InputError
 from mcnet_rt.io.atomic import atomic_output, write_failed
 from mcnet_rt.io.inputs import check_input_file
 
+# Name endings taken as videos when a folder is searched for inputs (prepare-data, evaluate); what can be written is
+# outputs.VIDEO_EXTENSIONS.
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 # Audio codecs copied into the output untouched. The MP4 muxer also accepts PCM, Vorbis and others,
 # but common players do not play those from MP4, so everything else is re-encoded to AAC.
 _REMUX_AUDIO = {"aac", "mp3"}

@@ -20,9 +20,9 @@ from safetensors.torch import load_file, save_file
 
 from ..faces import CropTransform
 from ..io.atomic import atomic_output
+from ..io.frames import to_tensor
 from ..keypoints import Keypoints
 from ..models import MCNet, SourceCache
-from .frames import to_tensor
 from .step import prepare_source
 
 if TYPE_CHECKING:

@@ -22,9 +22,9 @@ import torch.nn.functional as F
 
 from .. import faces
 from ..errors import InputError
+from ..io.frames import to_tensor, to_uint8
 from ..keypoints import Keypoints
 from ..models import MCNet
-from .frames import to_tensor, to_uint8
 from .prepared import load_or_prepare
 from .stats import StageTimes
 from .step import FrameStep, MotionReference, reference_from_keypoints

