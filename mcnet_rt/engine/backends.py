@@ -19,7 +19,7 @@ import torch
 
 from ..errors import InputError
 from ..keypoints import Keypoints
-from ..pipeline import PRECISIONS, FrameStep
+from ..pipeline import FrameStep
 from . import halves
 
 BACKENDS = ("eager", "compiled", "aoti", "onnxruntime", "tensorrt")
@@ -62,9 +62,10 @@ def compiled(step: FrameStep) -> FrameStep:
 
 
 def aoti_packages(step: FrameStep, output_dir: Path, wrapper_opt_level: str = "O1") -> dict[str, Path]:
-    """AOTInductor packages detect.pt2 and render.pt2 of the step, for any batch. The wrapper (the C++ that calls
-    the kernels) is compiled at `wrapper_opt_level`: "O0" saves about a minute of the small preset's build on 2
-    cores (355 s instead of 420 s in the test; inductor's own Python work is most of the rest)."""
+    """AOTInductor packages detect.pt2 and render.pt2 of the step, for any batch, at the step's precision (the
+    step's autocast and float32 regions are exported with it). The wrapper (the C++ that calls the kernels) is
+    compiled at `wrapper_opt_level`: "O0" saves about a minute of the small preset's build on 2 cores (355 s
+    instead of 420 s in the test; inductor's own Python work is most of the rest)."""
     detect_inputs, render_inputs = halves.example_inputs(step, halves.TRACE_BATCH)
     paths = {}
     with torch.no_grad():
@@ -119,11 +120,9 @@ def load_backend(name: str, step: FrameStep, work_dir: Path | None = None):
         return step
     if name == "compiled":
         return compiled(step)
-    supported = (torch.float32, torch.float16) if name in ("onnxruntime", "tensorrt") else (torch.float32,)
-    if step.dtype not in supported:
-        names = " or ".join(n for n, d in PRECISIONS.items() if d in supported)
-        raise InputError(f"--backend {name} runs {names} graphs, not {str(step.dtype).removeprefix('torch.')}; "
-                         "use --precision fp32, or --backend eager/compiled")
+    if name in ("onnxruntime", "tensorrt") and step.dtype == torch.bfloat16:
+        raise InputError(f"--backend {name} runs fp32 or fp16 graphs, not bfloat16; use --precision fp32 or fp16, "
+                         "or --backend eager/compiled/aoti")
     device = next(step.model.parameters()).device
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix=f"mcnet_rt_{name}_"))
     if name == "aoti":
