@@ -2,6 +2,9 @@
 as an invertible affine, black padding at borders, paste-back, One-Euro smoothing, detection and tracking."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -131,6 +134,26 @@ def test_detector_finds_the_faces_of_a_group_photo(feat_data):
     assert len(faces) >= 3
     assert all(f.box.shape == (4,) and f.keypoints.shape == (6, 2) for f in faces)
     assert [f.score for f in faces] == sorted((f.score for f in faces), reverse=True)
+
+
+def test_mediapipe_logs_are_silenced_while_its_graphs_warm_up_and_stderr_is_left_alone_after(feat_data):
+    """MediaPipe logs (TensorFlow Lite, absl) on fd 2 when a graph is built and on its first call; silencing fd 2
+    is process-wide, so later calls (every live or serve frame) must not redirect it: another thread's error would
+    vanish."""
+    script = f"""
+import itertools, os
+from mcnet_rt.faces import FaceDetector, FaceMesh
+from mcnet_rt.io.video import read_frames
+detector, mesh = FaceDetector(), FaceMesh()
+for frame in itertools.islice(read_frames({str(feat_data / 'single_face.mp4')!r}), 3):
+    detector(frame), mesh(frame)
+process = detector._model.process
+detector._model.process = lambda frame: (os.write(2, b"written during a later call\\n"), process(frame))[1]
+detector(frame)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.splitlines() == ["written during a later call"]
 
 
 def test_tracker_reports_no_face_after_the_face_leaves(feat_data, tracker):
