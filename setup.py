@@ -1,16 +1,15 @@
 """Build of mcnet_rt, its native module `mcnet_rt._C` and its torch ops library `mcnet_rt/_ops.so`.
 
-`_C` is a pybind11 module over torch-free launchers: the CPU twins (csrc/cpu) are always built; the CUDA kernels
-(csrc/kernels/*.cu) are compiled with nvcc when it is found (CUDA_HOME, /usr/local/cuda or PATH) and linked with
-the static CUDA runtime, so the module imports on machines without a GPU or with a driver too old for it (the ops
-then fall back to the references; see mcnet_rt/ops/dispatch.py). MCNET_RT_CUDA=0 builds CPU-only,
-MCNET_RT_CUDA=1 fails when nvcc is missing. Flags live in csrc/build.json; MCNET_RT_CUDA_ARCHS="90 120" overrides
-its machine-code architectures. Objects are rebuilt only when their sources, headers or nvcc command change
+`_ops.so` registers the mcnet_rt torch ops (csrc/torch, PyTorch's stable ABI targeting torch 2.11) over torch-free
+launchers: it links the CPU twins (csrc/cpu, always built) and the CUDA kernels (csrc/kernels/*.cu, compiled with
+nvcc when it is found: CUDA_HOME, /usr/local/cuda or PATH), and loads into any process with torch >= 2.11
+(`torch.ops.load_library`), without mcnet_rt's Python code. `_C` is a pybind11 module of build and machine facts:
+it links only the bindings and, with nvcc, the CUDA runtime queries (kernels/runtime.cu). Both link the static
+CUDA runtime, so they load on machines without a GPU or with a driver too old for it (the ops then fall back to
+the references; see mcnet_rt/ops/dispatch.py). MCNET_RT_CUDA=0 builds CPU-only, MCNET_RT_CUDA=1 fails when nvcc is
+missing. Flags live in csrc/build.json; MCNET_RT_CUDA_ARCHS="90 120" overrides its machine-code architectures.
+Each object is compiled once, and rebuilt only when its source, headers or nvcc command change
 (`python setup.py build_ext --inplace`).
-
-`_ops.so` registers the mcnet_rt torch ops (csrc/torch, PyTorch's stable ABI targeting torch 2.11) over the
-same launchers: it links the CPU twin and CUDA objects compiled for `_C` (nothing is compiled twice) and loads into
-any process with torch >= 2.11 (`torch.ops.load_library`), without mcnet_rt's Python code.
 """
 from __future__ import annotations
 
@@ -29,7 +28,10 @@ from setuptools import Extension, find_packages, setup
 ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
 FLAGS = json.loads((CSRC / "build.json").read_text())
+NATIVE_MODULE = "mcnet_rt._C"
 OPS_LIBRARY = "mcnet_rt._ops"
+# The CUDA runtime queries: all that _C takes of csrc/kernels (the kernels use them too).
+CUDA_RUNTIME = CSRC / "kernels" / "runtime.cu"
 
 
 def find_nvcc() -> Path | None:
@@ -54,7 +56,8 @@ def relative(paths) -> list[str]:
 
 
 class BuildWithCuda(build_ext):
-    """Compiles csrc/kernels/*.cu with nvcc (in parallel, only when stale) and links them into `_C`."""
+    """Compiles csrc/kernels/*.cu with nvcc (in parallel, only when stale) and links each library the ones it uses:
+    `_C` the runtime queries, `_ops.so` every kernel."""
 
     def get_ext_filename(self, fullname):
         """The ops library is a plain shared library (no Python module): mcnet_rt/_ops.so."""
@@ -63,21 +66,19 @@ class BuildWithCuda(build_ext):
         return super().get_ext_filename(fullname)
 
     def build_extension(self, ext):
-        if ext.name == OPS_LIBRARY:
-            # The twins as compiled for _C (built first): one set of objects for both libraries.
-            twins = relative((CSRC / "cpu").glob("*.cpp"))
-            ext.extra_objects = [*ext.extra_objects, *self.compiler.object_filenames(twins, output_dir=self.build_temp)]
         nvcc = find_nvcc()
         if nvcc is not None:
-            ext.extra_objects = [*ext.extra_objects, *self.compile_cuda(nvcc)]
+            sources = [CUDA_RUNTIME] if ext.name == NATIVE_MODULE else sorted((CSRC / "kernels").glob("*.cu"))
+            ext.extra_objects = [*ext.extra_objects, *self.compile_cuda(nvcc, sources)]
             ext.define_macros = [*ext.define_macros, ("MCNET_RT_WITH_CUDA", "1")]
             cuda_lib = nvcc.parent.parent / "lib64"
             ext.extra_link_args = [*ext.extra_link_args, str(cuda_lib / "libcudart_static.a"), "-ldl", "-lrt",
                                    "-lpthread"]
         super().build_extension(ext)
 
-    def compile_cuda(self, nvcc: Path) -> list[str]:
-        sources = sorted((CSRC / "kernels").glob("*.cu"))
+    def compile_cuda(self, nvcc: Path, sources: list[Path]) -> list[str]:
+        """The objects of `sources`; an object already compiled with the same command (for the other library) is
+        reused."""
         headers = [*CSRC.rglob("*.h"), *CSRC.rglob("*.cuh")]
         newest_header = max((h.stat().st_mtime for h in headers), default=0.0)
         out_dir = Path(self.build_temp) / "cuda"
@@ -109,8 +110,8 @@ class BuildWithCuda(build_ext):
 
 def native_extension() -> Pybind11Extension:
     return Pybind11Extension(
-        "mcnet_rt._C",
-        relative([*(CSRC / "cpu").glob("*.cpp"), *(CSRC / "bindings").glob("*.cpp")]),
+        NATIVE_MODULE,
+        relative((CSRC / "bindings").glob("*.cpp")),
         include_dirs=[str(CSRC / "include")],
         depends=relative([*CSRC.rglob("*.h")]),
         cxx_std=FLAGS["cxx_standard"],
@@ -131,7 +132,7 @@ def ops_extension() -> Extension:
     torch = torch_dir()
     return Extension(
         OPS_LIBRARY,
-        relative((CSRC / "torch").glob("*.cpp")),
+        relative([*(CSRC / "cpu").glob("*.cpp"), *(CSRC / "torch").glob("*.cpp")]),
         include_dirs=[str(CSRC / "include"), str(torch / "include")],
         library_dirs=[str(torch / "lib")],
         libraries=["torch_cpu", "c10", "dl"],

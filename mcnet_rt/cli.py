@@ -234,7 +234,8 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def print_kernel_report(as_json: bool) -> None:
-    """Per op family: the architectures `_C` was compiled for, and what impl="auto" runs here and why."""
+    """Per op family: the architectures the kernels of `_ops.so` were compiled for, and what impl="auto" runs here
+    and why."""
     from .ops import dispatch
 
     report = dispatch.report(pick_device("auto"))
@@ -243,7 +244,7 @@ def print_kernel_report(as_json: bool) -> None:
         return
     compiled = report["compiled"]
     print(f"device: {report['device']}")
-    print("mcnet_rt._C CUDA code: " + (f"{', '.join(compiled['sass'])} + PTX {compiled['ptx']} (CUDA "
+    print("mcnet_rt/_ops.so CUDA code: " + (f"{', '.join(compiled['sass'])} + PTX {compiled['ptx']} (CUDA "
                                        f"{compiled['cuda_runtime']} runtime, build {compiled['build_hash']})"
                                        if compiled else "none"))
     print(f"CUDA kernels on this machine: {report['cuda_kernels']}")

@@ -14,7 +14,7 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "cuda: needs a GPU that mcnet_rt._C's CUDA kernels can run on "
+    config.addinivalue_line("markers", "cuda: needs a GPU that mcnet_rt's CUDA kernels can run on "
                                        "(`pytest -m cuda` runs only these: benchmarks/gpu_session.sh)")
 
 
@@ -23,7 +23,7 @@ def pytest_collection_modifyitems(config, items):
 
     if cuda_kernels_available():
         return
-    skip = pytest.mark.skip(reason="no GPU that mcnet_rt._C's CUDA kernels can run on")
+    skip = pytest.mark.skip(reason="no GPU that mcnet_rt's CUDA kernels can run on")
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)

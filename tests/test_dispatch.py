@@ -3,12 +3,13 @@ machine interface), and the self-test, timing and on-disk cache exercised with t
 import json
 import logging
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from mcnet_rt.cli import main
-from mcnet_rt.ops import dispatch, warp
+from mcnet_rt.ops import _native, dispatch, warp
 from mcnet_rt.ops.machine import Build, DeviceFacts, Machine, use_machine
 
 CURRENT = Build((75, 80, 86, 90, 100, 120), 90, 13000, "current")
@@ -16,7 +17,7 @@ BEFORE_ISSUE_10 = Build((80, 86, 89, 90), 90, 13000, "before")  # the build of c
 T4 = DeviceFacts("Tesla T4", (7, 5), 13000, 1)
 RTX_5090 = DeviceFacts("NVIDIA GeForce RTX 5090", (12, 0), 13000, 1)
 V100 = DeviceFacts("Tesla V100-SXM2-16GB", (7, 0), 13000, 1)
-# PyTorch cu12.8 runs on this driver; the CUDA 13 runtime in _C cannot (cudaErrorInsufficientDriver = 35).
+# PyTorch cu12.8 runs on this driver; the CUDA 13 runtime of mcnet_rt's build cannot (cudaErrorInsufficientDriver = 35).
 A10_OLD_DRIVER = DeviceFacts("NVIDIA A10", (8, 6), 12080, -35)
 CPU = DeviceFacts("test cpu", (0, 0), 0, 0)
 CUDA = torch.device("cuda", 0)
@@ -113,7 +114,7 @@ def test_self_test_runs_the_twin_and_caches_its_decision(fresh_dispatch):
         out = warp.warp_features(*inputs)
     assert torch.allclose(out, warp.warp_features_reference(*inputs), rtol=0, atol=1e-12)
     key, name, decision = stored(fresh_dispatch)
-    assert key == "test cpu | sm_00 | driver 0 | _C current"
+    assert key == "test cpu | sm_00 | driver 0 | _ops.so current"
     assert name == "warp_features float64 1x4x8x8,1x8x8x2 inference"
     assert decision["error"] <= 1e-12 and set(decision["ms"]) == {"kernel", "reference"}
     assert decision["use"] in ("kernel", "reference")
@@ -177,8 +178,26 @@ def test_cached_decisions_are_reused_until_a_rebuild(fresh_dispatch):
     before = len(calls)
     auto(warp_inputs(), kernel, machine=FakeMachine(CPU, rebuilt, measure_cpu=True))
     assert len(calls) - before > 1  # measured again under the new build's key
-    assert set(json.loads(fresh_dispatch.read_text())) == {"test cpu | sm_00 | driver 0 | _C current",
-                                                           "test cpu | sm_00 | driver 0 | _C rebuilt"}
+    assert set(json.loads(fresh_dispatch.read_text())) == {"test cpu | sm_00 | driver 0 | _ops.so current",
+                                                           "test cpu | sm_00 | driver 0 | _ops.so rebuilt"}
+
+
+def test_the_build_hash_is_that_of_the_ops_library_whose_kernels_run(tmp_path, monkeypatch):
+    """The kernels live in `_ops.so`, so its bytes key the decisions; without it there is no CUDA build to run."""
+    facts = SimpleNamespace(with_cuda=True, cuda_archs=(90,), ptx_arch=90, cuda_runtime_version=13000)
+    monkeypatch.setattr(_native, "native", lambda: facts)
+    hashes = []
+    for name, content in (("a", b"kernels"), ("b", b"kernels"), ("c", b"rebuilt kernels")):
+        library = tmp_path / name / "_ops.so"
+        library.parent.mkdir()
+        library.write_bytes(content)
+        monkeypatch.setattr(_native, "OPS_LIBRARY", library)
+        build = Machine().build()
+        assert (build.sass_archs, build.ptx_arch, build.runtime_version) == ((90,), 90, 13000)
+        hashes.append(build.build_hash)
+    assert hashes[0] == hashes[1] != hashes[2]
+    monkeypatch.setattr(_native, "OPS_LIBRARY", tmp_path / "missing" / "_ops.so")
+    assert Machine().build() is None
 
 
 def test_forced_impls_skip_the_self_test(fresh_dispatch):

@@ -87,7 +87,7 @@ def test_convert_to_safetensors_and_back_keeps_outputs(official_checkpoint, arra
 
 @torch.no_grad()
 def test_prediction_through_native_kernels_matches_released_code(official_model, arrays):
-    """Every op that `_C` implements runs its kernel (here the CPU twins) inside the released model."""
+    """Every op that `_ops.so` implements runs its kernel (here the CPU twins) inside the released model."""
     source = image_tensor(arrays["source"])
     kp_source, kp_driving = released_keypoints(arrays, "source"), released_keypoints(arrays, "driving")
     with use_impl("kernel"):

@@ -1,6 +1,6 @@
-"""The native side of the ops: the module `mcnet_rt._C` (launchers for the TensorRT plugins, build facts, the table
-of dtypes and limits), the torch ops library `mcnet_rt/_ops.so` (the ops themselves, defined in C++: csrc/torch),
-and the default `impl` of every op ("auto", "reference" or "kernel"; see `dispatch`):
+"""The native side of the ops: the torch ops library `mcnet_rt/_ops.so` (the ops themselves, defined in C++ over
+the kernels and CPU twins: csrc/torch), the module `mcnet_rt._C` (build and machine facts, the table of dtypes and
+limits), and the default `impl` of every op ("auto", "reference" or "kernel"; see `dispatch`):
 `MCNET_RT_OPS=reference|kernel|auto` or `use_impl(...)` sets it.
 """
 from __future__ import annotations

@@ -2,7 +2,8 @@
 machine and build: ~/.cache/mcnet_rt/dispatch.json, or the file named by MCNET_RT_DISPATCH_CACHE.
 
 Decisions are grouped under a machine key: GPU name and compute capability, driver version and the hash of the
-built `_C`. A new driver or a rebuild of `_C` gives a new key, so its decisions are measured afresh.
+built ops library `_ops.so` (the kernels that run). A new driver or a rebuild of the kernels gives a new key, so its
+decisions are measured afresh.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def cache_path() -> Path:
 def machine_key(facts: DeviceFacts, build: Build | None) -> str:
     major, minor = facts.capability
     return (f"{facts.name} | sm_{major}{minor} | driver {facts.driver_version} | "
-            f"_C {build.build_hash if build else 'cpu-only'}")
+            f"_ops.so {build.build_hash if build else 'cpu-only'}")
 
 
 def _read(path: Path) -> dict:

@@ -1,12 +1,14 @@
-"""The one switch between the kernels of `mcnet_rt._C` and the PyTorch implementations, for every op.
+"""The one switch between the kernels of the ops library `mcnet_rt/_ops.so` and the PyTorch implementations, for
+every op.
 
-`impl="reference"` runs the pure-PyTorch oracle; `impl="kernel"` runs `_C` (the CPU twins on CPU tensors) and fails
-with a message naming what is missing; `impl="auto"` (the default) runs a CUDA kernel only where it can run and has
-earned its place:
+`impl="reference"` runs the pure-PyTorch oracle; `impl="kernel"` runs the kernels (the CPU twins on CPU tensors) and
+fails with a message naming what is missing; `impl="auto"` (the default) runs a CUDA kernel only where it can run
+and has earned its place:
 
-1. `_C` must be able to run on the device: CUDA code in the build, a driver that supports the CUDA runtime `_C`
-   links, machine code for the GPU's architecture (or PTX the driver can compile for it), a kernel for the dtype.
-   Otherwise the reference runs, with one logged note per reason.
+1. The kernels must be able to run on the device: CUDA code in the build, a driver that supports the CUDA runtime
+   they link, machine code for the GPU's architecture (or PTX the driver can compile for it), a kernel for the
+   dtype (the build's facts come from `_C`, compiled with the kernels). Otherwise the reference runs, with one
+   logged note per reason.
 2. The first time an op meets a (GPU, dtype, shape class), the self-test (`selftest.py`) checks the kernel against
    the reference on that input and times both (and any native alternative); the kernel runs only where it agrees
    and is faster. Decisions are cached in memory and on disk (`decisions.py`).
@@ -39,39 +41,39 @@ def _version(code: int) -> str:
 
 
 def cuda_problem(build: Build | None, facts: DeviceFacts, dtype: torch.dtype) -> str | None:
-    """Why `_C` cannot run a CUDA kernel in `dtype` on the device described by `facts`, or None when it can."""
+    """Why mcnet_rt cannot run a CUDA kernel in `dtype` on the device described by `facts`, or None when it can."""
     if build is None:
-        return "mcnet_rt._C was built without CUDA (nvcc was not found at build time); rebuild it with nvcc"
+        return "mcnet_rt was built without CUDA kernels (nvcc was not found at build time); rebuild it with nvcc"
     runtime = _version(build.runtime_version)
     if facts.driver_version == 0:
-        return "no NVIDIA driver answers mcnet_rt._C's CUDA runtime (no GPU on this machine?)"
+        return "no NVIDIA driver answers mcnet_rt's CUDA runtime (no GPU on this machine?)"
     if facts.driver_version // 1000 < build.runtime_version // 1000:
-        return (f"the NVIDIA driver supports CUDA up to {_version(facts.driver_version)}, but mcnet_rt._C links the "
-                f"CUDA {runtime} runtime, which needs a driver for CUDA {build.runtime_version // 1000}.0 or newer; "
-                f"update the driver, or rebuild _C with a CUDA {facts.driver_version // 1000}.x toolkit")
+        return (f"the NVIDIA driver supports CUDA up to {_version(facts.driver_version)}, but mcnet_rt's kernels "
+                f"link the CUDA {runtime} runtime, which needs a driver for CUDA {build.runtime_version // 1000}.0 or "
+                f"newer; update the driver, or rebuild mcnet_rt with a CUDA {facts.driver_version // 1000}.x toolkit")
     if facts.device_count < 0:
-        return (f"mcnet_rt._C's CUDA {runtime} runtime cannot use this machine's driver "
+        return (f"mcnet_rt's CUDA {runtime} runtime cannot use this machine's driver "
                 f"(cudaError {-facts.device_count})")
     major, minor = facts.capability
     arch = 10 * major + minor
     native = any(sass // 10 == major and sass <= arch for sass in build.sass_archs)
     if not native and build.ptx_arch > arch:
         built = ", ".join(f"sm_{a}" for a in build.sass_archs)
-        return (f"mcnet_rt._C has no code for {facts.name} (sm_{arch}): it carries {built} and PTX for "
-                f"compute_{build.ptx_arch}; rebuild it with MCNET_RT_CUDA_ARCHS={arch}")
+        return (f"mcnet_rt's kernels have no code for {facts.name} (sm_{arch}): they carry {built} and PTX for "
+                f"compute_{build.ptx_arch}; rebuild them with MCNET_RT_CUDA_ARCHS={arch}")
     return missing_dtype("cuda", dtype)
 
 
 def missing_dtype(device_type: str, dtype: torch.dtype) -> str | None:
-    """Why `_C` has no kernel for `dtype` on `device_type`, or None when it has."""
+    """Why mcnet_rt has no kernel for `dtype` on `device_type`, or None when it has."""
     if dtype in _native.kernel_dtypes(device_type):
         return None
     names = ", ".join(str(d).removeprefix("torch.") for d in _native.kernel_dtypes(device_type))
-    return f"mcnet_rt._C runs {device_type} tensors in {names}, not {dtype}"
+    return f"mcnet_rt's kernels run {device_type} tensors in {names}, not {dtype}"
 
 
 def missing_device_kernel(device: torch.device, dtype: torch.dtype) -> str | None:
-    """Why `_C` cannot run an op on `device` in `dtype`, or None when it can."""
+    """Why the kernels cannot run an op on `device` in `dtype`, or None when it can."""
     if _native.native() is None or not _native.ops_loaded():
         return _native.not_built_message()
     traced_for = _native.kernel_device_type(device)
@@ -80,12 +82,12 @@ def missing_device_kernel(device: torch.device, dtype: torch.dtype) -> str | Non
     if device.type == "cuda":
         return cuda_problem(machine().build(), machine().device(device), dtype)
     if device.type != "cpu":
-        return f"mcnet_rt._C has no kernels for {device.type} tensors"
+        return f"mcnet_rt has no kernels for {device.type} tensors"
     return missing_dtype("cpu", dtype)
 
 
 def missing_kernel(tensor: torch.Tensor) -> str | None:
-    """Why `_C` cannot run an op on `tensor`'s device and dtype, or None when it can."""
+    """Why the kernels cannot run an op on `tensor`'s device and dtype, or None when it can."""
     return missing_device_kernel(tensor.device, tensor.dtype)
 
 

@@ -1,6 +1,6 @@
-"""What the dispatch needs to know about this machine, behind one small interface: the CUDA build of `_C`, and per
-device its name, compute capability and driver. Tests swap in mocked answers (`use_machine`) to play an sm_75, an
-sm_120 or an old-driver GPU on a machine that has none."""
+"""What the dispatch needs to know about this machine, behind one small interface: the CUDA build of the kernels
+(facts reported by `_C`, compiled with them), and per device its name, compute capability and driver. Tests swap
+in mocked answers (`use_machine`) to play an sm_75, an sm_120 or an old-driver GPU on a machine that has none."""
 from __future__ import annotations
 
 import contextlib
@@ -17,8 +17,9 @@ from . import _native
 
 @dataclass(frozen=True)
 class Build:
-    """The CUDA side of `_C`: machine-code architectures (e.g. 86 for sm_86), the architecture of its PTX, the CUDA
-    runtime it links (1000·major + 10·minor) and a hash of the built module (a rebuild changes it)."""
+    """The CUDA build of the kernels: machine-code architectures (e.g. 86 for sm_86), the architecture of their PTX,
+    the CUDA runtime linked (1000·major + 10·minor), as `_C` reports them, and a hash of the built ops library
+    `_ops.so` that holds the kernels (a rebuild of them changes it)."""
     sass_archs: tuple[int, ...]
     ptx_arch: int
     runtime_version: int
@@ -43,12 +44,12 @@ class Machine:
     measure_cpu = False
 
     def build(self) -> Build | None:
-        """None when `_C` is missing or has no CUDA code."""
+        """None when `_C` or the ops library is missing, or the build has no CUDA code."""
         module = _native.native()
-        if module is None or not module.with_cuda:
+        if module is None or not module.with_cuda or not _native.OPS_LIBRARY.is_file():
             return None
         return Build(tuple(module.cuda_archs), module.ptx_arch, module.cuda_runtime_version,
-                     _module_hash(module.__file__))
+                     _file_hash(str(_native.OPS_LIBRARY)))
 
     def device(self, device: torch.device) -> DeviceFacts:
         index = device.index
@@ -70,7 +71,7 @@ def _device_facts(kind: str, index: int | None) -> DeviceFacts:
 
 
 @functools.cache
-def _module_hash(path: str) -> str:
+def _file_hash(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
