@@ -24,66 +24,75 @@ from mcnet_rt.ops import use_impl
 from timing import Timer, percentiles, stamp, write_report
 
 
-def measure(model: mcnet_rt.MCNet, device: torch.device, dtype: torch.dtype, batch: int, warmup: int,
-            iterations: int, backends: list[str]) -> dict[str, dict]:
-    """Per backend: its stages' latency percentiles, or {"skipped": reason} for a backend that does not run
-    `dtype`. The backends' steps are timed in turn, one call each per round, so a slow spell of a shared machine
-    lands on all of them alike and their ratios hold; eager's stage breakdown is timed after them."""
+def measure(model: mcnet_rt.MCNet, device: torch.device, precisions: list[str], batch: int, warmup: int,
+            iterations: int, backends: list[str]) -> dict[tuple[str, str], dict]:
+    """Per (precision, backend): its stages' latency percentiles, or {"skipped": reason} for a backend that does
+    not run that precision. Every step is timed in turn, one call each per round, across precisions too, so a slow
+    spell of a shared machine lands on all of them alike and their ratios (also against fp32 eager) hold; eager's
+    stage breakdown is timed after them."""
     size = model.config.image_size
     gen = torch.Generator().manual_seed(0)
     source = torch.rand(1, 3, size, size, generator=gen).to(device)
     driving = torch.rand(batch, 3, size, size, generator=gen).to(device)
-    prepared = prepare_source(model, source, dtype)
-    reference = motion_reference(model, prepared, driving[:1], dtype=dtype)
-    eager = FrameStep(model, dtype)
-    inputs = eager.inputs(prepared, reference)
-    steps, results = {}, {}
-    for backend in backends:
-        started = time.perf_counter()
-        try:
-            steps[backend] = load_backend(backend, FrameStep(model, dtype))
-        except InputError as error:
-            results[backend] = {"skipped": str(error)}
-            continue
-        results[backend] = {"end_to_end": {"build_s": time.perf_counter() - started}}
+    calls, results, cases = {}, {}, {}
+    for precision in precisions:
+        dtype = PRECISIONS[precision]
+        prepared = prepare_source(model, source, dtype)
+        eager = FrameStep(model, dtype)
+        inputs = eager.inputs(prepared, motion_reference(model, prepared, driving[:1], dtype=dtype))
+        cases[precision] = (eager, prepared, inputs)
+        for backend in backends:
+            started = time.perf_counter()
+            try:
+                step = load_backend(backend, FrameStep(model, dtype))
+            except InputError as error:
+                results[precision, backend] = {"skipped": str(error)}
+                continue
+            results[precision, backend] = {"end_to_end": {"build_s": time.perf_counter() - started}}
+            calls[precision, backend] = step, inputs
     timer = Timer(device)
     with torch.inference_mode():
-        calls = {backend: (lambda step=step: step(driving, *inputs)) for backend, step in steps.items()}
-        for fn in calls.values():
+        for step, inputs in calls.values():
+            for _ in range(warmup):
+                step(driving, *inputs)
+        times = {key: [] for key in calls}
+        for _ in range(iterations):
+            for key, (step, inputs) in calls.items():
+                times[key].append(timer(lambda: step(driving, *inputs)))
+        fp32, prepared32 = FrameStep(model, torch.float32), prepare_source(model, source, torch.float32)
+        expected32 = fp32(driving, *fp32.inputs(prepared32, motion_reference(model, prepared32, driving[:1])))
+        for (precision, backend), (step, inputs) in calls.items():
+            eager = cases[precision][0]
+            e2e = results[precision, backend]["end_to_end"]
+            e2e.update(percentiles(times[precision, backend]),
+                       frames_per_s=batch * 1e3 / percentiles(times[precision, backend])["p50_ms"])
+            out = step(driving, *inputs)
+            e2e["max_abs_diff_vs_eager"] = (out - eager(driving, *inputs)).abs().max().item()
+            if precision != "fp32":  # what the reduced precision costs: against float32 eager on the same frame
+                e2e["max_abs_diff_vs_fp32_eager"] = (out.float() - expected32).abs().max().item()
+        for precision in precisions:
+            if (precision, "eager") in calls:
+                results[precision, "eager"].update(eager_stages(model, device, PRECISIONS[precision], driving,
+                                                                cases[precision][1].expand(batch), timer, warmup,
+                                                                iterations))
+    return results
+
+
+def eager_stages(model, device, dtype, driving, cache, timer, warmup: int, iterations: int) -> dict[str, dict]:
+    """Eager's breakdown (same autocast as the step)."""
+    with autocast(device, dtype):
+        kp_driving = model.kp_detector(driving)
+        motion = model.generator.estimate_motion(cache.image, cache.keypoints, kp_driving)
+        stages = {
+            "keypoints": lambda: model.kp_detector(driving),
+            "dense_motion": lambda: model.generator.estimate_motion(cache.image, cache.keypoints, kp_driving),
+            "warp+memory+decoder": lambda: model.generator.decode(cache.image, cache.features, motion,
+                                                                  cache.keypoints.value),
+        }
+        for fn in stages.values():
             for _ in range(warmup):
                 fn()
-        times = {backend: [] for backend in calls}
-        for _ in range(iterations):
-            for backend, fn in calls.items():
-                times[backend].append(timer(fn))
-        expected = eager(driving, *inputs)
-        if dtype != torch.float32:  # what the reduced precision costs: against float32 eager on the same frame
-            fp32, prepared32 = FrameStep(model, torch.float32), prepare_source(model, source, torch.float32)
-            expected32 = fp32(driving, *fp32.inputs(prepared32, motion_reference(model, prepared32, driving[:1])))
-        for backend, step in steps.items():
-            e2e = results[backend]["end_to_end"]
-            e2e.update(percentiles(times[backend]), frames_per_s=batch * 1e3 / percentiles(times[backend])["p50_ms"])
-            out = step(driving, *inputs)
-            e2e["max_abs_diff_vs_eager"] = (out - expected).abs().max().item()
-            if dtype != torch.float32:
-                e2e["max_abs_diff_vs_fp32_eager"] = (out.float() - expected32).abs().max().item()
-        if "eager" in steps:
-            with autocast(device, dtype):
-                cache = prepared.expand(batch)
-                kp_driving = model.kp_detector(driving)
-                motion = model.generator.estimate_motion(cache.image, cache.keypoints, kp_driving)
-                # Eager's breakdown (same autocast as the step).
-                stages = {
-                    "keypoints": lambda: model.kp_detector(driving),
-                    "dense_motion": lambda: model.generator.estimate_motion(cache.image, cache.keypoints, kp_driving),
-                    "warp+memory+decoder": lambda: model.generator.decode(cache.image, cache.features, motion,
-                                                                          cache.keypoints.value),
-                }
-                for name, fn in stages.items():
-                    for _ in range(warmup):
-                        fn()
-                    results["eager"][name] = percentiles([timer(fn) for _ in range(iterations)])
-    return results
+        return {name: percentiles([timer(fn) for _ in range(iterations)]) for name, fn in stages.items()}
 
 
 def main() -> None:
@@ -118,31 +127,30 @@ def main() -> None:
     runs = []
     bases = {}  # per batch: the first run (the first precision, impl and backend), which every other is compared to
     baseline = f"{precisions[0]}_{impls[0]}_{args.backend[0]}"
-    for precision in precisions:
-        for batch in args.batches:
-            for impl in impls:
-                with use_impl(impl):
-                    measured = measure(model, device, PRECISIONS[precision], batch, warmup, iterations, args.backend)
-                for backend, stages in measured.items():
-                    run = {"precision": precision, "batch": batch, "impl": impl, "backend": backend}
-                    label = f"{preset} {precision} batch {batch} ops={impl} backend={backend}"
-                    if "skipped" in stages:
-                        runs.append({**run, **stages})
-                        print(f"{label}: skipped ({stages['skipped']})")
-                        continue
-                    run["stages"] = stages
-                    base = bases.setdefault(batch, stages)
-                    if base is not stages:
-                        run[f"speedup_vs_{baseline}"] = {
-                            name: base[name]["p50_ms"] / s["p50_ms"] for name, s in stages.items() if name in base}
-                    runs.append(run)
-                    e2e = stages["end_to_end"]
-                    print(f"{label}: " + ", ".join(f"{name} p50 {s['p50_ms']:.2f} ms" for name, s in stages.items())
-                          + f" | {e2e['frames_per_s']:.1f} frames/s (p95 {e2e['p95_ms']:.2f} ms, "
-                          f"p99 {e2e['p99_ms']:.2f} ms; built in {e2e['build_s']:.0f} s, "
-                          f"max diff vs eager {e2e['max_abs_diff_vs_eager']:.1e}"
-                          + (f", vs fp32 eager {e2e['max_abs_diff_vs_fp32_eager']:.1e})"
-                             if "max_abs_diff_vs_fp32_eager" in e2e else ")"))
+    for batch in args.batches:
+        for impl in impls:
+            with use_impl(impl):
+                measured = measure(model, device, precisions, batch, warmup, iterations, args.backend)
+            for (precision, backend), stages in measured.items():
+                run = {"precision": precision, "batch": batch, "impl": impl, "backend": backend}
+                label = f"{preset} {precision} batch {batch} ops={impl} backend={backend}"
+                if "skipped" in stages:
+                    runs.append({**run, **stages})
+                    print(f"{label}: skipped ({stages['skipped']})")
+                    continue
+                run["stages"] = stages
+                base = bases.setdefault(batch, stages)
+                if base is not stages:
+                    run[f"speedup_vs_{baseline}"] = {
+                        name: base[name]["p50_ms"] / s["p50_ms"] for name, s in stages.items() if name in base}
+                runs.append(run)
+                e2e = stages["end_to_end"]
+                print(f"{label}: " + ", ".join(f"{name} p50 {s['p50_ms']:.2f} ms" for name, s in stages.items())
+                      + f" | {e2e['frames_per_s']:.1f} frames/s (p95 {e2e['p95_ms']:.2f} ms, "
+                      f"p99 {e2e['p99_ms']:.2f} ms; built in {e2e['build_s']:.0f} s, "
+                      f"max diff vs eager {e2e['max_abs_diff_vs_eager']:.1e}"
+                      + (f", vs fp32 eager {e2e['max_abs_diff_vs_fp32_eager']:.1e})"
+                         if "max_abs_diff_vs_fp32_eager" in e2e else ")"))
 
     report = {
         "benchmark": "frame_latency",
