@@ -274,6 +274,10 @@ def test_export_command_writes_both_graphs_or_nothing(tmp_path, capsys, monkeypa
         export(module, inputs, names, outputs, path, flavour)
 
     with monkeypatch.context() as patch:
+        patch.setattr(onnx_export, "ops_loaded", lambda: False)
+        assert main(["export", "--untrained", "small", "--ops", "plugin", "-o", str(tmp_path / "no_ops")]) == 2
+    assert "--ops plugin traces the mcnet_rt ops: mcnet_rt's ops library" in capsys.readouterr().err
+    with monkeypatch.context() as patch:
         patch.setattr(onnx_export, "_export", render_fails)
         assert main(["export", "--untrained", "small", "-o", str(tmp_path / "failed")]) == 2
     assert "render failed" in capsys.readouterr().err and list(tmp_path.iterdir()) == [tmp_path / "taken"]

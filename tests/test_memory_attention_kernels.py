@@ -110,7 +110,7 @@ def test_impl_switch():
     assert torch.equal(memory_attention(q, k, v), memory_attention_reference(q, k, v))
     with use_impl("kernel"):
         assert (memory_attention(q, k, v) - memory_attention_reference(q, k, v)).abs().max() <= 1e-6
-    with pytest.raises(RuntimeError, match="runs cpu tensors in float32, float64, not torch.float16"):
+    with pytest.raises(RuntimeError, match="kernels run cpu tensors in float32, float64, not torch.float16"):
         memory_attention(q.half(), k.half(), v.half(), impl="kernel")
 
 

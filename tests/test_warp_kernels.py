@@ -105,7 +105,7 @@ def test_impl_switch():
     with use_impl("kernel"):
         assert (warp.warp_features(features, deformation) - warp.warp_features_reference(features, deformation)
                 ).abs().max() <= 1e-5
-    with pytest.raises(RuntimeError, match="runs cpu tensors in float32, float64, not torch.float16"):
+    with pytest.raises(RuntimeError, match="kernels run cpu tensors in float32, float64, not torch.float16"):
         warp.warp_features(features.half(), deformation, impl="kernel")
     with pytest.raises(ValueError, match="impl must be one of"):
         warp.warp_features(features, deformation, impl="fast")

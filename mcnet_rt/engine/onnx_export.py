@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InputError
 from ..ops import use_impl
-from ..ops._native import traced_for
+from ..ops._native import not_built_message, ops_loaded, traced_for
 from ..pipeline import FrameStep
 from . import halves, plugin_ops
 
@@ -92,6 +93,8 @@ def export_step(step: FrameStep, output_dir: Path, flavour: str = "standard") ->
         raise ValueError(f"flavour must be one of {', '.join(FLAVOURS)}, not {flavour!r}")
     if step.dtype not in DTYPES:
         raise ValueError(f"ONNX graphs are exported in float32 or float16 mixed precision, not {step.dtype}")
+    if flavour == "plugin" and not ops_loaded():
+        raise InputError(f"--ops plugin traces the mcnet_rt ops: {not_built_message()}")
     output_dir.mkdir(parents=True, exist_ok=True)
     detect_inputs, render_inputs = halves.example_inputs(step, halves.TRACE_BATCH)
     paths = {"detect": output_dir / "detect.onnx", "render": output_dir / "render.onnx"}
