@@ -10,6 +10,7 @@ import onnx
 import torch
 
 from mcnet_rt.engine import plugin_ops
+from mcnet_rt.engine.onnx_export import nodes_in_float32
 
 
 def _register() -> dict[tuple[str, int], str]:
@@ -34,30 +35,6 @@ def _register() -> dict[tuple[str, int], str]:
     return names
 
 
-def _float32_plugin_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Each float16 plugin node on float32 casts of its float16 inputs, its output cast back to float16: Python
-    ops take no float16 (onnxruntime-extensions), and this is what the kernels do: float32 math, float16 storage."""
-    from onnx import TensorProto, helper
-
-    graph = onnx.shape_inference.infer_shapes(model).graph
-    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input)}
-    nodes = []
-    for node in model.graph.node:
-        if node.domain != plugin_ops.DOMAIN or types[node.input[0]] != TensorProto.FLOAT16:
-            nodes.append(node)
-            continue
-        for k, name in enumerate(node.input):
-            if types[name] == TensorProto.FLOAT16:
-                node.input[k] = f"{name}.float32_for.{node.name}"
-                nodes.append(helper.make_node("Cast", [name], [node.input[k]], to=TensorProto.FLOAT))
-        output = node.output[0]
-        node.output[0] = f"{output}.float32"
-        nodes += [node, helper.make_node("Cast", [node.output[0]], [output], to=TensorProto.FLOAT16)]
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    return model
-
-
 _NAMES: dict | None = None
 
 
@@ -68,7 +45,10 @@ def reference_session(path: Path):
 
     global _NAMES
     _NAMES = _NAMES or _register()
-    model = _float32_plugin_nodes(onnx.load(str(path)))
+    # Python ops take no float16 (onnxruntime-extensions): a float16 node runs on float32 casts, its output cast
+    # back, which is what the kernels do (float32 math, float16 storage).
+    model = nodes_in_float32(onnx.load(str(path)), lambda node, types: node.domain == plugin_ops.DOMAIN
+                             and types[node.input[0]] == onnx.TensorProto.FLOAT16)
     for node in model.graph.node:
         if node.domain == plugin_ops.DOMAIN:
             node.op_type = _NAMES[(node.op_type, len(node.input))]

@@ -48,8 +48,16 @@ ONE_TYPE_OPS = ("InstanceNormalization",)
 
 
 def float32_mixed_nodes(model):
-    """Each `ONE_TYPE_OPS` node with float16 and float32 inputs runs as eager runs it: its float16 inputs cast
-    to float32, the node in float32, its outputs cast back to float16."""
+    """Each `ONE_TYPE_OPS` node with float16 and float32 inputs runs as eager runs it: in float32 between casts."""
+    from onnx import TensorProto
+
+    return nodes_in_float32(model, lambda node, types: node.op_type in ONE_TYPE_OPS and {
+        TensorProto.FLOAT16, TensorProto.FLOAT} <= {types.get(name) for name in node.input if name})
+
+
+def nodes_in_float32(model, chosen):
+    """Each node for which `chosen(node, types)` holds (`types`: value name -> ONNX element type) runs on float32
+    casts of its float16 inputs, its outputs cast back to float16."""
     from onnx import TensorProto, helper, shape_inference
 
     inferred = shape_inference.infer_shapes(model).graph
@@ -57,8 +65,7 @@ def float32_mixed_nodes(model):
     types.update({t.name: t.data_type for t in model.graph.initializer})
     nodes = []
     for node in model.graph.node:
-        found = {types.get(name) for name in node.input if name}
-        if node.op_type not in ONE_TYPE_OPS or not {TensorProto.FLOAT16, TensorProto.FLOAT} <= found:
+        if not chosen(node, types):
             nodes.append(node)
             continue
         for k, name in enumerate(node.input):

@@ -91,14 +91,7 @@ def translation_table() -> dict:
 
 
 def reference(op: PluginOp, inputs: list[torch.Tensor], attributes: dict) -> torch.Tensor:
-    """What a node computes, by the PyTorch reference of its op (the oracle for the plugin graph's numerics): a
-    float16 node in float32, rounded to float16 at the end, as the kernels accumulate."""
-    dtype = inputs[0].dtype
-    output = _reference_float32(op, [t.float() for t in inputs], attributes)
-    return output.to(dtype)
-
-
-def _reference_float32(op: PluginOp, inputs: list[torch.Tensor], attributes: dict) -> torch.Tensor:
+    """What a node computes, by the PyTorch reference of its op (the oracle for the plugin graph's numerics)."""
     from .. import ops
     if op.name == "WarpFeatures":
         return ops.warp_features_reference(*inputs)
