@@ -147,8 +147,8 @@ from mcnet_rt.io.video import read_frames
 detector, mesh = FaceDetector(), FaceMesh()
 for frame in itertools.islice(read_frames({str(feat_data / 'single_face.mp4')!r}), 3):
     detector(frame), mesh(frame)
-process = detector._model.process
-detector._model.process = lambda frame: (os.write(2, b"written during a later call\\n"), process(frame))[1]
+process = detector._model.graph.process
+detector._model.graph.process = lambda frame: (os.write(2, b"written during a later call\\n"), process(frame))[1]
 detector(frame)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -17,7 +17,7 @@ _redirect = threading.Lock()
 def quiet_stderr():
     """Silence the C++ logging (TensorFlow Lite, absl) that MediaPipe prints to file descriptor 2: it would break
     progress bars and the CLI's one-line errors. Process-wide while it lasts (other threads' errors too), so only
-    for the calls that log (`QuietWarmUp`); one redirect at a time, or two would restore each other's devnull."""
+    for the calls that log (`QuietGraph`); one redirect at a time, or two would restore each other's devnull."""
     with _redirect:
         saved = os.dup(2)
         try:
@@ -29,25 +29,28 @@ def quiet_stderr():
             os.close(saved)
 
 
-class QuietWarmUp:
-    """`with self.quiet():` around a MediaPipe graph's calls: it logs (from its own threads) while it opens its
-    calculators and on its first calls with a face; so it is built and run once on a blank frame inside one
-    silenced window (the graph opens its calculators on its threads after its constructor returns; a call waits for
-    them), its first real call is silenced too, and later calls leave stderr alone: a live or serve run's fd 2 is
-    not redirected every frame."""
+class QuietGraph:
+    """A MediaPipe graph (a solution) silenced where it logs, from its own threads: while it opens its calculators
+    (on its threads, after its constructor returns; a call waits for them), so it is built and run once on a blank
+    frame inside one silenced window, and on its first real call (the first face). Later calls leave fd 2 alone: a
+    live or serve run's stderr is not redirected every frame."""
 
     def __init__(self, build):
-        """`build()` makes the graph (a MediaPipe solution); `self.graph` is it, warmed up."""
+        """`build()` makes the graph."""
         with quiet_stderr():
             self.graph = build()
             self.graph.process(np.zeros((64, 64, 3), np.uint8))
         self._warm = False
 
-    def quiet(self):
+    def process(self, image: np.ndarray):
         if self._warm:
-            return contextlib.nullcontext()
+            return self.graph.process(image)
         self._warm = True
-        return quiet_stderr()
+        with quiet_stderr():
+            return self.graph.process(image)
+
+    def close(self) -> None:
+        self.graph.close()
 
 
 def import_mediapipe():
@@ -72,15 +75,13 @@ class FaceDetector:
 
     def __init__(self, min_score: float = 0.5):
         mp = import_mediapipe()
-        self._warm_up = QuietWarmUp(lambda: mp.solutions.face_detection.FaceDetection(
+        self._model = QuietGraph(lambda: mp.solutions.face_detection.FaceDetection(
             model_selection=1, min_detection_confidence=min_score))
-        self._model = self._warm_up.graph
 
     def __call__(self, frame: np.ndarray) -> list[Detection]:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {frame.shape} {frame.dtype}")
-        with self._warm_up.quiet():
-            found = self._model.process(frame).detections or []
+        found = self._model.process(frame).detections or []
         height, width = frame.shape[:2]
         scale = np.array([width, height])
         faces = []

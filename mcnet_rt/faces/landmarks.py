@@ -13,7 +13,7 @@ import numpy as np
 
 from mcnet_rt.errors import InputError
 
-from .detection import QuietWarmUp, import_mediapipe
+from .detection import QuietGraph, import_mediapipe
 
 
 class FaceMesh:
@@ -21,15 +21,13 @@ class FaceMesh:
 
     def __init__(self):
         mp = import_mediapipe()
-        self._warm_up = QuietWarmUp(lambda: mp.solutions.face_mesh.FaceMesh(
+        self._mesh = QuietGraph(lambda: mp.solutions.face_mesh.FaceMesh(
             static_image_mode=True, max_num_faces=1, refine_landmarks=True, min_detection_confidence=0.5))
-        self._mesh = self._warm_up.graph
 
     def __call__(self, image: np.ndarray) -> np.ndarray | None:
         """(478, 3) landmarks in pixels of `image` ((H, W, 3) uint8 RGB), or None when no face is found; z in
         pixels relative to the face centre."""
-        with self._warm_up.quiet():
-            found = self._mesh.process(np.ascontiguousarray(image)).multi_face_landmarks
+        found = self._mesh.process(np.ascontiguousarray(image)).multi_face_landmarks
         if not found:
             return None
         height, width = image.shape[:2]
