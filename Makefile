@@ -50,8 +50,12 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	apt-get update -qq && apt-get install -y -qq chromium chromium-driver
 
+# The tests run in a network namespace of their own with only loopback up (unshare -n; CI runs as root), so no
+# server, browser or WebRTC peer they start can send a packet beyond 127.0.0.1.
+LOOPBACK_ONLY := unshare -n sh -c 'ip link set lo up && exec "$$0" "$$@"'
+
 test: $(NATIVE) $(CHROMIUM)
-	$(PY) -m pytest -q --durations=25 tests
+	$(LOOPBACK_ONLY) $(PY) -m pytest -q --durations=25 tests
 
 bench: $(NATIVE)
 	$(PY) benchmarks/frame_latency.py
