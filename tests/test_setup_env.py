@@ -79,8 +79,10 @@ def test_new_driver_installs_cuda_13_torch_and_builds_for_the_gpu_only(tmp_path)
     decided = plan(tmp_path, H100)
     assert decided["torch"] == "cuda" and decided["archs"] == ["90"]
     assert decided["pypi_nvcc"] == (setup_env().toolkit_nvcc({**os.environ, "PATH": fake_path(tmp_path)}) is None)
-    commands = pip_lines(dry_run(tmp_path, "install").stdout)
+    output = dry_run(tmp_path, "install").stdout
+    commands = pip_lines(output)
     assert commands[0] == "torch==2.13.0"  # PyPI's default build: CUDA 13
+    assert ("pip uninstall --quiet --yes torch" in output) == setup_env().installed_torch().endswith("+cpu")
     assert commands[1:] == ([f"-r {ROOT / 'requirements-cuda.txt'}"] if decided["pypi_nvcc"] else [])
     assert build_env(tmp_path)[:2] == ["MCNET_RT_CUDA=1", "MCNET_RT_CUDA_ARCHS=90"]
 
@@ -94,13 +96,27 @@ def test_without_a_toolkit_nvcc_comes_from_pypi_and_the_build_uses_it():
     gpus = [module.Gpu("NVIDIA H100", "9.0", "580.65.06")]
     with_pypi = module.decide("auto", gpus, toolkit=None)
     assert with_pypi.pypi_nvcc
-    commands, _ = module.install_commands(with_pypi, cpu_index="")
+    commands, _ = module.install_commands(with_pypi, cpu_index="", installed=None)
     assert commands[1][-2:] == ["-r", str(ROOT / "requirements-cuda.txt")]
     cuda_home = next(v for v in module.build_env(with_pypi) if v.startswith("CUDA_HOME="))
     assert cuda_home.endswith(os.path.join("site-packages", "nvidia", "cu13"))
     with_toolkit = module.decide("auto", gpus, toolkit=Path("/usr/local/cuda/bin/nvcc"))
-    assert not with_toolkit.pypi_nvcc and len(module.install_commands(with_toolkit, cpu_index="")[0]) == 1
+    assert not with_toolkit.pypi_nvcc and len(module.install_commands(with_toolkit, cpu_index="", installed=None)[0]) == 1
     assert not any(v.startswith("CUDA_HOME=") for v in module.build_env(with_toolkit))
+
+
+def test_a_torch_of_the_other_build_is_removed_first(monkeypatch):
+    module = setup_env()
+    uninstall = [sys.executable, "-m", "pip", "uninstall", "--quiet", "--yes", "torch"]
+    cuda, cpu = module.Plan("cuda"), module.Plan("cpu")
+    assert module.install_commands(cuda, "", installed="2.13.0+cpu")[0][0] == uninstall
+    assert uninstall not in module.install_commands(cuda, "", installed="2.13.0")[0]
+    monkeypatch.setattr(module, "index_reachable", lambda url: True)
+    assert module.install_commands(cpu, "https://cpu.index", installed="2.13.0")[0][0] == uninstall
+    assert uninstall not in module.install_commands(cpu, "https://cpu.index", installed="2.13.0+cpu")[0]
+    assert uninstall not in module.install_commands(cpu, "https://cpu.index", installed=None)[0]
+    monkeypatch.setattr(module, "index_reachable", lambda url: False)  # the fallback keeps what is there
+    assert uninstall not in module.install_commands(cpu, "https://cpu.index", installed="2.13.0")[0]
 
 
 def test_requirements_cuda_pins_nvcc_at_torchs_cuda_runtime():

@@ -12,6 +12,8 @@ commands instead of running them.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import json
 import os
 import re
@@ -25,7 +27,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MIN_DRIVER = 580  # the first driver branch for CUDA 13, which PyPI's torch is built with
+
+
+def _load_nvidia_smi():
+    """mcnet_rt/nvidia_smi.py by its path: importing the package would import torch, which is not installed yet."""
+    spec = importlib.util.spec_from_file_location("mcnet_rt_nvidia_smi", ROOT / "mcnet_rt" / "nvidia_smi.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+nvidia_smi = _load_nvidia_smi()
+Gpu, MIN_DRIVER, query_gpus = nvidia_smi.Gpu, nvidia_smi.MIN_DRIVER, nvidia_smi.query_gpus
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 CUDA12_INDEX = "https://download.pytorch.org/whl/cu128"
 PROBE_SECONDS = 5.0
@@ -37,21 +51,6 @@ class SetupError(Exception):
     """A machine the set-up cannot serve as asked: the message says what was found and what to do."""
 
 
-@dataclass(frozen=True)
-class Gpu:
-    name: str
-    capability: str  # "9.0"
-    driver: str  # "580.65.06"
-
-    @property
-    def arch(self) -> str:
-        return self.capability.replace(".", "")
-
-    @property
-    def driver_major(self) -> int:
-        return int(self.driver.split(".")[0])
-
-
 @dataclass
 class Plan:
     torch: str  # "cpu" or "cuda"
@@ -59,23 +58,6 @@ class Plan:
     archs: list[str] = field(default_factory=list)  # machine code for these only; empty: csrc/build.json's list
     pypi_nvcc: bool = False
     notes: list[str] = field(default_factory=list)
-
-
-def query_gpus(nvidia_smi: str = "nvidia-smi") -> list[Gpu]:
-    """The GPUs nvidia-smi reports; none when it is missing, fails or hangs (no driver, no GPU)."""
-    try:
-        done = subprocess.run([nvidia_smi, "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    if done.returncode != 0:
-        return []
-    gpus = []
-    for line in done.stdout.splitlines():
-        parts = [p.strip() for p in line.rsplit(",", 2)]
-        if len(parts) == 3 and re.fullmatch(r"\d+\.\d+", parts[1]) and re.match(r"\d+", parts[2]):
-            gpus.append(Gpu(*parts))
-    return gpus
 
 
 def toolkit_nvcc(environ: dict | None = None) -> Path | None:
@@ -138,16 +120,30 @@ def pip(*args: str) -> list[str]:
     return [sys.executable, "-m", "pip", "install", "--quiet", *args]
 
 
-def install_commands(plan: Plan, cpu_index: str) -> tuple[list[list[str]], list[str]]:
-    """The pip commands for the plan's torch (and nvcc), and notes on the choices made."""
+def installed_torch() -> str | None:
+    """The version of the torch installed for this interpreter ("2.13.0+cpu" for a CPU build), without importing
+    it."""
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def install_commands(plan: Plan, cpu_index: str, installed: str | None) -> tuple[list[list[str]], list[str]]:
+    """The pip commands for the plan's torch (and nvcc), and notes on the choices made. An installed torch of the
+    pinned version but the other build is removed first: pip takes it as meeting the pin (local versions such as
+    +cpu do not count)."""
     pin = torch_pin()
+    is_cpu_build = installed is not None and installed.endswith("+cpu")
+    uninstall = [sys.executable, "-m", "pip", "uninstall", "--quiet", "--yes", "torch"]
     if plan.torch == "cuda":
-        commands = [pip(pin)]
+        commands = [*([uninstall] if is_cpu_build else []), pip(pin)]
         if plan.pypi_nvcc:
             commands.append(pip("-r", str(ROOT / "requirements-cuda.txt")))
         return commands, [f"{pin}: PyPI's CUDA 13 build"]
     if cpu_index and index_reachable(cpu_index):
-        return [pip("--extra-index-url", cpu_index, pin)], [f"{pin}: CPU build from {cpu_index}"]
+        swap = [uninstall] if installed is not None and not is_cpu_build else []
+        return [*swap, pip("--extra-index-url", cpu_index, pin)], [f"{pin}: CPU build from {cpu_index}"]
     return [pip(pin)], [f"{pin}: {cpu_index or 'no CPU index given'} not reachable, so the configured index's "
                         f"build (a CPU build only where that index has one)"]
 
@@ -187,7 +183,7 @@ def read_plan(path: Path) -> Plan:
 
 def run(commands: list[list[str]], dry_run: bool) -> None:
     for command in commands:
-        print(" ".join(command) if dry_run else "+ " + " ".join(command[1:]), flush=True)
+        print(" ".join(command) if dry_run else "+ " + " ".join(command[2:]), flush=True)
         if not dry_run:
             subprocess.run(command, check=True)
 
@@ -216,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             write_plan(plan, args.plan)
             print(f"set-up: {plan.torch} torch; " + "; ".join(plan.notes))
         elif args.command == "install":
-            commands, notes = install_commands(read_plan(args.plan), args.cpu_index)
+            commands, notes = install_commands(read_plan(args.plan), args.cpu_index, installed_torch())
             print("\n".join(notes))
             run(commands, args.dry_run)
         elif args.command == "tensorrt":
