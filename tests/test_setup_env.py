@@ -132,7 +132,8 @@ def test_old_driver_stops_with_one_message_naming_it_and_the_cuda_12_route(tmp_p
     assert done.returncode == 1 and not (tmp_path / "plan.json").exists()
     message = done.stderr.strip()
     assert len(message.splitlines()) == 1
-    for expected in ("550.54.15", "580", "CUDA 12 wheels", "download.pytorch.org/whl/cu12", "CUDA 12 toolkit"):
+    for expected in ("550.54.15", "580", "CUDA 12 wheels", "download.pytorch.org/whl/cu12", "CUDA 12 toolkit",
+                     "CUDA_HOME=/usr/local/cuda-12.x make GPU=1"):
         assert expected in message
 
 

@@ -72,10 +72,10 @@ def toolkit_nvcc(environ: dict | None = None) -> Path | None:
 
 def old_driver_message(gpu: Gpu) -> str:
     return (f"NVIDIA driver {gpu.driver} found ({gpu.name}); the GPU set-up installs PyPI's CUDA 13 build of torch, "
-            f"which needs driver {MIN_DRIVER} or newer. Update the driver, or stay on CUDA 12: install PyTorch's "
-            f"CUDA 12 wheels (pip install torch --index-url {CUDA12_INDEX}) and a CUDA 12 toolkit, and build the "
-            f"kernels with CUDA_HOME=/usr/local/cuda-12.x (README: Installing on a GPU machine). GPU=1 installs "
-            f"CUDA 13 anyway, GPU=0 the CPU build.")
+            f"which needs driver {MIN_DRIVER} or newer. Update the driver, or stay on CUDA 12 with PyTorch's CUDA 12 "
+            f"wheels and a CUDA 12 toolkit: python3 -m venv .venv && .venv/bin/pip install {torch_pin()} "
+            f"--index-url {CUDA12_INDEX}, then CUDA_HOME=/usr/local/cuda-12.x make GPU=1 (README: Installing on a "
+            f"GPU machine). GPU=0 installs the CPU build instead.")
 
 
 def decide(gpu: str, gpus: list[Gpu], toolkit: Path | None) -> Plan:
