@@ -121,7 +121,8 @@ def gather(probes: Probes | None = None) -> Facts:
 
 def gpu_check(facts: Facts) -> Check:
     if not facts.gpus:
-        return Check("GPU", True, "none found (nvidia-smi): everything runs on the CPU")
+        return Check("GPU", True, f"nvidia-smi finds none; torch sees {facts.torch_gpu}" if facts.torch_gpu else
+                     "none found (nvidia-smi): everything runs on the CPU")
     detail = "; ".join(f"{g.name}, sm_{g.arch}, driver {g.driver}" for g in facts.gpus)
     old = [g for g in facts.gpus if g.driver_major < MIN_DRIVER]
     if old:
@@ -150,7 +151,8 @@ def kernels_check(facts: Facts) -> Check:
                      "it agrees and is faster (mcnet-rt info --kernels)")
     reason = facts.kernels.get("cuda_kernels", "unknown")
     detail = f"{built}; impl=auto runs the PyTorch references: {reason}"
-    return Check("kernels", not facts.gpus, detail, "make GPU=1" if facts.gpus else None)
+    gpu = bool(facts.gpus or facts.torch_gpu)
+    return Check("kernels", not gpu, detail, "make GPU=1" if gpu else None)
 
 
 def tensorrt_check(facts: Facts) -> Check:

@@ -104,6 +104,12 @@ def test_kernels_without_code_for_the_gpu_say_why_and_how():
     assert results["kernels"].detail.startswith("no CUDA code") and reason in results["kernels"].detail
 
 
+def test_gpu_that_only_torch_sees_counts_as_a_gpu():
+    results = judged(torch=("2.13.0", "13.0", H100.name), kernels={"compiled": None, "cuda_kernels": "no code"})
+    assert results["GPU"].ok and "torch sees NVIDIA H100" in results["GPU"].detail
+    assert not results["kernels"].ok and results["kernels"].fix == "make GPU=1"
+
+
 def test_old_driver_is_named_with_the_minimum():
     result = judged(gpus=[OLD_A100])["GPU"]
     assert not result.ok and "driver 550.54.15" in result.detail and "580" in result.detail
