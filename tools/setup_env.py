@@ -107,10 +107,10 @@ def torch_pin() -> str:
 
 
 def index_reachable(url: str, timeout: float = PROBE_SECONDS) -> bool:
-    """Whether a pip index answers for torch within `timeout` seconds (machines that reach PyPI only do not)."""
+    """Whether a pip index answers for torch within `timeout` seconds (machines that reach PyPI only do not). Only
+    the status is read, not the page."""
     try:
-        with urllib.request.urlopen(urllib.request.Request(url.rstrip("/") + "/torch/", method="HEAD"),
-                                    timeout=timeout):
+        with urllib.request.urlopen(url.rstrip("/") + "/torch/", timeout=timeout):
             return True
     except (urllib.error.URLError, OSError, ValueError):
         return False
