@@ -2,10 +2,20 @@
 # pinned dependencies (requirements*.txt), this package installed in editable mode, and its native module
 # mcnet_rt._C and ops library mcnet_rt/_ops.so built in place (CPU twins always; CUDA kernels when nvcc is found;
 # incremental on rebuilds).
+# torch is decided from the machine (tools/setup_env.py): without an NVIDIA GPU the CPU build of the pinned torch
+# (PyTorch's CPU wheel index when it answers, else the configured index's torch); with a GPU and driver >= 580
+# PyPI's CUDA 13 build, nvcc from PyPI when no CUDA toolkit is installed, kernels for the GPUs found only.
+# GPU=1 / GPU=0 override the decision; TENSORRT=1 (or `make tensorrt`) adds full TensorRT on a GPU machine.
 PYTHON ?= python3
+GPU ?= auto
+TENSORRT ?= 0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SETUP_ENV := tools/setup_env.py
+PLAN := $(VENV)/setup-plan.json
+TENSORRT_STAMP := $(VENV)/.tensorrt-installed
 NATIVE_SOURCES := $(shell find csrc -type f) setup.py
 NATIVE := mcnet_rt/.native-built
 CHECKPOINT ?=
@@ -15,18 +25,34 @@ FEAT_DATA = $(shell $(PY) -c "import importlib.util as u; print(u.find_spec('fea
 DEMO_SOURCE = $(FEAT_DATA)/single_face.jpg
 DEMO_DRIVING = $(FEAT_DATA)/single_face.mp4
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench tensorrt clean FORCE
 
-$(STAMP): requirements.txt requirements-nodeps.txt setup.py
+# Decided on every run; the plan file (and so the set-up below) changes only when the decision does.
+$(PLAN): FORCE
+	@$(PYTHON) $(SETUP_ENV) plan --gpu $(GPU) --plan $@
+
+# torch goes first, from the plan: requirements.txt's torch pin is then already met by the build it chose.
+$(STAMP): requirements.txt requirements-nodeps.txt requirements-cuda.txt setup.py $(PLAN)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) $(SETUP_ENV) install --plan $(PLAN) --cpu-index "$(TORCH_CPU_INDEX)"
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	MCNET_RT_CUDA=0 $(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 $(NATIVE): $(STAMP) $(NATIVE_SOURCES)
-	MAX_JOBS=2 $(PY) setup.py --quiet build_ext --inplace --force  # --force: the editable install above may have left a CPU-only _C that looks up to date
+	env $$($(PY) $(SETUP_ENV) build-env --plan $(PLAN)) MAX_JOBS=2 $(PY) setup.py --quiet build_ext --inplace --force  # --force: the editable install above may have left a CPU-only _C that looks up to date
 	touch $@
+
+$(TENSORRT_STAMP): $(STAMP) requirements-tensorrt.txt
+	$(PY) $(SETUP_ENV) tensorrt --plan $(PLAN)
+	touch $@
+
+tensorrt: $(NATIVE) $(TENSORRT_STAMP)
+
+ifeq ($(TENSORRT),1)
+demo test bench: $(TENSORRT_STAMP)
+endif
 
 demo: $(NATIVE)
 	@mkdir -p out

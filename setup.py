@@ -2,7 +2,8 @@
 
 `_ops.so` registers the mcnet_rt torch ops (csrc/torch, PyTorch's stable ABI targeting torch 2.11) over torch-free
 launchers: it links the CPU twins (csrc/cpu, always built) and the CUDA kernels (csrc/kernels/*.cu, compiled with
-nvcc when it is found: CUDA_HOME, /usr/local/cuda or PATH), and loads into any process with torch >= 2.11
+nvcc when it is found: CUDA_HOME, /usr/local/cuda or PATH; CUDA_HOME may be the nvidia/cu13 tree of PyPI's nvcc,
+requirements-cuda.txt), and loads into any process with torch >= 2.11
 (`torch.ops.load_library`), without mcnet_rt's Python code. `_C` is a pybind11 module of build and machine facts:
 it links only the bindings and, with nvcc, the CUDA runtime queries (kernels/runtime.cu). Both link the static
 CUDA runtime, so they load on machines without a GPU or with a driver too old for it (the ops then fall back to
@@ -17,8 +18,8 @@ import importlib.util
 import json
 import os
 import re
-import shutil
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,6 +27,9 @@ from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
 from setuptools import Extension, find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "tools"))
+import setup_env  # noqa: E402  (the one lookup of nvcc, shared with `make`'s GPU set-up)
+
 CSRC = ROOT / "csrc"
 FLAGS = json.loads((CSRC / "build.json").read_text())
 NATIVE_MODULE = "mcnet_rt._C"
@@ -39,16 +43,17 @@ def find_nvcc() -> Path | None:
     wanted = os.environ.get("MCNET_RT_CUDA", "auto")
     if wanted == "0":
         return None
-    candidates = [Path(os.environ["CUDA_HOME"]) / "bin" / "nvcc"] if "CUDA_HOME" in os.environ else []
-    candidates += [Path("/usr/local/cuda/bin/nvcc")]
-    on_path = shutil.which("nvcc")
-    candidates += [Path(on_path)] if on_path else []
-    for nvcc in candidates:
-        if nvcc.is_file():
-            return nvcc
-    if wanted == "1":
+    nvcc = setup_env.toolkit_nvcc()
+    if nvcc is None and wanted == "1":
         raise RuntimeError("MCNET_RT_CUDA=1 but nvcc was not found (set CUDA_HOME)")
-    return None
+    return nvcc
+
+
+def cuda_runtime_library(nvcc: Path) -> Path:
+    """The static CUDA runtime next to nvcc: lib64/ in a CUDA toolkit, lib/ in PyPI's nvidia/cu13 tree."""
+    root = nvcc.parent.parent
+    return next((p for p in (root / "lib64" / "libcudart_static.a", root / "lib" / "libcudart_static.a")
+                 if p.is_file()), root / "lib64" / "libcudart_static.a")
 
 
 def relative(paths) -> list[str]:
@@ -71,8 +76,7 @@ class BuildWithCuda(build_ext):
             sources = [CUDA_RUNTIME] if ext.name == NATIVE_MODULE else sorted((CSRC / "kernels").glob("*.cu"))
             ext.extra_objects = [*ext.extra_objects, *self.compile_cuda(nvcc, sources)]
             ext.define_macros = [*ext.define_macros, ("MCNET_RT_WITH_CUDA", "1")]
-            cuda_lib = nvcc.parent.parent / "lib64"
-            ext.extra_link_args = [*ext.extra_link_args, str(cuda_lib / "libcudart_static.a"), "-ldl", "-lrt",
+            ext.extra_link_args = [*ext.extra_link_args, str(cuda_runtime_library(nvcc)), "-ldl", "-lrt",
                                    "-lpthread"]
         super().build_extension(ext)
 

@@ -1,4 +1,4 @@
-"""The `mcnet-rt` command: animate, convert, info, evaluate, prepare-data, serve."""
+"""The `mcnet-rt` command: animate, convert, info, doctor, evaluate, prepare-data, serve."""
 from __future__ import annotations
 
 import argparse
@@ -287,6 +287,12 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"  {name:36s} {value:9.2f}")
 
 
+def cmd_doctor(args: argparse.Namespace) -> None:
+    from . import doctor
+
+    doctor.main()
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluation import protocols, report  # face models and matplotlib load only for this command
 
@@ -429,6 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kernels", action="store_true",
                    help="instead: the native kernels' architectures, and what impl=auto runs on this machine and why")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("doctor", help="what this machine gives mcnet_rt (GPU, torch, kernels, TensorRT, ONNX Runtime, "
+                       "MediaPipe, virtual camera), with the command that fixes each missing piece")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("evaluate", help="the paper's metrics: same-identity reconstruction, cross-identity animation")
     weights = p.add_mutually_exclusive_group()
