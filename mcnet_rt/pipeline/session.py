@@ -74,6 +74,10 @@ def frame_crop(mode: str, frame_size: tuple[int, int], size: int) -> faces.CropT
     return faces.CropTransform(matrix, (height, width), size)
 
 
+class NoSourceFace(InputError):
+    """crop=auto found no face in the source image (the server words its own advice for the page)."""
+
+
 def source_crop(image: np.ndarray, options: SessionOptions, size: int, name: str) -> faces.CropTransform:
     """The crop of the avatar image; with crop=auto its face must be found (a clear error otherwise)."""
     if options.crop != "auto":
@@ -81,7 +85,7 @@ def source_crop(image: np.ndarray, options: SessionOptions, size: int, name: str
     with contextlib.closing(faces.FaceTracker(margin=options.margin)) as tracker:
         track = tracker.update(image)
     if track is None:
-        raise InputError(f"{name}: no face found (MediaPipe face detection, confirmed by FaceMesh); use a photo "
+        raise NoSourceFace(f"{name}: no face found (MediaPipe face detection, confirmed by FaceMesh); use a photo "
                          "with a clearly visible face, or --crop centre to use the centre of the image as it is")
     return track.crop(size)
 
