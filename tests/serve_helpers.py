@@ -140,6 +140,12 @@ def serve_process(*args: str, tmp: Path):
         log.close()
 
 
+def process_memory(pid: int) -> tuple[int, int]:
+    """(resident bytes, threads) of a running process, from /proc."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["Threads"])
+
+
 def seconds_to_stop(process: subprocess.Popen, signum: int = signal.SIGTERM, limit: float = 30.0) -> float:
     """Send `signum` and time the exit (AssertionError when it is still running after `limit`)."""
     start = time.monotonic()
