@@ -81,6 +81,21 @@ async def caller_offer(track: MediaStreamTrack | None = None, direction: str = "
     return pc, channel
 
 
+async def until(condition, timeout: float, what: str) -> float:
+    """Poll `condition()` (sync or async) every 0.1 s until true; the seconds it took (AssertionError after
+    `timeout`): the serve tests run on loaded machines, so they wait for what must happen rather than sleep."""
+    start = time.monotonic()
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
 CONTROLS = ({"smoothing": 0.2}, {"reset": True}, {"smoothing": "a lot"})
 
 

@@ -11,10 +11,14 @@ from aiohttp import ClientSession
 from PIL import Image
 
 from serve_helpers import (ClipTrack, call_server, caller_offer, clip_frames, loopback_ice, needs_isolation, process_memory,
-                           serve_process)
+                           serve_process, until)
 
 pytestmark = needs_isolation
 MB = 2**20
+
+
+async def no_sessions(http: ClientSession, url: str) -> bool:
+    return (await (await http.get(f"{url}/api/status")).json())["sessions"] == 0
 
 
 def test_refused_offers_and_real_calls_leave_memory_and_threads_flat(tmp_path, feat_data, monkeypatch):
@@ -37,19 +41,12 @@ def test_refused_offers_and_real_calls_leave_memory_and_threads_flat(tmp_path, f
                 if i + 1 in (10, 300):
                     seen[f"refused {i + 1}"] = process_memory(pid)
 
-            for round_ in range(12):  # 2 callers at a time, each until it has its avatar back (a loaded machine
-                calls = await asyncio.gather(*(call_server(url, frames, seconds=1.0) for _ in range(2)))  # is slow)
-                for _ in range(300):
-                    if all(received for _, received, _, _ in calls):
-                        break
-                    await asyncio.sleep(0.1)
-                assert all(received for _, received, _, _ in calls), "a caller got no avatar frame in 30 s"
+            for round_ in range(12):  # 2 callers at a time, each until it has its avatar back
+                calls = await asyncio.gather(*(call_server(url, frames, seconds=1.0) for _ in range(2)))
+                await until(lambda: all(received for _, received, _, _ in calls), 30, "every caller's avatar")
                 for pc, *_ in calls:
                     await pc.close()
-                for _ in range(100):
-                    if (await (await http.get(f"{url}/api/status")).json())["sessions"] == 0:
-                        break
-                    await asyncio.sleep(0.1)
+                await until(lambda: no_sessions(http, url), 10, "the callers' sessions to close")
                 seen[f"calls {2 * (round_ + 1)}"] = process_memory(pid)
         await caller.close()
         return seen
