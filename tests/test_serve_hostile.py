@@ -184,6 +184,12 @@ def test_malformed_requests_are_refused_with_4xx_never_500(monkeypatch):
                                            b"\r\nConnection: close\r\n\r\n")
                 assert answer.startswith(b"HTTP/1.1 401"), answer[:80]
                 assert b"Content-Security-Policy: default-src 'none'" in answer
+            for request in (b"GET /api/samples/%ff%fe HTTP/1.1", b"GET /static/%00 HTTP/1.1",
+                            b"GET /static/..%2f..%2fserver.py HTTP/1.1", b"POST /api/avatar HTTP/1.1",
+                            b"GET /\xff HTTP/1.1", b"GARBAGE"):
+                answer = await raw_request(port, request + b"\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " +
+                                           TOKEN.encode() + b"\r\nConnection: close\r\n\r\n")
+                assert answer[9:10] == b"4", (request, answer[:80])
             stale = await http.get(f"{url}/?token={TOKEN}", cookies={security.TOKEN_COOKIE: "an-old-token-1234567"})
             assert stale.status == 200 and stale.cookies[security.TOKEN_COOKIE].value == TOKEN
 
