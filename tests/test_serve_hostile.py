@@ -163,11 +163,12 @@ def test_malformed_requests_are_refused_with_4xx_never_500(monkeypatch):
             for sdp in broken_sdps:
                 answers.append(await http.post(f"{url}/api/offer", headers=bearer, json={
                     "sdp": sdp, "type": "offer", "avatar": {"sample": "single_face"}}))
+            deep_avatar = json.loads("[" * 18 + "1" + "]" * 18)
             for body_bytes in (b"[" * 30000, b'{"sdp": ' * 30000, b"\xff\xfe", b"{}", b"[]", b"1e999999",
-                               json.dumps({"sdp": good, "type": "offer", "avatar": [[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]}
-                                          ).encode()):
+                               json.dumps({"sdp": good, "type": "offer", "avatar": deep_avatar}).encode()):
                 answers.append(await http.post(f"{url}/api/offer", headers=bearer, data=body_bytes))
-            answers.append(await http.post(f"{url}/api/offer", headers=bearer, data=b" " * (limits.MAX_OFFER_BYTES + 1)))
+            too_long = b" " * (limits.MAX_OFFER_BYTES + 1)
+            answers.append(await http.post(f"{url}/api/offer", headers=bearer, data=too_long))
             answers.append(await http.post(f"{url}/api/offer", headers=bearer, json={
                 "sdp": good, "type": "offer", "avatar": {"upload": "no-such-upload"}}))
             for i, response in enumerate(answers):

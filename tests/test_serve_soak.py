@@ -10,8 +10,8 @@ import io
 from aiohttp import ClientSession
 from PIL import Image
 
-from serve_helpers import (ClipTrack, call_server, caller_offer, clip_frames, loopback_ice, needs_isolation, process_memory,
-                           serve_process, until)
+from serve_helpers import (ClipTrack, call_server, caller_offer, clip_frames, loopback_ice, needs_isolation,
+                           process_memory, serve_process, until)
 
 pytestmark = needs_isolation
 MB = 2**20
