@@ -3,10 +3,8 @@ from in-process aiortc callers sending a real clip (stand-in sessions; the brows
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import io
-import json
 import signal
 import time
 import weakref
@@ -15,8 +13,6 @@ import numpy as np
 import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient, TestServer
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
 from PIL import Image
 
 from mcnet_rt.errors import InputError

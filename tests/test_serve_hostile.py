@@ -8,7 +8,6 @@ import json
 import logging
 import re
 
-import numpy as np
 import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
