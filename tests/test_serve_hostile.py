@@ -52,8 +52,12 @@ async def raw_request(port: int, request: bytes) -> bytes:
 
 def test_json_from_callers_is_bounded_in_size_and_depth():
     assert limits.parse_json(b'{"a": [1, {"b": "[[[[[[[[[[[[[[[[[[[[[["}]}', 100) == {"a": [1, {"b": "[" * 22}]}
-    with pytest.raises(ValueError, match="nested deeper than 16 levels"):
-        limits.parse_json("[" * 30000, 10**6)
+    assert limits.parse_json(r'["\"[[[[[[[[[[[[[[[[[[[[["]', 100) == ['"' + "[" * 21]  # an escaped quote
+    for deep in ("[" * 30000, r'["\\"' + "[" * 20, '{"a":' * 17):  # an escaped backslash ends the string
+        with pytest.raises(ValueError, match="nested deeper than 16 levels"):
+            limits.parse_json(deep, 10**6)
+    with pytest.raises(ValueError, match="Unterminated string"):  # one pass: a regex over strings took 46 s
+        limits.parse_json('"' + '\\"' * 30000, 10**6)
     with pytest.raises(ValueError, match="over the limit of 10"):
         limits.parse_json("é" * 6, 10)  # bytes, not characters
     with pytest.raises(ValueError):

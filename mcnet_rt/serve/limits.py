@@ -14,7 +14,7 @@ IDLE_TIMEOUT_S = 10.0  # a session without a camera frame for this long is close
 HEADER_TIMEOUT_S = 10.0  # a connection must send a whole request's headers within this (and may idle this long)
 BODY_TIMEOUT_S = 30.0  # a request's body (an avatar upload, an offer) must arrive within this
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_SPECIAL = re.compile(r'[\[\]{}"\\]')
 
 
 def parse_json(data: bytes | str, max_bytes: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
@@ -23,12 +23,28 @@ def parse_json(data: bytes | str, max_bytes: int, max_depth: int = MAX_JSON_DEPT
     if size > max_bytes:
         raise ValueError(f"{size} bytes is over the limit of {max_bytes}")
     text = data.decode() if isinstance(data, bytes) else data
-    depth = 0
-    for char in _STRING.sub("", text):  # brackets inside strings do not nest
-        if char in "[{":
+    check_depth(text, max_depth)
+    return json.loads(text)
+
+
+def check_depth(text: str, max_depth: int) -> None:
+    """ValueError if arrays and objects nest deeper than `max_depth`; one pass over the brackets, quotes and
+    backslashes (brackets inside strings do not count), linear whatever the text."""
+    depth, in_string, escaped_at = 0, False, -1
+    for match in _SPECIAL.finditer(text):
+        position, char = match.start(), match.group()
+        if position == escaped_at:
+            continue
+        if in_string:
+            if char == "\\":
+                escaped_at = position + 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
             depth += 1
             if depth > max_depth:
                 raise ValueError(f"nested deeper than {max_depth} levels")
         elif char in "]}":
             depth -= 1
-    return json.loads(text)
