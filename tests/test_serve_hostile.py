@@ -158,7 +158,8 @@ def test_malformed_requests_are_refused_with_4xx_never_500(monkeypatch):
                        good.replace("a=ice-ufrag", "a=x"), re.sub(r"m=video \d+", "m=video x", good),
                        good.replace("a=fingerprint:sha-256 ", "a=fingerprint:sha-256"),
                        "\r\n".join(line for line in lines if not line.startswith("a=rtpmap")),
-                       "\r\n".join(line.split(" ")[0] for line in lines), "\x00" * 100]
+                       "\r\n".join(line.split(" ")[0] for line in lines), "\x00" * 100,
+                       good + good[good.index("m=video"):] * 3]  # eight media sections
         async with TestServer(app_with(opened, token=TOKEN)) as server, ClientSession() as http:
             url = str(server.make_url("")).rstrip("/")
             bearer = {"Authorization": f"Bearer {TOKEN}"}

@@ -8,6 +8,8 @@ import re
 from typing import Any
 
 MAX_OFFER_BYTES = 64 * 1024  # an SDP offer with its avatar choice (a browser's is about 4 kB)
+MAX_MEDIA_SECTIONS = 4  # m= lines in an offer (the page's has two: its camera and the data channel); aiortc makes
+# a transceiver, and without BUNDLE an ICE transport with its own sockets, for each
 MAX_MESSAGE_BYTES = 4 * 1024  # one data-channel control message ({"reset": true}, {"smoothing": 0.2})
 MAX_JSON_DEPTH = 16  # arrays and objects nested in one another
 IDLE_TIMEOUT_S = 10.0  # a session without a camera frame for this long is closed, from its answer on

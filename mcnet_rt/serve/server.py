@@ -22,7 +22,8 @@ from aiortc.exceptions import InvalidAccessError, OperationError
 
 from ..errors import InputError
 from . import avatars
-from .limits import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_OFFER_BYTES, parse_json
+from .limits import (BODY_TIMEOUT_S, HEADER_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_MEDIA_SECTIONS, MAX_OFFER_BYTES,
+                     parse_json)
 from .peer import Peer, close_connection
 from .scheduler import BatchScheduler, Process, ServerFull
 from .security import security_middleware
@@ -172,7 +173,8 @@ def chosen_avatar(state: ServerState, choice: Any) -> np.ndarray:
 
 def checked_offer(data: bytes) -> tuple[dict, RTCSessionDescription]:
     """The offer's JSON and its SDP, refused (ValueError) before anything is made for it: not JSON, too large or
-    deep, an SDP aiortc cannot parse, no camera sent, a media section without DTLS parameters."""
+    deep, an SDP aiortc cannot parse, too many media sections, no camera sent, a media section without DTLS
+    parameters."""
     body = parse_json(data, MAX_OFFER_BYTES)
     if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
         raise ValueError('expected {"sdp": ..., "type": "offer", "avatar": ...}')
@@ -180,6 +182,8 @@ def checked_offer(data: bytes) -> tuple[dict, RTCSessionDescription]:
         parsed = aiortc_sdp.SessionDescription.parse(body["sdp"])
     except SDP_PARSE_ERRORS as e:
         raise ValueError(f"its SDP does not parse ({type(e).__name__}: {e})") from None
+    if len(parsed.media) > MAX_MEDIA_SECTIONS:
+        raise ValueError(f"{len(parsed.media)} media sections is over the limit of {MAX_MEDIA_SECTIONS}")
     if not any(m.kind == "video" and m.direction in (None, "sendrecv", "sendonly") for m in parsed.media):
         raise ValueError("it sends no video (the page sends its camera as video)")
     if any(m.dtls is None for m in parsed.media):
