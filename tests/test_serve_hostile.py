@@ -252,3 +252,24 @@ def test_bad_data_channel_messages_are_answered_and_the_call_goes_on(monkeypatch
             await pc.close()
 
     asyncio.run(body())
+
+
+@needs_isolation
+def test_a_burst_of_offers_makes_no_more_sessions_than_the_limit(monkeypatch):
+    loopback_ice(monkeypatch)
+    opened = []
+    app = app_with(opened)
+
+    async def body():
+        callers = [(await caller_offer(SilentCamera()))[0] for _ in range(6)]
+        async with TestServer(app) as server, ClientSession() as http:
+            url = str(server.make_url("/api/offer"))
+            answers = await asyncio.gather(*(http.post(url, json={
+                "sdp": pc.localDescription.sdp, "type": "offer", "avatar": {"sample": "single_face"}})
+                for pc in callers))
+            assert sorted(a.status for a in answers) == [200, 200, 503, 503, 503, 503]
+            assert len(opened) == 2  # the refused four prepared nothing
+        for pc in callers:
+            await pc.close()
+
+    asyncio.run(body())

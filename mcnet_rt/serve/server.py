@@ -25,7 +25,7 @@ from . import avatars
 from .limits import (BODY_TIMEOUT_S, HEADER_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_MEDIA_SECTIONS, MAX_OFFER_BYTES,
                      parse_json)
 from .peer import Peer, close_connection
-from .scheduler import BatchScheduler, Process, ServerFull
+from .scheduler import BatchScheduler, Process
 from .security import security_middleware
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ class ServerState:
     uploads: collections.OrderedDict  # id -> encoded bytes, checked, newest last
     names: itertools.count
     idle_s: float
+    opening: int = 0  # offers past their checks whose session is being prepared
 
 
 STATE = web.AppKey("state", ServerState)
@@ -191,30 +192,35 @@ def checked_offer(data: bytes) -> tuple[dict, RTCSessionDescription]:
     return body, RTCSessionDescription(sdp=body["sdp"], type="offer")
 
 
+def refuse_if_full(state: ServerState) -> None:
+    """503 when every session is in use or being opened (an offer holds its place while its avatar is prepared,
+    so a burst of offers cannot make more peer connections and sessions than --max-sessions)."""
+    limit = state.scheduler.max_sessions
+    if len(state.scheduler.slots) + state.opening >= limit:
+        raise error(web.HTTPServiceUnavailable, f"the server is full: {limit} of {limit} sessions are in use; try "
+                    "again when a caller has left")
+
+
 async def offer(request: web.Request) -> web.Response:
     """The page's SDP offer and avatar choice -> an answer, with a new session, or a clear refusal. The avatar is
     prepared only for an offer that aiortc accepted; whatever was made for a refused one is closed."""
     state: ServerState = request.app[STATE]
     scheduler = state.scheduler
-    if len(scheduler.slots) >= scheduler.max_sessions:
-        raise error(web.HTTPServiceUnavailable, f"the server is full: {scheduler.max_sessions} of "
-                    f"{scheduler.max_sessions} sessions are in use; try again when a caller has left")
+    refuse_if_full(state)
     try:
         body, description = checked_offer(await read_body(request, "offer", MAX_OFFER_BYTES))
     except ValueError as e:
         raise error(web.HTTPBadRequest, f"malformed offer: {e}") from None
+    refuse_if_full(state)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    state.opening += 1
     try:
-        session = await offered_session(state, pc, description, body.get("avatar"))
+        slot = scheduler.open(await offered_session(state, pc, description, body.get("avatar")))
     except BaseException:
         await close_connection(pc)
         raise
-    try:
-        slot = scheduler.open(session)
-    except ServerFull as e:  # another caller took the last slot while this avatar was prepared
-        scheduler.release(session)
-        await close_connection(pc)
-        raise error(web.HTTPServiceUnavailable, str(e)) from None
+    finally:
+        state.opening -= 1
     name = f"session {next(state.names)}"
     peer = Peer(name, pc, slot, scheduler, state.peers.discard, state.idle_s)
     state.peers.add(peer)
