@@ -131,7 +131,9 @@ def test_a_foreign_host_is_refused_without_a_token():
                 auth = f"Authorization: Bearer {TOKEN}\r\n" if token else ""
                 for host, expected in ((f"attacker.example:{port}", foreign_status), (f"127.0.0.1:{port}", 200),
                                        (f"LOCALHOST:{port}", 200), (f"[::1]:{port}", 200),
-                                       ("127.0.0.1", foreign_status), (f"127.0.0.1:{port + 1}", foreign_status)):
+                                       (f"127.0.0.2:{port}", 200), ("127.0.0.1", foreign_status),
+                                       (f"127.0.0.1:{port + 1}", foreign_status), ("127.0.0.1:x", foreign_status),
+                                       (f"attacker.example.:{port}", foreign_status), ("", foreign_status)):
                     answer = await raw_request(port, f"GET /api/status HTTP/1.1\r\nHost: {host}\r\n{auth}"
                                                      "Connection: close\r\n\r\n".encode())
                     assert answer.startswith(f"HTTP/1.1 {expected}".encode()), (token, host, answer[:80])

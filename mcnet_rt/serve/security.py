@@ -9,6 +9,7 @@ import hmac
 import ipaddress
 import logging
 import secrets
+import urllib.parse
 
 from aiohttp import web
 
@@ -58,18 +59,16 @@ def token_matches(given: str, token: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode())
 
 
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
-
-
 def loopback_host(request: web.Request) -> bool:
-    """The request's Host names this server by a loopback name and its own port (a page from another site that
-    rebinds its name to 127.0.0.1 still sends its own name)."""
+    """The request's Host names this server by a loopback address or `localhost`, with its own port. A page from
+    another site that rebinds its name to 127.0.0.1 still sends that name (an attacker owns names, not addresses)."""
     sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
-    host = request.headers.get("Host", "").lower()
-    if not sockname:
+    try:
+        host = urllib.parse.urlsplit("//" + request.headers.get("Host", ""))
+        port = host.port or 80
+    except ValueError:  # a port that is not a number, or out of range
         return False
-    port = sockname[1]
-    return host in {f"{name}:{port}" for name in LOOPBACK_NAMES} or (port == 80 and host in LOOPBACK_NAMES)
+    return bool(sockname) and host.hostname is not None and is_loopback(host.hostname) and port == sockname[1]
 
 
 def security_middleware(token: str | None):
@@ -92,8 +91,8 @@ def security_middleware(token: str | None):
 
     async def checked(request: web.Request, handler):
         if token is None and not loopback_host(request):
-            raise web.HTTPMisdirectedRequest(text="this server answers only to 127.0.0.1, localhost or [::1] with "
-                                                  "its port (start it with --token to serve other names)")
+            raise web.HTTPMisdirectedRequest(text="this server answers only to loopback names (127.0.0.1, localhost, "
+                                                  "[::1]) with its port; start it with --token to serve others")
         if token is not None:
             given = presented_tokens(request)
             if not any(token_matches(t, token) for t in given):
