@@ -120,6 +120,17 @@ def frame_interval(text: str) -> int:
     return frames
 
 
+def port_number(text: str) -> int:
+    """A TCP port, 0 (any free one) to 65535 (argparse turns the refusal into a usage error, exit status 2)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
+    return port
+
+
 def add_detect_every_option(p: argparse.ArgumentParser) -> None:
     """How often every command that tracks driving faces (SessionOptions.detect_every) runs the face detector."""
     p.add_argument("--detect-every", type=frame_interval, default=1, metavar="N",
@@ -356,7 +367,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     step = load_backend(args.backend, FrameStep(model, dtype))
     sessions = server.model_session_functions(model, step, dtype, SessionOptions(detect_every=args.detect_every))
     app = server.build_app(*sessions, args.max_sessions, token)
-    server.serve(app, args.host, args.port, token)
+    raise Terminated(server.serve(app, args.host, args.port, token))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -482,7 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="a web page that turns the browser's camera into the avatar over WebRTC")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (any non-loopback one needs a token)")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=port_number, default=8080, help="TCP port (default 8080; 0: any free port)")
     add_model_options(p)
     add_detect_every_option(p)
     p.add_argument("--max-sessions", type=int, default=8, help="callers served at once; the next is refused")

@@ -1,18 +1,30 @@
-"""Shared by the serve tests: a stand-in session, a server on a background thread, a real clip as a sender, and
-ICE limited to loopback (all test traffic stays on 127.0.0.1)."""
+"""Shared by the serve tests: a stand-in session, a server on a background thread or as a `mcnet-rt serve` process,
+a real clip as a sender, offers from in-process aiortc callers, and ICE limited to loopback. Tests that open
+sockets run only where no packet can leave loopback (`needs_isolation`)."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 from aiohttp import web
-from aiortc import MediaStreamTrack
+from aiohttp import ClientSession
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
 
-from mcnet_rt.errors import InputError
+from mcnet_rt.pipeline.session import NoSourceFace
 
 
 class StandInSession:
@@ -20,9 +32,13 @@ class StandInSession:
 
     def __init__(self, image: np.ndarray):
         if image.std() < 1:
-            raise InputError("avatar: no face found (stand-in)")
+            raise NoSourceFace("avatar: no face found (stand-in)")
         self.resets = 0
         self.smoothing = 0.0
+        self.closed = 0
+
+    def close(self) -> None:
+        self.closed += 1
 
     def reset_reference(self) -> None:
         self.resets += 1
@@ -39,11 +55,121 @@ def stand_in_process(sessions: list, frames: list[np.ndarray]) -> list[np.ndarra
     return [255 - frame for frame in frames]
 
 
+INTERFACES = [name for _, name in socket.if_nameindex()]
+needs_isolation = pytest.mark.skipif(
+    INTERFACES != ["lo"], reason=f"opens sockets, so it runs only in a network namespace with loopback alone "
+    f"(`make test` runs pytest in `unshare -n`); visible here: {', '.join(INTERFACES)}")
+
+
 def loopback_ice(monkeypatch) -> None:
     """aioice gathers only 127.0.0.1 (by default it skips loopback and would use the machine's other interface)."""
     import aioice.ice
 
     monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+
+
+async def caller_offer(track: MediaStreamTrack | None = None, direction: str = "sendrecv"):
+    """An aiortc caller with its offer set as its local description: `track` sent as its camera (or a video
+    transceiver in `direction` without one) and a control data channel; returns (connection, channel)."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    if track is not None:
+        pc.addTrack(track)
+    else:
+        pc.addTransceiver("video", direction=direction)
+    channel = pc.createDataChannel("control")
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, channel
+
+
+async def until(condition, timeout: float, what: str) -> float:
+    """Poll `condition()` (sync or async) every 0.1 s until true; the seconds it took (AssertionError after
+    `timeout`): the serve tests run on loaded machines, so they wait for what must happen rather than sleep."""
+    start = time.monotonic()
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+CONTROLS = ({"smoothing": 0.2}, {"reset": True}, {"smoothing": "a lot"})
+
+
+async def call_server(url: str, frames, avatar=None, seconds: float = 2.0, messages=CONTROLS):
+    """One aiortc caller: sends `frames` and the data-channel `messages` (JSON values, or str sent as they are);
+    returns (its connection, avatar frames received, messages received, the server's status during the call)."""
+    pc, channel = await caller_offer(ClipTrack(frames))
+    received, stats = [], []
+    channel.on("message", lambda message: stats.append(json.loads(message)))
+
+    @pc.on("track")
+    def on_track(track):
+        async def read():
+            with contextlib.suppress(MediaStreamError):
+                while True:
+                    received.append((await track.recv()).to_ndarray(format="rgb24"))
+        asyncio.ensure_future(read())
+
+    async with ClientSession() as http:
+        response = await http.post(f"{url}/api/offer", json={"sdp": pc.localDescription.sdp, "type": "offer",
+                                                              "avatar": avatar or {"sample": "single_face"}})
+        answer = await response.json()
+        assert response.status == 200, answer
+        await pc.setRemoteDescription(RTCSessionDescription(**{k: answer[k] for k in ("sdp", "type")}))
+        channel_open = asyncio.Event()
+        channel.on("open", channel_open.set)
+        await asyncio.wait_for(channel_open.wait(), 10)
+        for message in messages:
+            channel.send(message if isinstance(message, str) else json.dumps(message))
+        await asyncio.sleep(seconds)
+        status = await (await http.get(f"{url}/api/status")).json()
+    return pc, received, stats, status
+
+
+# `mcnet-rt serve` as a separate process, its ICE limited to loopback as loopback_ice does in-process.
+SERVE_ON_LOOPBACK = ("import sys, aioice.ice; "
+                     "aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ['127.0.0.1']; "
+                     "from mcnet_rt.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+@contextlib.contextmanager
+def serve_process(*args: str, tmp: Path):
+    """`mcnet-rt serve --port 0 ARGS` (untrained small) with TMPDIR=tmp; yields (process, base URL) once it
+    prints its URL; killed at the end if a test left it running. Its log is tmp/serve.log."""
+    env = {**os.environ, "TMPDIR": str(tmp), "PYTHONPATH": os.pathsep.join(sys.path)}
+    log = open(tmp / "serve.log", "w")
+    process = subprocess.Popen([sys.executable, "-c", SERVE_ON_LOOPBACK, "serve", "--untrained", "small",
+                                "--port", "0", *args], stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("serving on http://"), (line, (tmp / "serve.log").read_text())
+        yield process, line.split()[-1].split("/?")[0].rstrip("/")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def process_memory(pid: int) -> tuple[int, int]:
+    """(resident bytes, threads) of a running process, from /proc."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["Threads"])
+
+
+def seconds_to_stop(process: subprocess.Popen, signum: int = signal.SIGTERM, limit: float = 30.0) -> float:
+    """Send `signum` and time the exit (AssertionError when it is still running after `limit`)."""
+    start = time.monotonic()
+    process.send_signal(signum)
+    try:
+        process.wait(limit)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"still running {limit} s after {signal.Signals(signum).name}") from None
+    return time.monotonic() - start
 
 
 @contextlib.contextmanager

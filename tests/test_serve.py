@@ -3,10 +3,9 @@ from in-process aiortc callers sending a real clip (stand-in sessions; the brows
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import io
-import json
+import signal
 import time
 import weakref
 
@@ -14,15 +13,14 @@ import numpy as np
 import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient, TestServer
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError
 from PIL import Image
 
 from mcnet_rt.errors import InputError
 from mcnet_rt.serve import avatars, security
 from mcnet_rt.serve.scheduler import BatchScheduler, ServerFull
 from mcnet_rt.serve.server import STATE, build_app
-from serve_helpers import ClipTrack, StandInSession, clip_frames, loopback_ice, stand_in_process
+from serve_helpers import (ClipTrack, StandInSession, call_server, caller_offer, clip_frames, loopback_ice,
+                           needs_isolation, stand_in_process)
 
 
 def encoded(image: Image.Image, fmt: str) -> bytes:
@@ -40,10 +38,11 @@ def test_avatar_images_are_checked_by_content_and_size():
         avatars.decode_image(b"<html>not an image</html>", "page.html")
     with pytest.raises(InputError, match="not a JPEG, PNG or WebP image"):
         avatars.decode_image(encoded(Image.fromarray(face), "GIF"), "face.gif")
-    bomb = encoded(Image.new("L", (5000, 5000)), "PNG")  # 25 MP of zeros in a few kB
-    assert len(bomb) < 100_000
-    with pytest.raises(InputError, match="over the limit of .* pixels"):
-        avatars.decode_image(bomb, "bomb.png")
+    for side in (5000, 20000):  # over our limit; over PIL's own (it refuses from the header)
+        bomb = encoded(Image.new("1", (side, side)), "PNG")  # 25 and 400 MP of zeros in a few kB
+        assert len(bomb) < 100_000
+        with pytest.raises(InputError, match="over the limit of .* pixels"):
+            avatars.decode_image(bomb, "bomb.png")
     with pytest.raises(InputError, match="over the limit of .* bytes"):
         avatars.decode_image(b"\0" * (avatars.MAX_BYTES + 1))
     with pytest.raises(InputError, match="no sample face named"):
@@ -70,6 +69,7 @@ async def with_client(app, body):
         return await body(client)
 
 
+@needs_isolation
 def test_token_is_checked_on_every_request_and_headers_are_set():
     token = "t" * 24
 
@@ -92,26 +92,42 @@ def test_token_is_checked_on_every_request_and_headers_are_set():
     asyncio.run(with_client(serve_app(token=token), body))
 
 
-def test_bad_uploads_and_offers_get_clear_messages():
+@needs_isolation
+def test_bad_uploads_and_offers_get_clear_messages(monkeypatch):
+    loopback_ice(monkeypatch)
+
     async def body(client):
+        caller, _ = await caller_offer(ClipTrack([np.zeros((48, 64, 3), np.uint8)]))
+        sdp = caller.localDescription.sdp
         response = await client.post("/api/avatar", data=b"GIF89a not really")
         assert response.status == 400 and "not a JPEG, PNG or WebP image" in (await response.json())["error"]
         response = await client.post("/api/avatar", data=b"x" * (avatars.MAX_BYTES + 4096))
         assert response.status == 413 and "over the limit" in (await response.json())["error"]
         flat = encoded(Image.new("RGB", (64, 64), (128, 128, 128)), "PNG")
         upload = {"upload": (await (await client.post("/api/avatar", data=flat)).json())["avatar"]}
-        response = await client.post("/api/offer", json={"sdp": "v=0", "type": "offer", "avatar": upload})
-        assert response.status == 400 and "no face" in (await response.json())["error"]
+        response = await client.post("/api/offer", json={"sdp": sdp, "type": "offer", "avatar": upload})
+        assert response.status == 400 and "no face found in this avatar" in (await response.json())["error"]
+        assert "--crop" not in (await response.json())["error"]  # a page caller has no command line
         response = await client.post("/api/offer", data=b"{not json")
         assert response.status == 400 and "malformed offer" in (await response.json())["error"]
         response = await client.post("/api/offer", json={"sdp": "v=0\r\ngarbage", "type": "offer",
                                                           "avatar": {"sample": "single_face"}})
-        assert response.status == 400 and "malformed SDP offer" in (await response.json())["error"]
-        response = await client.post("/api/offer", json={"sdp": "v=0", "type": "offer", "avatar": {"sample": "x"}})
+        assert response.status == 400 and "malformed offer" in (await response.json())["error"]
+        response = await client.post("/api/offer", json={"sdp": sdp, "type": "offer", "avatar": {"sample": "x"}})
         assert response.status == 400 and "no sample face named" in (await response.json())["error"]
         assert (await (await client.get("/api/status")).json())["sessions"] == 0
+        await caller.close()
 
     asyncio.run(with_client(serve_app(), body))
+
+
+class Named(str):
+    """A scheduler test's session: its name, and whether the scheduler closed it."""
+
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def test_scheduler_batches_latest_frames_and_drops_late_ones():
@@ -123,9 +139,10 @@ def test_scheduler_batches_latest_frames_and_drops_late_ones():
 
     async def body():
         scheduler = BatchScheduler(process, max_sessions=2, deadline_s=0.05)
-        a, b = scheduler.open("a"), scheduler.open("b")
+        sessions = Named("a"), Named("b")
+        a, b = scheduler.open(sessions[0]), scheduler.open(sessions[1])
         with pytest.raises(ServerFull, match="2 of 2 sessions"):
-            scheduler.open("c")
+            scheduler.open(Named("c"))
         scheduler.submit(a, 10, "a10")
         scheduler.submit(a, 11, "a11")  # replaces 10: the latest frame wins
         scheduler.submit(b, 20, "b20")
@@ -141,6 +158,7 @@ def test_scheduler_batches_latest_frames_and_drops_late_ones():
         assert a.late == 1 and batches[-1] == "control b"
         runner.cancel()
         scheduler.shutdown()
+        assert all(session.closed for session in sessions)  # on the model thread, before shutdown returns
 
     asyncio.run(body())
 
@@ -150,7 +168,7 @@ def test_one_at_a_time_mode_serves_sessions_in_turn():
 
     async def body():
         scheduler = BatchScheduler(lambda s, f: served.append(s) or f, max_sessions=3, max_batch=1)
-        slots = [scheduler.open(name) for name in "abc"]
+        slots = [scheduler.open(Named(name)) for name in "abc"]
         for slot in slots:
             scheduler.submit(slot, 0)
         runner = asyncio.ensure_future(scheduler.run())
@@ -163,40 +181,7 @@ def test_one_at_a_time_mode_serves_sessions_in_turn():
     assert served == [["a"], ["b"], ["c"]]
 
 
-async def call_server(url: str, frames, avatar=None, seconds: float = 2.0):
-    """One aiortc caller: sends `frames`, returns (avatar frames received, the server's status during the call)."""
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTrack(ClipTrack(frames))
-    channel = pc.createDataChannel("control")
-    received, stats = [], []
-    channel.on("message", lambda message: stats.append(json.loads(message)))
-
-    @pc.on("track")
-    def on_track(track):
-        async def read():
-            with contextlib.suppress(MediaStreamError):
-                while True:
-                    received.append((await track.recv()).to_ndarray(format="rgb24"))
-        asyncio.ensure_future(read())
-
-    await pc.setLocalDescription(await pc.createOffer())
-    async with ClientSession() as http:
-        response = await http.post(f"{url}/api/offer", json={"sdp": pc.localDescription.sdp, "type": "offer",
-                                                              "avatar": avatar or {"sample": "single_face"}})
-        answer = await response.json()
-        assert response.status == 200, answer
-        await pc.setRemoteDescription(RTCSessionDescription(**{k: answer[k] for k in ("sdp", "type")}))
-        channel_open = asyncio.Event()
-        channel.on("open", channel_open.set)
-        await asyncio.wait_for(channel_open.wait(), 10)
-        channel.send(json.dumps({"smoothing": 0.2}))
-        channel.send(json.dumps({"reset": True}))
-        channel.send(json.dumps({"smoothing": "a lot"}))
-        await asyncio.sleep(seconds)
-        status = await (await http.get(f"{url}/api/status")).json()
-    return pc, received, stats, status
-
-
+@needs_isolation
 def test_two_aiortc_callers_get_frames_and_closing_frees_the_session(monkeypatch, feat_data):
     loopback_ice(monkeypatch)
     frames = clip_frames(feat_data / "single_face.mp4", 20, (320, 240))
@@ -253,7 +238,7 @@ def test_serve_detect_every_reaches_every_callers_face_tracker(monkeypatch, feat
     assert "--detect-every: expected a whole number of frames, at least 1, got '0'" in capsys.readouterr().err
     made = []
     monkeypatch.setattr(server, "build_app", lambda make_session, *rest: made.append(make_session))
-    monkeypatch.setattr(server, "serve", lambda *args: None)  # no listening socket: the sessions are the point
-    assert main(["serve", "--untrained", "small", "--detect-every", "4"]) == 0
+    monkeypatch.setattr(server, "serve", lambda *args: signal.SIGTERM)  # no socket: the sessions are the point
+    assert main(["serve", "--untrained", "small", "--detect-every", "4"]) == 128 + signal.SIGTERM
     session = made[0](read_image(feat_data / "single_face.jpg"))
     assert session.options.detect_every == session.tracker.detect_every == 4

@@ -14,10 +14,12 @@ import torch
 import mcnet_rt
 from mcnet_rt.pipeline import FrameStep
 from mcnet_rt.serve.server import build_app, model_session_functions
-from serve_helpers import clip_frames, loopback_ice, running_server, write_y4m
+from serve_helpers import (clip_frames, loopback_ice, needs_isolation, running_server, seconds_to_stop,
+                           serve_process, write_y4m)
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
+pytestmark = needs_isolation
 
 # The avatar video's pixels, sampled (the page is same-origin, so the canvas is readable).
 AVATAR_PIXELS = """() => {
@@ -38,14 +40,19 @@ def fake_camera(tmp_path_factory, feat_data):
     return path
 
 
+def launch(chromium, fake_camera):
+    """Chromium (playwright's BrowserType), headless, its camera playing `fake_camera`, ICE allowed on loopback."""
+    return chromium.launch(executable_path=CHROMIUM, args=[
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={fake_camera}", "--allow-loopback-in-peer-connection",
+        "--autoplay-policy=no-user-gesture-required"])
+
+
 @pytest.fixture(scope="module")
 def browser(fake_camera):
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={fake_camera}", "--allow-loopback-in-peer-connection",
-            "--autoplay-policy=no-user-gesture-required"])
+        browser = launch(p.chromium, fake_camera)
         yield browser
         browser.close()
 
@@ -117,3 +124,17 @@ def test_pages_and_api_need_the_token_when_one_is_set(browser, monkeypatch):
         assert page.goto(f"{url}/?token={token}").status == 200
         page.wait_for_function("document.getElementById('sample').options.length > 0")  # the API, by cookie
         page.context.close()
+
+
+def test_sigterm_ends_serve_after_a_call_that_ended_by_the_browser_closing(browser, fake_camera, tmp_path):
+    """The browser quits mid-call (no Stop button, no goodbye from the page): aiortc's own close of that
+    connection never finishes, and a stop that waited on it ran for ever. One SIGTERM must end serve in 5 s."""
+    with serve_process(tmp=tmp_path) as (process, url):
+        quitting = launch(browser.browser_type, fake_camera)  # a browser of its own, to quit
+        avatar_changes(start_call(quitting, url))
+        quitting.close()
+        time.sleep(1.0)
+        assert seconds_to_stop(process) < 5
+    log = (tmp_path / "serve.log").read_text()
+    assert "session 1 opened" in log and "Traceback" not in log
+    assert [p.name for p in tmp_path.iterdir()] == ["serve.log"]

@@ -50,7 +50,10 @@ class QuietGraph:
             return self.graph.process(image)
 
     def close(self) -> None:
-        self.graph.close()
+        """Stop the graph's threads and free its memory (tens of MB); idempotent."""
+        if self.graph is not None:
+            self.graph.close()
+            self.graph = None
 
 
 def import_mediapipe():

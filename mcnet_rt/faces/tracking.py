@@ -44,7 +44,9 @@ class Track:
 
 
 class FaceTracker:
-    """`tracker.update(frame)` -> Track or None, one (H, W, 3) uint8 RGB frame at a time; `reset()` starts over."""
+    """`tracker.update(frame)` -> Track or None, one (H, W, 3) uint8 RGB frame at a time; `reset()` starts over;
+    `close()` when done (the detector's graph holds native threads and memory that the garbage collector does not
+    free)."""
 
     def __init__(self, margin: float = 0.4, min_score: float = 0.75, confirm_with_mesh: bool = True,
                  min_iou: float = 0.2, lost_after: int = 5, detect_every: int = 1,
@@ -54,8 +56,15 @@ class FaceTracker:
         self.margin, self.min_score, self.confirm_with_mesh = margin, min_score, confirm_with_mesh
         self.min_iou, self.lost_after, self.detect_every = min_iou, lost_after, detect_every
         self.smoothing = smoothing
+        self._owns_detector = detector is None
         self.detector = detector or FaceDetector(min_score=min(0.5, min_score))
         self.reset()
+
+    def close(self) -> None:
+        """Release the MediaPipe graph of the detector this tracker made (a detector passed in stays its owner's
+        to close); idempotent."""
+        if self._owns_detector:
+            self.detector.close()
 
     def reset(self) -> None:
         self._last: Track | None = None

@@ -12,6 +12,7 @@ sessions' sources and references concatenated; each session pastes back / resize
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,13 +74,18 @@ def frame_crop(mode: str, frame_size: tuple[int, int], size: int) -> faces.CropT
     return faces.CropTransform(matrix, (height, width), size)
 
 
+class NoSourceFace(InputError):
+    """crop=auto found no face in the source image (the server words its own advice for the page)."""
+
+
 def source_crop(image: np.ndarray, options: SessionOptions, size: int, name: str) -> faces.CropTransform:
     """The crop of the avatar image; with crop=auto its face must be found (a clear error otherwise)."""
     if options.crop != "auto":
         return frame_crop(options.crop, image.shape[:2], size)
-    track = faces.FaceTracker(margin=options.margin).update(image)
+    with contextlib.closing(faces.FaceTracker(margin=options.margin)) as tracker:
+        track = tracker.update(image)
     if track is None:
-        raise InputError(f"{name}: no face found (MediaPipe face detection, confirmed by FaceMesh); use a photo "
+        raise NoSourceFace(f"{name}: no face found (MediaPipe face detection, confirmed by FaceMesh); use a photo "
                          "with a clearly visible face, or --crop centre to use the centre of the image as it is")
     return track.crop(size)
 
@@ -92,8 +98,9 @@ class Session:
     """One avatar (`source_image`, (H, W, 3) uint8 RGB) driven by one stream of frames; see the module doc.
 
     `process(frame)` returns the output frame (uint8 RGB); `reset_reference()` makes the next frame with a face the
-    reference pose (the avatar then shows its source pose); `set_smoothing(seconds)`; `stats()`. With `cache_dir`
-    the prepared source is kept on disk, keyed by the image's and the weights' hashes.
+    reference pose (the avatar then shows its source pose); `set_smoothing(seconds)`; `stats()`; `close()` when
+    done (it owns its face tracker's MediaPipe graphs). With `cache_dir` the prepared source is kept on disk, keyed
+    by the image's and the weights' hashes.
     """
 
     def __init__(self, model: MCNet, source_image: np.ndarray, options: SessionOptions = SessionOptions(),
@@ -157,6 +164,11 @@ class Session:
     def process(self, frame: np.ndarray) -> np.ndarray:
         """The output frame for one driving frame."""
         return process_batch(self.step, [self], [frame])[0]
+
+    def close(self) -> None:
+        """Release the face tracker's graphs (native threads and tens of MB each); idempotent."""
+        if self.tracker is not None:
+            self.tracker.close()
 
     def stats(self) -> dict:
         """Frames seen, frames without a face, and per-stage milliseconds (p50/p95/p99/mean over a recent window)."""

@@ -40,7 +40,9 @@ def decode_image(data: bytes, name: str = "upload") -> np.ndarray:
             image = ImageOps.exif_transpose(image).convert("RGB")
     except InputError:
         raise
-    except (Image.UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # PIL's own, larger limits, from the header
+        raise InputError(f"{name}: the {kind} is over the limit of {MAX_PIXELS} pixels") from None
+    except Image.UnidentifiedImageError as e:
         raise InputError(f"{name}: not a JPEG, PNG or WebP image ({type(e).__name__})") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise InputError(f"{name}: broken {kind} ({e})") from None

@@ -1,22 +1,25 @@
 """One caller's WebRTC connection: its camera frames go to the scheduler, its avatar frames come back on a video
-track, and a data channel carries the page's controls (reset pose, smoothing) and the server's stats."""
+track, and a data channel carries the page's controls (reset pose, smoothing) and the server's stats. A caller
+that sends no camera frame for IDLE_TIMEOUT_S, counted from its answer (whether or not its track ever arrives), is
+closed: no caller holds a session it does not use."""
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 from fractions import Fraction
 
 from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
+from .limits import MAX_MESSAGE_BYTES, parse_json
 from .scheduler import BatchScheduler, Slot, SlotClosed
 
 log = logging.getLogger("mcnet_rt.serve")
 RTP_TIME_BASE = Fraction(1, 90000)
 MAX_SMOOTHING = 1.0
-IDLE_TIMEOUT_S = 10.0
 
 
 class AvatarTrack(MediaStreamTrack):
@@ -40,45 +43,59 @@ class AvatarTrack(MediaStreamTrack):
 
 
 class Peer:
-    """Owns the peer connection, the slot and the tasks of one caller; `close()` releases all of them."""
+    """Owns the peer connection, the slot and the tasks of one caller; `close()` releases all of them.
 
-    def __init__(self, name: str, pc: RTCPeerConnection, slot: Slot, scheduler: BatchScheduler, on_closed):
+    Made after the caller's offer was set as the remote description (its camera track is then known); `start()`
+    adds the avatar track and starts the idle watch."""
+
+    def __init__(self, name: str, pc: RTCPeerConnection, slot: Slot, scheduler: BatchScheduler, on_closed,
+                 idle_s: float):
         self.name = name
         self.pc = pc
         self.slot = slot
         self.scheduler = scheduler
+        self.idle_s = idle_s
         self.tasks: set[asyncio.Task] = set()
         self.closed = False
+        self.last_frame = time.monotonic()
         self._on_closed = on_closed
         self.output = AvatarTrack(slot)
-        pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_connection_state)
 
-    def start_output(self) -> None:
-        """Send the avatar on the offer's video transceiver (call after setting the remote description)."""
+    def start(self) -> None:
+        """Send the avatar on the offer's video transceiver, read the caller's camera, watch for idleness."""
         self.pc.addTrack(self.output)
+        for receiver in self.pc.getReceivers():
+            if receiver.track is not None and receiver.track.kind == "video":
+                self._spawn(self._pump(receiver.track))
+        self.last_frame = time.monotonic()
+        self._spawn(self._watch_idle())
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.ensure_future(coroutine)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def _on_track(self, track: MediaStreamTrack) -> None:
-        if track.kind == "video":
-            self._spawn(self._pump(track))
-
     async def _pump(self, track: MediaStreamTrack) -> None:
-        """Camera frames to the scheduler (decoded to RGB only for frames that make a batch). A caller whose
-        frames stop (a closed tab, a lost network) is closed after IDLE_TIMEOUT_S rather than ICE's 30 s."""
+        """Camera frames to the scheduler (decoded to RGB only for frames that make a batch)."""
         try:
             while True:
-                frame = await asyncio.wait_for(track.recv(), IDLE_TIMEOUT_S)
+                frame = await track.recv()
+                self.last_frame = time.monotonic()
                 self.scheduler.submit(self.slot, frame, frame.pts)
         except MediaStreamError:
             await self.close("its camera stream ended")
-        except asyncio.TimeoutError:
-            await self.close(f"no camera frame for {IDLE_TIMEOUT_S:.0f} s")
+
+    async def _watch_idle(self) -> None:
+        """Close a caller whose frames never came or stopped (a closed tab, a lost network, a caller that offers a
+        camera and sends nothing) after idle_s, rather than ICE's 30 s or never."""
+        while not self.closed:
+            left = self.last_frame + self.idle_s - time.monotonic()
+            if left <= 0:
+                await self.close(f"no camera frame for {self.idle_s:g} s")
+                return
+            await asyncio.sleep(left)
 
     def _on_datachannel(self, channel) -> None:
         channel.on("message", lambda message: self._on_message(channel, message))
@@ -87,7 +104,9 @@ class Peer:
 
     def _on_message(self, channel, message) -> None:
         try:
-            command = json.loads(message)
+            command = parse_json(message, MAX_MESSAGE_BYTES)
+            if not isinstance(command, dict):
+                raise ValueError("expected a JSON object")
             if "reset" in command:
                 self.scheduler.control(self.slot, lambda session: session.reset_reference())
             elif "smoothing" in command:
@@ -126,4 +145,13 @@ class Peer:
         for task in list(self.tasks):
             if task is not current:
                 task.cancel()
-        await self.pc.close()
+        await close_connection(self.pc)
+
+
+async def close_connection(pc: RTCPeerConnection) -> None:
+    """Close a peer connection; aiortc's own failures while closing one it could not set up (e.g. an
+    AttributeError for a transport it never made) are logged, never the caller's answer."""
+    try:
+        await pc.close()
+    except Exception:
+        log.warning("closing a peer connection failed", exc_info=True)

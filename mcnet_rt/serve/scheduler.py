@@ -5,7 +5,8 @@ When the model is free, the scheduler takes the waiting frame of every session (
 drops those older than the deadline (a late frame is dropped, never processed late), and runs the rest as ONE
 batch through `process(sessions, frames)` — `pipeline.session.process_batch` in the server — on its single model
 thread. Control changes (reset the reference pose, smoothing) are applied between batches, never while a batch
-runs. Outputs go to the session's one-slot output (the newest wins). Closing a slot releases its session.
+runs. Outputs go to the session's one-slot output (the newest wins). Closing a slot closes its session (its
+`close()`, on the model thread after a batch in flight).
 """
 from __future__ import annotations
 
@@ -93,15 +94,20 @@ class BatchScheduler:
         return slot
 
     def close(self, slot: Slot) -> None:
-        """Forget the slot and its session; a batch in flight finishes without delivering to it."""
+        """Forget the slot and close its session; a batch in flight finishes without delivering to it."""
         if slot.closed:
             return
         slot.closed = True
         self.slots.remove(slot)
         slot.pending = None
         slot.controls.clear()
+        self.release(slot.session)
         slot.session = None
         replace_latest(slot.outputs, None)
+
+    def release(self, session: Any) -> None:
+        """`session.close()` on the model thread, after any batch that still uses it."""
+        self._executor.submit(session.close).add_done_callback(_log_failure)
 
     def submit(self, slot: Slot, frame: Any, tag: Any = None) -> None:
         """The session's newest camera frame; it replaces one still waiting."""
@@ -190,6 +196,11 @@ class BatchScheduler:
             slot.batch_ms = (done - started) * 1000
             slot.batch_size = len(batch)
             replace_latest(slot.outputs, Output(image, tag, arrived, done, len(batch)))
+
+
+def _log_failure(done) -> None:
+    if done.exception() is not None:
+        log.error("closing a session failed", exc_info=done.exception())
 
 
 def replace_latest(queue: asyncio.Queue, item: Any) -> None:

@@ -1,15 +1,21 @@
 """Who may talk to the server. Loopback binds are open to the local user; any other bind needs a token (given, or
-generated and printed), checked on every request — the page, its files, the API and the WebRTC offer. Every
-response carries a Content-Security-Policy that lets the page load and connect only to this server."""
+generated and printed), checked on every request — the page, its files, the API and the WebRTC offer. Without a
+token only loopback Host names are served (a DNS-rebinding page names its own host and is refused with 421). Every
+response, errors and our own failures (500, logged with their traceback) included, carries a
+Content-Security-Policy that lets the page load and connect only to this server."""
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import secrets
+import urllib.parse
 
 from aiohttp import web
 
 from ..errors import InputError
+
+log = logging.getLogger("mcnet_rt.serve")
 
 TOKEN_COOKIE = "mcnet_rt_token"
 # The page's own files only; media are the camera and the WebRTC stream (blob:/mediastream:); no other host.
@@ -38,17 +44,36 @@ def access_token(host: str, token: str | None) -> str | None:
     return None if is_loopback(host) else secrets.token_urlsafe(24)
 
 
-def presented_token(request: web.Request) -> str | None:
-    """The token sent with a request: `Authorization: Bearer T`, the cookie the page got, or `?token=T` (the URL
-    printed at start-up, which sets the cookie)."""
+def presented_tokens(request: web.Request) -> list[str]:
+    """The tokens sent with a request: `?token=T` (the URL printed at start-up, which sets the cookie),
+    `Authorization: Bearer T` and the cookie the page got. Any of them may be right: a stale cookie from an earlier
+    run does not hide a correct `?token=`."""
     header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer "):
-        return header.removeprefix("Bearer ")
-    return request.cookies.get(TOKEN_COOKIE) or request.query.get("token")
+    given = [request.query.get("token"), header.removeprefix("Bearer ") if header.startswith("Bearer ") else None,
+             request.cookies.get(TOKEN_COOKIE)]
+    return [t for t in given if t is not None]
+
+
+def token_matches(given: str, token: str) -> bool:
+    """Constant-time comparison; header bytes that are not UTF-8 reach us as surrogates and simply do not match."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode())
+
+
+def loopback_host(request: web.Request) -> bool:
+    """The request's Host names this server by a loopback address or `localhost`, with its own port. A page from
+    another site that rebinds its name to 127.0.0.1 still sends that name (an attacker owns names, not addresses)."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+    try:
+        host = urllib.parse.urlsplit("//" + request.headers.get("Host", ""))
+        port = host.port or 80
+    except ValueError:  # a port that is not a number, or out of range
+        return False
+    return bool(sockname) and host.hostname is not None and is_loopback(host.hostname) and port == sockname[1]
 
 
 def security_middleware(token: str | None):
-    """Refuses requests without the token (401), refuses cross-site API calls, adds the security headers."""
+    """Refuses requests without the token (401), with a foreign Host when there is no token (421), cross-site API
+    calls (403); turns our own failures into a logged traceback and a plain 500; adds the security headers."""
 
     @web.middleware
     async def middleware(request: web.Request, handler):
@@ -57,20 +82,27 @@ def security_middleware(token: str | None):
         except web.HTTPException as e:
             e.headers.update(SECURITY_HEADERS)
             raise
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            response = web.json_response({"error": "the server failed to handle this request (its log says why)"},
+                                         status=500)
         response.headers.update(SECURITY_HEADERS)
         return response
 
     async def checked(request: web.Request, handler):
+        if token is None and not loopback_host(request):
+            raise web.HTTPMisdirectedRequest(text="this server answers only to loopback names (127.0.0.1, localhost, "
+                                                  "[::1]) with its port; start it with --token to serve others")
         if token is not None:
-            given = presented_token(request)
-            if given is None or not hmac.compare_digest(given.encode(), token.encode()):
+            given = presented_tokens(request)
+            if not any(token_matches(t, token) for t in given):
                 raise web.HTTPUnauthorized(text="this server needs its access token: open the URL it printed at "
                                                 "start-up (…/?token=…)")
         origin = request.headers.get("Origin")
         if request.method != "GET" and origin is not None and origin.split("://", 1)[-1] != request.host:
             raise web.HTTPForbidden(text=f"cross-site request from {origin} refused")
         response = await handler(request)
-        if token is not None and request.query.get("token") == token:
+        if token is not None and token_matches(request.query.get("token", ""), token):
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
         return response
 
