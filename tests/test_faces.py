@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from mcnet_rt import faces
 from mcnet_rt.faces import (CropTransform, FaceDetector, FaceTracker, OneEuroFilter, crop_frame, face_runs,
                             normalised_landmarks)
 from mcnet_rt.io.frames import to_tensor, to_uint8
@@ -96,8 +97,8 @@ def test_paste_back_of_the_sources_own_crop_restores_the_source(portrait, tracke
     face = transform.crop(source)
     pasted = transform.paste(face, source, feather=0.1)
     assert pasted.shape == source.shape
-    corners = transform.to_frame(np.array([[[0.0, 0.0], [256.0, 256.0]]]))[0]
-    (x0, y0), (x1, y1) = np.floor(corners[0]).astype(int) - 1, np.ceil(corners[1]).astype(int) + 1
+    corners = transform.to_frame(np.array([[0.0, 0.0], [256.0, 0.0], [0.0, 256.0], [256.0, 256.0]]))
+    (x0, y0), (x1, y1) = np.floor(corners.min(0)).astype(int) - 1, np.ceil(corners.max(0)).astype(int) + 1
     outside = torch.ones_like(source[0, 0], dtype=torch.bool)
     outside[max(0, y0): y1, max(0, x0): x1] = False
     assert torch.equal(pasted[0][:, outside], source[0][:, outside])  # untouched away from the face
@@ -108,10 +109,28 @@ def test_paste_back_of_the_sources_own_crop_restores_the_source(portrait, tracke
     assert darker[0][:, inner[0], inner[1]].mean() < 0.6 * source[0][:, inner[0], inner[1]].mean()
 
 
-def test_paste_back_of_a_crop_that_leaves_the_frame():
+def test_paste_back_of_a_crop_that_leaves_the_frame_brings_back_nothing_from_outside_it():
     transform = CropTransform.from_square(np.array([10.0, 10.0, 60.0]), (100, 150), 64, inside=False)
     pasted = transform.paste(torch.ones(1, 3, 64, 64), torch.zeros(1, 3, 100, 150), feather=0.1)
-    assert pasted[0, :, :30, :30].min() > 0.999 and pasted[0, :, 45:, :].max() == 0 and pasted[0, :, :, 45:].max() == 0
+    assert pasted[0, :, 10:30, 10:30].min() > 0.999  # the face inside the frame
+    assert pasted[0, :, 0].max() == 0 and pasted[0, :, :, 0].max() == 0  # the rows the crop padded: not pasted
+    assert pasted[0, :, 45:, :].max() == 0 and pasted[0, :, :, 45:].max() == 0
+
+
+def test_paste_back_of_a_face_at_the_bottom_edge_leaves_no_dark_wedge(portrait, tracker):
+    """A webcam frame whose face crop reaches past the bottom: the crop's out-of-frame rows are black, and the
+    model's convolutions spread that black a few pixels into its output, which came back as a dark band at the
+    frame's edge. A stand-in for the model that only blurs (9×9) must leave the bottom rows as they were."""
+    frame = np.ascontiguousarray(portrait[:340])  # the chin at the bottom edge
+    tracker.reset()
+    transform = tracker.update(frame).crop(256, inside=False)
+    assert transform.to_frame(np.array([[128.0, 256.0]]))[0, 1] > frame.shape[0] + 20  # the crop leaves the frame
+    source = to_tensor(frame[None], CPU)
+    generated = torch.nn.functional.avg_pool2d(transform.crop(source), 9, stride=1, padding=4,
+                                               count_include_pad=False)
+    darkening = [(source - transform.paste(generated, source, feather=0.1, mask=mask))[0, :, -6:].mean()
+                 for mask in (None, faces.feather_mask(256, 0.1, source))]  # this mask, and the square alone
+    assert darkening[0] < 0.005 and darkening[1] > 0.05
 
 
 def test_one_euro_is_steady_on_constant_input_reduces_jitter_and_resets():
