@@ -167,15 +167,13 @@ class CropTransform:
         and rises to 1 over the feather band (no black from outside the frame comes back). Depends only on the
         transform: computed once per source crop, it can be passed to every paste."""
         size = self.out_size
-        centres = torch.arange(size, dtype=torch.float64) + 0.5
-        grid = torch.stack(torch.meshgrid(centres, centres, indexing="xy"), -1).reshape(-1, 2).numpy()
-        matrices = self.inverse.reshape(-1, 2, 3)
-        frame_points = apply_affine(matrices, np.broadcast_to(grid, (len(matrices), *grid.shape)))
+        centres = torch.arange(size, dtype=torch.float64, device=like.device) + 0.5
+        inverse = torch.as_tensor(self.inverse.reshape(-1, 2, 3), device=like.device)[..., None, None]
+        x, y = (inverse[:, k, 0] * centres + inverse[:, k, 1] * centres[:, None] + inverse[:, k, 2] for k in (0, 1))
         height, width = self.frame_size
-        inside = np.minimum.reduce([frame_points[..., 0], width - frame_points[..., 0],
-                                    frame_points[..., 1], height - frame_points[..., 1]])
-        inside = inside * self.scale.reshape(-1, 1) - EDGE_EROSION * size  # in crop pixels, eroded
-        edge = _smooth_ramp(torch.from_numpy(inside).to(like.device, like.dtype), feather * size)
+        inside = torch.minimum(torch.minimum(x, width - x), torch.minimum(y, height - y))  # frame pixels
+        scale = torch.as_tensor(self.scale.reshape(-1, 1, 1), device=like.device)
+        edge = _smooth_ramp((inside * scale - EDGE_EROSION * size).to(like.dtype), feather * size)  # eroded
         return torch.minimum(feather_mask(size, feather, like), edge.view(-1, 1, size, size))
 
     def paste(self, face: torch.Tensor, background: torch.Tensor, feather: float = 0.1,
