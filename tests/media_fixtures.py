@@ -88,7 +88,9 @@ def warp(photo: np.ndarray, matrix: np.ndarray, size: tuple[int, int],
     canvas, over `background` (a photo of that size) or black."""
     import cv2
 
-    shifted = np.concatenate([matrix[:, :2], (matrix[:, 2] + matrix[:, :2].sum(1) * 0.5 - 0.5)[:, None]], 1)
+    from mcnet_rt.faces.crop import opencv_matrix
+
+    shifted = opencv_matrix(matrix)
     out = cv2.warpAffine(photo, shifted, size, flags=cv2.INTER_AREA if matrix[0, 0] < 1 else cv2.INTER_LINEAR)
     if background is None:
         return out

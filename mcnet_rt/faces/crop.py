@@ -209,8 +209,11 @@ def crop_frame(frame: np.ndarray, transform: CropTransform, quick: bool = False)
     detectors look at, not for what the model sees."""
     if not quick:
         return to_uint8(transform.crop(to_tensor(frame[None], torch.device("cpu"))))[0]
-    matrix = transform.matrix.reshape(2, 3)
-    # OpenCV puts pixel centres at integers, this module at half-integers
-    shifted = np.concatenate([matrix[:, :2], (matrix[:, 2] + matrix[:, :2].sum(1) * 0.5 - 0.5)[:, None]], 1)
-    return cv2.warpAffine(frame, shifted, (transform.out_size,) * 2, flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(frame, opencv_matrix(transform.matrix.reshape(2, 3)), (transform.out_size,) * 2,
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def opencv_matrix(matrix: np.ndarray) -> np.ndarray:
+    """A (2, 3) pixel map in this module's coordinates as OpenCV's warpAffine takes it: OpenCV puts pixel centres
+    at integers, this module at half-integers."""
+    return np.concatenate([matrix[:, :2], (matrix[:, 2] + matrix[:, :2].sum(1) * 0.5 - 0.5)[:, None]], 1)
