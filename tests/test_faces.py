@@ -342,3 +342,20 @@ def test_live_tracker_keeps_its_person_when_a_larger_second_face_enters(feat_dat
     finally:
         tracker.close()
         fresh.close()
+
+
+def test_live_tracker_finds_a_webcam_close_up_within_a_frame_or_two_and_follows_it(feat_data):
+    """A close-up (the face filling the frame) that the full-range model alone does not take: the search's
+    other views find it without any frame running every pass, and the track follows it."""
+    frames = list(itertools.islice(read_frames(feat_data / "WolfgangLanger_Pexels.mp4"), 10))
+    centre, width = _reference(frames[0])
+    clip = [media.close_up(f, centre, width * 0.9, size=320)[0] for f in frames]
+    tracker = FaceTracker()
+    try:
+        assert not tracker.finder.confirmed(clip[0], tracker.finder.run(clip[0], "full", "frame"))
+        tracks = [tracker.update(frame) for frame in clip]
+    finally:
+        tracker.close()
+    first = next(i for i, t in enumerate(tracks) if t is not None)
+    assert first <= 1 and all(t is not None for t in tracks[first:])
+    assert all(abs(t.square[0] - 160) < 40 and t.square[2] > 250 for t in tracks[first:])

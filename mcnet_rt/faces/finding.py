@@ -81,8 +81,8 @@ class FaceFinder:
     `finder.confirm(frame, detection)` -> the detection with FaceMesh's eyes, or None. `close()` closes the
     models' graphs."""
 
-    def __init__(self, min_score: float = 0.75, turns: bool = True):
-        self.min_score, self.turns = min_score, turns
+    def __init__(self, min_score: float = 0.75):
+        self.min_score = min_score
         self.detectors = {"full": FaceDetector(min_score=min(0.5, min_score), model="full")}
 
     def detector(self, model: str) -> FaceDetector:
@@ -124,9 +124,7 @@ class FaceFinder:
     def find(self, frame: np.ndarray) -> Found:
         """Every confirmed face, left to right: upright passes first, turned ones only when those find none."""
         tried, faces = [], []
-        plans = [UPRIGHT] + ([tuple(("full", str(t)) for t in TURNS) + tuple(("short", str(t)) for t in TURNS)]
-                             if self.turns else [])
-        for plan in plans:
+        for plan in (UPRIGHT, [(model, str(turn)) for model in ("full", "short") for turn in TURNS]):
             detections = []
             for model, view in plan:
                 detections += self.run(frame, model, view)

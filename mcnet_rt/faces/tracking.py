@@ -80,7 +80,7 @@ class FaceTracker:
         self.min_iou, self.lost_after, self.detect_every = min_iou, lost_after, detect_every
         self.choice, self.align = check_choice(choice), align
         self.smoothing = smoothing
-        self.finder = FaceFinder(min_score, turns=False)
+        self.finder = FaceFinder(min_score)
         if detector is not None:
             self.finder.detectors["full"] = detector
         self.detector = self.finder.detector("full")
@@ -109,8 +109,9 @@ class FaceTracker:
         """No face tracked: the full-range detector and one view of the other upright passes in turn; of the
         confirmed faces the one most like the lost person, else the one `choice` picks."""
         others = [(model, view, t) for model, view in UPRIGHT[1:] for t in views(view, frame.shape[:2])]
+        look_too = others[self._searches % len(others)]  # short-range first, then padded (close-ups), then tiles
         self._searches += 1
-        for look in (("full", "frame", None), others[self._searches % len(others)]):
+        for look in (("full", "frame", None), look_too):
             detections = [d for d in self.finder.look(frame, look[0], look[2]) if d.score >= self.min_score]
             faces = [c for d in detections if (c := self._confirmed(frame, d)) is not None]
             if faces:
