@@ -359,3 +359,17 @@ def test_live_tracker_finds_a_webcam_close_up_within_a_frame_or_two_and_follows_
     first = next(i for i, t in enumerate(tracks) if t is not None)
     assert first <= 1 and all(t is not None for t in tracks[first:])
     assert all(abs(t.square[0] - 160) < 40 and t.square[2] > 250 for t in tracks[first:])
+
+
+def test_a_sideways_avatar_reaches_the_model_level_and_is_turned_back_on_paste_back(portrait):
+    image, _ = media.turned(portrait, 90)
+    transform = source_crop(image, SessionOptions(), 256, "sideways.jpg")
+    assert abs(abs(np.degrees(np.arctan2(transform.matrix[0, 1], transform.matrix[0, 0]))) - 90) < 6
+    source = to_tensor(image[None], CPU)
+    pasted = transform.paste(transform.crop(source), source, feather=0.1)
+    face = transform.to_frame(np.array([[128.0, 128.0]]))[0].astype(int)
+    window = (slice(None), slice(face[1] - 40, face[1] + 40), slice(face[0] - 40, face[0] + 40))
+    assert (pasted[0][window] - source[0][window]).abs().mean() < 0.02  # back in place, turned back
+    level = SessionOptions(align="none")
+    assert np.allclose(source_crop(image, level, 256, "sideways.jpg").matrix[:, :2],
+                       np.eye(2) * transform.scale)  # --align none: an upright crop
