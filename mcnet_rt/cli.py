@@ -134,7 +134,8 @@ def add_face_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face", default="largest", metavar="N|largest|centre|left|right",
                    help="the face to animate when a photo or the first driving frame shows several: the largest "
                    "(default; a turned-away face counts for less), the nearest the centre, the leftmost, the "
-                   "rightmost, or the N-th from the left (1 = leftmost); the choice is printed")
+                   "rightmost, or the N-th from the left (1 = leftmost; a driving frame with fewer faces uses its "
+                   "largest); the avatar's choice is printed")
     p.add_argument("--align", choices=ALIGNS, default="roll",
                    help="roll: level tilted and sideways heads by their eyes before the model sees them and turn "
                    "them back on paste-back (default); none: upright crops as found")

@@ -339,6 +339,9 @@ def test_live_tracker_keeps_its_person_when_a_larger_second_face_enters(feat_dat
         assert all(t is not None and t.detected for t in tracks)
         assert all(t.square[0] < 320 for t in tracks)  # never the second person
         assert fresh.update(clip[12]).square[0] > 320  # who is the largest face
+        fresh.close()
+        fresh = FaceTracker(choice="2")  # face 2 of an avatar photo; the camera shows one person at first
+        assert fresh.update(clip[0]) is not None
     finally:
         tracker.close()
         fresh.close()

@@ -119,7 +119,9 @@ class FaceTracker:
                 if self._identity is not None:
                     return max(faces, key=lambda d: similarity(self._identity, appearance(frame, d.box)))
                 faces.sort(key=lambda d: d.box[0] + d.box[2] / 2)
-                return faces[choose(faces, self.choice, frame.shape[:2])[0]]
+                # face N of the avatar photo: a camera showing fewer people drives with its largest face
+                choice = "largest" if self.choice.isdigit() and int(self.choice) > len(faces) else self.choice
+                return faces[choose(faces, choice, frame.shape[:2])[0]]
         return None
 
     def _confirmed(self, frame: np.ndarray, detection: Detection) -> Detection | None:
