@@ -44,8 +44,8 @@ class SessionOptions:
     rate in Hz (the filters' time step). output_size: (width, height); default the crop, or the source image with
     paste_back. detect_every: run the face detector on every n-th driving frame (the crop is held in between).
     face: which face to animate when several are found (largest, centre, left, right or N from the left; the
-    avatar's and the first driving face's; a driving frame with fewer than N faces uses its largest). align: roll (level the crops by the eyes, turned back on paste-back)
-    or none."""
+    avatar's and the first driving face's; a driving frame with fewer than N faces uses its largest). align: roll
+    (level the crops by the eyes, turned back on paste-back) or none."""
 
     crop: str = "auto"
     paste_back: bool = False
