@@ -61,6 +61,15 @@ def test_face_stack_benchmark_times_every_stage(tmp_path):
     assert {c["outcome"] for c in stills["current"]["cases"]} <= {"right", "wrong", "missed", "refused"}
 
 
+def test_roll_tolerance_benchmark_measures_drift_against_roll(tmp_path):
+    output = tmp_path / "roll.json"
+    run("roll_tolerance.py", "--angles", "30", "--frames", "3", "--output", str(output))
+    report = json.loads(output.read_text())
+    drift = report["drift_px_by_roll_degrees"]
+    assert set(drift) == {"0", "30", "-30"} and drift["0"] == 0 and drift["30"] > 0
+    assert report["frame_to_frame_motion_px"] > 0 and report["tolerated_roll_degrees"] in (0, 30)
+
+
 def test_live_benchmark_reports_latency_percentiles_and_drops(tmp_path):
     output = tmp_path / "live.json"
     run("live.py", "--frames", "4", "--animate-frames", "0", "--output", str(output))
