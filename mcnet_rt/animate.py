@@ -45,6 +45,8 @@ class AnimateOptions:
     crop: str = "auto"  # auto | centre | none (see the module doc)
     paste_back: bool = False
     detect_every: int = 1  # run the face detector on every n-th driving frame (crop auto)
+    face: str = "largest"  # which face when several are found (SessionOptions.face)
+    align: str = "roll"  # level the crops by the eyes, or none (SessionOptions.align)
     best_frame: bool = False
     backend: str = "eager"  # how the per-frame step runs (mcnet_rt.engine.BACKENDS)
 
@@ -135,7 +137,8 @@ def animate_video(model: MCNet, source_path: str | Path, driving_path: str | Pat
     info = probe_video(driving_path)
     session = Session(model, source, SessionOptions(crop=options.crop, paste_back=options.paste_back,
                                                     adapt_scale=options.adapt_scale, rate=float(info.fps),
-                                                    detect_every=options.detect_every),
+                                                    detect_every=options.detect_every, face=options.face,
+                                                    align=options.align),
                       dtype, source_name=str(source_path))
     step = load_backend(options.backend, FrameStep(model, dtype, relative=options.relative))
     if options.best_frame:

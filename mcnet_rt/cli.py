@@ -23,6 +23,7 @@ from .io.outputs import VIDEO_EXTENSIONS, check_output_file
 from .models import MCNet
 from .io.image import read_image
 from .io.sinks import VIRTUAL_CAMERA
+from .faces import ALIGNS
 from .pipeline import CROPS, PRECISIONS, FrameStep, Session, SessionOptions
 from .profile import gflops_per_frame, parameter_counts
 
@@ -85,7 +86,8 @@ def cmd_animate(args: argparse.Namespace) -> None:
     options = AnimateOptions(relative=args.mode == "relative", adapt_scale=not args.no_adapt_scale,
                              batch_size=args.batch_size, panels=args.panels, label=label,
                              max_frames=args.max_frames, max_seconds=args.max_seconds, crop=args.crop,
-                             paste_back=args.paste_back, detect_every=args.detect_every,
+                             paste_back=args.paste_back, detect_every=args.detect_every, face=args.face,
+                             align=args.align,
                              best_frame=args.best_frame, backend=args.backend)
     frames = animate_video(model, args.source, args.driving, args.output, options, dtype,
                            progress=not args.quiet)
@@ -138,12 +140,25 @@ def add_detect_every_option(p: argparse.ArgumentParser) -> None:
                    "every frame; larger is faster on the CPU, slower to follow fast head moves)")
 
 
+def add_face_options(p: argparse.ArgumentParser) -> None:
+    """Which face and how it is leveled (SessionOptions.face, .align): the same for animate, live and serve."""
+    p.add_argument("--face", default="largest", metavar="N|largest|centre|left|right",
+                   help="the face to animate when a photo or the first driving frame shows several: the largest "
+                   "(default; a turned-away face counts for less), the nearest the centre, the leftmost, the "
+                   "rightmost, or the N-th from the left (1 = leftmost; a driving frame with fewer faces uses its "
+                   "largest); the avatar's choice is printed")
+    p.add_argument("--align", choices=ALIGNS, default="roll",
+                   help="roll: level tilted and sideways heads by their eyes before the model sees them and turn "
+                   "them back on paste-back (default); none: upright crops as found")
+
+
 def add_crop_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", choices=CROPS, default="auto",
                    help="auto: find and track the faces (default); centre: the centre square; none: the whole frame")
     p.add_argument("--paste-back", action="store_true",
                    help="output the whole source image with the animated face in place")
     add_detect_every_option(p)
+    add_face_options(p)
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -176,7 +191,8 @@ def cmd_live(args: argparse.Namespace) -> None:
         CameraCapture(args.camera)
     model, label = model_from_args(args, device)
     options = SessionOptions(crop=args.crop, paste_back=args.paste_back, output_size=parse_size(args.output_size),
-                             smoothing=args.smoothing, rate=capture.rate, detect_every=args.detect_every)
+                             smoothing=args.smoothing, rate=capture.rate, detect_every=args.detect_every,
+                             face=args.face, align=args.align)
     session = Session(model, source, options, dtype, cache_dir=None if args.no_cache else args.cache_dir,
                       source_name=args.source)
     sink = open_sink(args.output, *session.output_size, capture.rate)
@@ -365,7 +381,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     model, _ = model_from_args(args, device)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     step = load_backend(args.backend, FrameStep(model, dtype))
-    sessions = server.model_session_functions(model, step, dtype, SessionOptions(detect_every=args.detect_every))
+    sessions = server.model_session_functions(model, step, dtype, SessionOptions(detect_every=args.detect_every,
+                                                                                face=args.face, align=args.align))
     app = server.build_app(*sessions, args.max_sessions, token)
     raise Terminated(server.serve(app, args.host, args.port, token))
 
@@ -496,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=port_number, default=8080, help="TCP port (default 8080; 0: any free port)")
     add_model_options(p)
     add_detect_every_option(p)
+    add_face_options(p)
     p.add_argument("--max-sessions", type=int, default=8, help="callers served at once; the next is refused")
     p.add_argument("--token", help="access token (at least 16 characters); generated when binding a non-loopback "
                    "address without one")

@@ -75,3 +75,91 @@ def latin1_title_video(path: Path) -> Path:
 def undecodable_audio_video(path: Path) -> Path:
     """A MOV whose audio track has a codec tag FFmpeg does not know; its video is fine."""
     return patch_bytes(write_video(path, audio="pcm_s16le"), b"sowt", b"zzzz")
+
+
+# --- face photos as users bring them ------------------------------------------------------------------------------
+# Each transformation of a real photo returns the new image and the 2×3 affine that took the photo's pixels there,
+# so a face located once in the upright original is known in every variant (benchmarks/faces.py and test_faces).
+
+
+def warp(photo: np.ndarray, matrix: np.ndarray, size: tuple[int, int],
+         background: np.ndarray | None = None) -> np.ndarray:
+    """`photo` under the pixel map `matrix` (continuous coordinates, pixel i covers [i, i + 1)) on a (width, height)
+    canvas, over `background` (a photo of that size) or black."""
+    import cv2
+
+    from mcnet_rt.faces.crop import opencv_matrix
+
+    shifted = opencv_matrix(matrix)
+    out = cv2.warpAffine(photo, shifted, size, flags=cv2.INTER_AREA if matrix[0, 0] < 1 else cv2.INTER_LINEAR)
+    if background is None:
+        return out
+    covered = cv2.warpAffine(np.full(photo.shape[:2], 255, np.uint8), shifted, size) > 127
+    return np.where(covered[..., None], out, background)
+
+
+def similarity(centre_from: np.ndarray, centre_to: np.ndarray, scale: float = 1.0, degrees: float = 0.0) -> np.ndarray:
+    """2×3: scale and turn (counter-clockwise on screen) about centre_from, which lands on centre_to."""
+    angle = np.radians(degrees)
+    rotation = scale * np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
+    return np.concatenate([rotation, (np.asarray(centre_to) - rotation @ np.asarray(centre_from))[:, None]], 1)
+
+
+def turned(photo: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """The whole photo turned on a canvas that holds it (black corners, as an editor's rotate-and-expand)."""
+    height, width = photo.shape[:2]
+    angle = np.radians(degrees)
+    size = (int(np.ceil(abs(width * np.cos(angle)) + abs(height * np.sin(angle)))),
+            int(np.ceil(abs(width * np.sin(angle)) + abs(height * np.cos(angle)))))
+    matrix = similarity(np.array([width, height]) / 2, np.array(size) / 2, 1.0, degrees)
+    return warp(photo, matrix, size), matrix
+
+
+def close_up(photo: np.ndarray, centre: np.ndarray, face_width: float, degrees: float = 0.0,
+             size: int = 480) -> tuple[np.ndarray, np.ndarray]:
+    """A selfie: the face filling a size² frame (its width 0.8 of the frame), head tilted by `degrees`."""
+    matrix = similarity(centre, np.array([size / 2, size / 2]), 0.8 * size / face_width, degrees)
+    return warp(photo, matrix, (size, size)), matrix
+
+
+def shrunk(photo: np.ndarray, centre: np.ndarray, face_width: float, fraction: float, background: np.ndarray,
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The photo made small in a larger scene (`background`, whose size the result takes): the face `fraction`
+    of the scene's width, off-centre as at a pool table."""
+    height, width = background.shape[:2]
+    matrix = similarity(centre, np.array([0.35 * width, 0.45 * height]), fraction * width / face_width)
+    return warp(photo, matrix, (width, height), background), matrix
+
+
+def darkened(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An underexposed shot: a third of the light, a little gamma."""
+    dark = 255 * ((photo / 255.0) ** 1.3) * 0.35
+    return dark.round().astype(np.uint8), np.eye(2, 3)
+
+
+def mirrored(photo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    width = photo.shape[1]
+    return np.ascontiguousarray(photo[:, ::-1]), np.array([[-1.0, 0.0, width], [0.0, 1.0, 0.0]])
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, right_scale: float = 0.7,
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two photos next to each other, the right one smaller (`right_scale` of the left's height) and centred
+    vertically; the two affines of left's and right's pixels."""
+    height = left.shape[0]
+    scale = right_scale * height / right.shape[0]
+    right_width = int(round(right.shape[1] * scale))
+    size = (left.shape[1] + right_width, height)
+    to_left = np.eye(2, 3)
+    to_right = np.array([[scale, 0.0, left.shape[1]], [0.0, scale, (height - right.shape[0] * scale) / 2]])
+    canvas = warp(left, to_left, size)
+    return warp(right, to_right, size, canvas), to_left, to_right
+
+
+def exif_rotated_jpeg(photo: np.ndarray, path: Path, orientation: int) -> Path:
+    """A JPEG stored sideways with EXIF orientation 6 or 8 (as phones write them): a viewer shows `photo`."""
+    stored = np.rot90(photo, k={6: 1, 8: -1}[orientation])  # 6: the viewer turns it 90° clockwise
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.ascontiguousarray(stored)).save(path, exif=exif, quality=92)
+    return path

@@ -51,10 +51,23 @@ def test_frame_latency_and_training_step_compare_impls(tmp_path):
 
 def test_face_stack_benchmark_times_every_stage(tmp_path):
     output = tmp_path / "faces.json"
-    run("faces.py", "--frames", "5", "--size", "64", "--output", str(output))
+    run("faces.py", "--frames", "5", "--size", "64", "--cases", "3", "--output", str(output))
     report = json.loads(output.read_text())
     assert report["frame_size"] == [640, 360] and report["frames_with_face"] >= 1
     assert all(report[k]["iterations"] == 5 for k in ("detector", "tracker_update", "crop", "paste_back"))
+    assert report["tracker_side_by_side"]["baseline"]["iterations"] == 5
+    stills = report["stills"]
+    assert len(stills["current"]["cases"]) == len(stills["baseline"]["cases"]) >= 3
+    assert {c["outcome"] for c in stills["current"]["cases"]} <= {"right", "wrong", "missed", "refused"}
+
+
+def test_roll_tolerance_benchmark_measures_drift_against_roll(tmp_path):
+    output = tmp_path / "roll.json"
+    run("roll_tolerance.py", "--angles", "30", "--frames", "3", "--output", str(output))
+    report = json.loads(output.read_text())
+    drift = report["drift_px_by_roll_degrees"]
+    assert set(drift) == {"0", "30", "-30"} and drift["0"] == 0 and drift["30"] > 0
+    assert report["frame_to_frame_motion_px"] > 0 and report["tolerated_roll_degrees"] in (0, 30)
 
 
 def test_live_benchmark_reports_latency_percentiles_and_drops(tmp_path):

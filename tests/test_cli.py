@@ -141,3 +141,16 @@ def test_convert_rejects_unknown_output_format(tmp_path, small_checkpoint):
     out = tmp_path / "model.onnx"
     line = one_error_line(run("convert", small_checkpoint, out))
     assert "cannot write this file type" in line and not out.exists()
+
+
+def test_animate_live_and_serve_take_the_same_face_options():
+    from mcnet_rt.cli import build_parser
+
+    parser = build_parser()
+    required = {"animate": ["--source", "s.jpg", "--driving", "d.mp4", "-o", "o.mp4"], "live": ["--source", "s.jpg"],
+                "serve": []}
+    for command, rest in required.items():
+        defaults = parser.parse_args([command, *rest])
+        assert (defaults.face, defaults.align) == ("largest", "roll"), command
+        chosen = parser.parse_args([command, *rest, "--face", "2", "--align", "none"])
+        assert (chosen.face, chosen.align) == ("2", "none"), command

@@ -239,6 +239,10 @@ def test_serve_detect_every_reaches_every_callers_face_tracker(monkeypatch, feat
     made = []
     monkeypatch.setattr(server, "build_app", lambda make_session, *rest: made.append(make_session))
     monkeypatch.setattr(server, "serve", lambda *args: signal.SIGTERM)  # no socket: the sessions are the point
-    assert main(["serve", "--untrained", "small", "--detect-every", "4"]) == 128 + signal.SIGTERM
+    assert main(["serve", "--untrained", "small", "--detect-every", "4", "--face", "centre", "--align",
+                 "none"]) == 128 + signal.SIGTERM
     session = made[0](read_image(feat_data / "single_face.jpg"))
     assert session.options.detect_every == session.tracker.detect_every == 4
+    assert (session.tracker.choice, session.tracker.align) == ("centre", "none")  # as animate and live take them
+    assert main(["serve", "--untrained", "small", "--face", "biggest"]) == 2
+    assert "face choice must be a number from 1 (the leftmost face)" in capsys.readouterr().err

@@ -1,16 +1,19 @@
-"""The face crop as an invertible affine map between frame pixels and crop pixels, applied with torch on the
-images' device, and its inverse: pasting a (generated) face back into the full frame with a feathered edge.
+"""The face crop as an invertible similarity map (scale, rotation, translation) between frame pixels and crop
+pixels, applied with torch on the images' device, and its inverse: pasting a (generated) face back into the full
+frame with a feathered edge that also leaves out whatever the crop took from outside the frame.
 
 Coordinates are continuous pixels in which an image spans [0, W] × [0, H] (pixel i covers [i, i + 1)), the
 convention of detector boxes and of MediaPipe's normalised points times the image size. A crop is a square
-(centre x, centre y, side) of the frame scaled to out_size × out_size; where the square leaves the frame the crop
-is black (constant padding, never repeated edge pixels). Every transform may be batched: squares (..., 3) give
-matrices (..., 2, 3).
+(centre x, centre y, side) of the frame, turned by `roll` (radians, the angle of the face's eye line in the frame,
+clockwise on screen) so that the face comes out level, scaled to out_size × out_size; where the square leaves the
+frame the crop is black (constant padding, never repeated edge pixels). Every transform may be batched: squares
+(..., 3) give matrices (..., 2, 3).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,13 +28,14 @@ def square_from_box(box: np.ndarray, margin: float) -> np.ndarray:
     return np.stack([box[..., 0] + box[..., 2] / 2, box[..., 1] + box[..., 3] / 2, side], axis=-1)
 
 
-def keep_inside(square: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
-    """Shift squares into the (height, width) frame along each axis where they fit; where one is larger than the
-    frame it stays centred on the face (the crop is then padded)."""
+def keep_inside(square: np.ndarray, frame_size: tuple[int, int], roll: np.ndarray | float = 0.0) -> np.ndarray:
+    """Shift squares (turned by `roll`) into the (height, width) frame along each axis where they fit; where one
+    is larger than the frame it stays centred on the face (the crop is then padded)."""
     square = np.array(square, dtype=np.float64)
-    half = square[..., 2] / 2
+    reach = square[..., 2] * (np.abs(np.cos(roll)) + np.abs(np.sin(roll)))  # the turned square's upright extent
+    half = reach / 2
     for axis, extent in ((0, frame_size[1]), (1, frame_size[0])):
-        fits = square[..., 2] <= extent
+        fits = reach <= extent
         square[..., axis] = np.where(fits, np.clip(square[..., axis], half, extent - half), square[..., axis])
     return square
 
@@ -79,13 +83,22 @@ def _warp(images: torch.Tensor, out_to_in: np.ndarray, in_size: tuple[int, int],
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def _smooth_ramp(distance: torch.Tensor, width: float) -> torch.Tensor:
+    """0 at distance 0 rising to 1 at `width` along a smoothstep (no visible kink where a blend starts)."""
+    ramp = (distance / width).clamp(0, 1) if width > 0 else (distance > 0).to(distance)
+    return ramp * ramp * (3 - 2 * ramp)
+
+
 def feather_mask(size: int, feather: float, like: torch.Tensor) -> torch.Tensor:
     """(1, 1, size, size): 1 inside, falling smoothly to 0 over the outer `feather` × size pixels of the square."""
     centres = torch.arange(size, dtype=like.dtype, device=like.device) + 0.5
-    edge = torch.minimum(centres, size - centres)
-    ramp = (edge / (feather * size)).clamp(0, 1) if feather > 0 else torch.ones_like(edge)
-    ramp = ramp * ramp * (3 - 2 * ramp)  # smoothstep: no visible kink where the blend starts
+    ramp = _smooth_ramp(torch.minimum(centres, size - centres), feather * size)
     return torch.minimum(ramp[:, None], ramp[None, :])[None, None]
+
+
+# Crop pixels this close to where the crop left the frame are not pasted back: the model's convolutions spread
+# the black padding a few pixels into the face.
+EDGE_EROSION = 0.03
 
 
 @dataclass(frozen=True)
@@ -98,22 +111,32 @@ class CropTransform:
 
     @classmethod
     def from_square(cls, square: np.ndarray, frame_size: tuple[int, int], out_size: int,
-                    inside: bool = True) -> "CropTransform":
-        """Crop the (..., 3) squares (cx, cy, side), shifted into the frame where they fit unless inside=False."""
-        square = keep_inside(square, frame_size) if inside else np.asarray(square, dtype=np.float64)
-        if not np.all(np.isfinite(square)) or np.any(square[..., 2] <= 0):
-            raise ValueError(f"crop square must be finite with a positive side, got {square}")
+                    inside: bool = True, roll: np.ndarray | float = 0.0) -> "CropTransform":
+        """Crop the (..., 3) squares (cx, cy, side) turned by `roll` (radians; the crop shows the face level),
+        shifted into the frame where they fit unless inside=False."""
+        roll = np.asarray(roll, dtype=np.float64)
+        square = keep_inside(square, frame_size, roll) if inside else np.asarray(square, dtype=np.float64)
+        if not np.all(np.isfinite(square)) or np.any(square[..., 2] <= 0) or not np.all(np.isfinite(roll)):
+            raise ValueError(f"crop square must be finite with a positive side, got {square} (roll {roll})")
         scale = out_size / square[..., 2]
-        x0, y0 = square[..., 0] - square[..., 2] / 2, square[..., 1] - square[..., 2] / 2
-        zero = np.zeros_like(scale)
-        matrix = np.stack([np.stack([scale, zero, -scale * x0], -1), np.stack([zero, scale, -scale * y0], -1)], -2)
+        cos, sin = scale * np.cos(roll), scale * np.sin(roll)
+        cos, sin = np.broadcast_to(cos, scale.shape), np.broadcast_to(sin, scale.shape)
+        cx, cy, half = square[..., 0], square[..., 1], out_size / 2
+        # crop = scale · R(-roll) · (frame - centre) + out_size / 2
+        matrix = np.stack([np.stack([cos, sin, half - cos * cx - sin * cy], -1),
+                           np.stack([-sin, cos, half + sin * cx - cos * cy], -1)], -2)
         return cls(matrix, (int(frame_size[0]), int(frame_size[1])), int(out_size))
 
     @classmethod
     def from_box(cls, box: np.ndarray, frame_size: tuple[int, int], margin: float, out_size: int,
-                 inside: bool = True) -> "CropTransform":
+                 inside: bool = True, roll: np.ndarray | float = 0.0) -> "CropTransform":
         """The crop around (..., 4) face boxes (x, y, w, h) with `margin` (see square_from_box)."""
-        return cls.from_square(square_from_box(box, margin), frame_size, out_size, inside)
+        return cls.from_square(square_from_box(box, margin), frame_size, out_size, inside, roll)
+
+    @property
+    def scale(self) -> np.ndarray:
+        """(...,) crop pixels per frame pixel."""
+        return np.hypot(self.matrix[..., 0, 0], self.matrix[..., 0, 1])
 
     @property
     def inverse(self) -> np.ndarray:
@@ -132,27 +155,45 @@ class CropTransform:
         alias."""
         if tuple(images.shape[-2:]) != self.frame_size:
             raise ValueError(f"crop: frames are {tuple(images.shape[-2:])}, the transform is for {self.frame_size}")
-        reduction = float(np.max(self.matrix[..., 0, 0]))  # the batch's mildest scale: nobody is over-blurred
+        reduction = float(np.max(self.scale))  # the batch's mildest scale: nobody is over-blurred
         if reduction < 0.9:
             size = [max(1, round(n * reduction)) for n in self.frame_size]
             images = F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)
         return _warp(images, self.inverse, self.frame_size, (self.out_size, self.out_size))
 
-    def paste(self, face: torch.Tensor, background: torch.Tensor, feather: float = 0.1) -> torch.Tensor:
-        """`background` (B, C, H, W) with `face` (B, C, out, out) warped back into the crop's place, blended over
-        a border of `feather` × the crop's side that fades smoothly to the background. Only the frame rectangle
-        that the crops cover is resampled; the rest is the background, untouched."""
+    def paste_mask(self, feather: float, like: torch.Tensor) -> torch.Tensor:
+        """(B, 1, out, out) weight of each crop pixel when pasted back (B = the transform's batch, 1 for one):
+        the feathered square, times a ramp that is 0 within EDGE_EROSION × out of where the crop left the frame
+        and rises to 1 over the feather band (no black from outside the frame comes back). Depends only on the
+        transform: computed once per source crop, it can be passed to every paste."""
+        size = self.out_size
+        centres = torch.arange(size, dtype=torch.float64, device=like.device) + 0.5
+        inverse = torch.as_tensor(self.inverse.reshape(-1, 2, 3), device=like.device)[..., None, None]
+        x, y = (inverse[:, k, 0] * centres + inverse[:, k, 1] * centres[:, None] + inverse[:, k, 2] for k in (0, 1))
+        height, width = self.frame_size
+        inside = torch.minimum(torch.minimum(x, width - x), torch.minimum(y, height - y))  # frame pixels
+        scale = torch.as_tensor(self.scale.reshape(-1, 1, 1), device=like.device)
+        edge = _smooth_ramp((inside * scale - EDGE_EROSION * size).to(like.dtype), feather * size)  # eroded
+        return torch.minimum(feather_mask(size, feather, like), edge.view(-1, 1, size, size))
+
+    def paste(self, face: torch.Tensor, background: torch.Tensor, feather: float = 0.1,
+              mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`background` (B, C, H, W) with `face` (B, C, out, out) warped back into the crop's place, blended with
+        `mask` (default `paste_mask(feather, face)`): the face fades to the background over a border of
+        `feather` × the crop's side and never brings back what the crop took from outside the frame. Only the
+        frame rectangle that the crops cover is resampled; the rest is the background, untouched."""
         if tuple(background.shape[-2:]) != self.frame_size or tuple(face.shape[-2:]) != (self.out_size,) * 2:
             raise ValueError(f"paste: expected faces of {self.out_size}² and frames of {self.frame_size}, got "
                              f"{tuple(face.shape[-2:])} and {tuple(background.shape[-2:])}")
-        corners = self.to_frame(np.array([[0.0, 0.0], [self.out_size, self.out_size]]))
-        x0, y0 = np.clip(np.floor(corners[..., 0, :].reshape(-1, 2).min(0)).astype(int), 0, None)
-        x1, y1 = np.minimum(np.ceil(corners[..., 1, :].reshape(-1, 2).max(0)).astype(int),
-                            (self.frame_size[1], self.frame_size[0]))
+        square = np.array([[0.0, 0.0], [self.out_size, 0.0], [0.0, self.out_size], [self.out_size, self.out_size]])
+        corners = self.to_frame(square).reshape(-1, 2)
+        x0, y0 = np.clip(np.floor(corners.min(0)).astype(int), 0, None)
+        x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int), (self.frame_size[1], self.frame_size[0]))
         result = background.clone()
         if x1 <= x0 or y1 <= y0:
             return result
-        mask = feather_mask(self.out_size, feather, face).expand(face.shape[0], 1, -1, -1)
+        mask = self.paste_mask(feather, face) if mask is None else mask.to(face)
+        mask = mask.expand(face.shape[0], 1, -1, -1)
         region_to_crop = _homogeneous(self.matrix) @ np.array([[1.0, 0, x0], [0, 1, y0], [0, 0, 1]])
         warped = _warp(torch.cat([face, mask], dim=1), region_to_crop[..., :2, :], (self.out_size,) * 2,
                        (y1 - y0, x1 - x0))
@@ -162,6 +203,17 @@ class CropTransform:
         return result
 
 
-def crop_frame(frame: np.ndarray, transform: CropTransform) -> np.ndarray:
-    """The crop of one (H, W, 3) uint8 frame as (S, S, 3) uint8 (CPU convenience over CropTransform.crop)."""
-    return to_uint8(transform.crop(to_tensor(frame[None], torch.device("cpu"))))[0]
+def crop_frame(frame: np.ndarray, transform: CropTransform, quick: bool = False) -> np.ndarray:
+    """The crop of one (H, W, 3) uint8 frame as (S, S, 3) uint8 (CPU convenience over CropTransform.crop).
+    quick: one bilinear OpenCV warp without anti-aliasing, tens of times faster on large frames: for what the
+    detectors look at, not for what the model sees."""
+    if not quick:
+        return to_uint8(transform.crop(to_tensor(frame[None], torch.device("cpu"))))[0]
+    return cv2.warpAffine(frame, opencv_matrix(transform.matrix.reshape(2, 3)), (transform.out_size,) * 2,
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def opencv_matrix(matrix: np.ndarray) -> np.ndarray:
+    """A (2, 3) pixel map in this module's coordinates as OpenCV's warpAffine takes it: OpenCV puts pixel centres
+    at integers, this module at half-integers."""
+    return np.concatenate([matrix[:, :2], (matrix[:, 2] + matrix[:, :2].sum(1) * 0.5 - 0.5)[:, None]], 1)

@@ -1,5 +1,6 @@
-"""Face detection with MediaPipe's full-range BlazeFace model (it ships in the mediapipe wheel: nothing is
-downloaded), and the silencing of MediaPipe's C++ logging."""
+"""Face detection with MediaPipe's BlazeFace models, full-range (faces up to about 5 m from the camera) and
+short-range (faces within about 2 m, e.g. a close-up): both ship in the mediapipe wheel, nothing is downloaded. And
+the silencing of MediaPipe's C++ logging."""
 from __future__ import annotations
 
 import contextlib
@@ -8,6 +9,8 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+
+from .crop import apply_affine
 
 
 _redirect = threading.Lock()
@@ -71,15 +74,44 @@ class Detection:
     score: float
     keypoints: np.ndarray  # (6, 2): right eye, left eye, nose tip, mouth centre, right ear, left ear
 
+    @property
+    def roll(self) -> float:
+        """The eye line's angle in the frame (radians, clockwise on screen; 0 for an upright face)."""
+        (rx, ry), (lx, ly) = self.keypoints[0], self.keypoints[1]
+        return float(np.arctan2(ly - ry, lx - rx))
+
+    @property
+    def frontal(self) -> float:
+        """1 for a face looking at the camera, falling to 0 as the nose reaches an eye (a profile)."""
+        eyes = self.keypoints[1] - self.keypoints[0]
+        span = float(np.hypot(*eyes))
+        if span == 0:
+            return 0.0
+        along = float(np.dot(self.keypoints[2] - self.keypoints[:2].mean(0), eyes)) / span
+        return max(0.0, 1.0 - abs(along) / (span / 2))
+
+    def mapped(self, matrix: np.ndarray, score: float | None = None) -> "Detection":
+        """This detection moved by a (2, 3) affine (from the image it was found in to the frame): keypoints
+        exactly, the box as the upright bounds of its mapped corners."""
+        x, y, w, h = self.box
+        corners = apply_affine(matrix, np.array([[x, y], [x + w, y], [x, y + h], [x + w, y + h]]))
+        low, high = corners.min(0), corners.max(0)
+        return Detection(np.array([*low, *(high - low)]), self.score if score is None else score,
+                         apply_affine(matrix, self.keypoints))
+
+
+MODELS = {"full": 1, "short": 0}  # MediaPipe's model_selection
+
 
 class FaceDetector:
     """`detector(frame)` -> the faces in an (H, W, 3) uint8 RGB frame, best score first. `min_score` is the
-    model's own threshold; the tracker asks for more before it trusts a face."""
+    model's own threshold; the tracker asks for more before it trusts a face. `model`: full or short range."""
 
-    def __init__(self, min_score: float = 0.5):
+    def __init__(self, min_score: float = 0.5, model: str = "full"):
         mp = import_mediapipe()
+        self.model = model
         self._model = QuietGraph(lambda: mp.solutions.face_detection.FaceDetection(
-            model_selection=1, min_detection_confidence=min_score))
+            model_selection=MODELS[model], min_detection_confidence=min_score))
 
     def __call__(self, frame: np.ndarray) -> list[Detection]:
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:

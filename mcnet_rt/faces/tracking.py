@@ -1,33 +1,52 @@
 """Causal face tracking, frame by frame (live) or over a whole clip (prepare-data).
 
-A face is trusted only when confirmed: a detection scoring at least `min_score` whose crop FaceMesh also finds a
-face in (BlazeFace alone fires on drawn faces and text, e.g. a cartoon title card at 0.6-0.7). The track then
-follows the detection (of any score the detector reports) that overlaps the previous box most; a frame without one
-reports no face (None), and after `lost_after` such frames the track ends, so a new face must be confirmed again.
-Nothing is held or invented: a frame reports a face only where the detector saw one, or, with `detect_every` > 1,
-the last seen box marked `detected=False`.
+A face is trusted only when confirmed: a detection scoring at least `min_score` whose level crop FaceMesh also
+finds a face in (BlazeFace alone fires on drawn faces and text, e.g. a cartoon title card at 0.6-0.7). While no
+face is tracked, every frame runs the full-range detector on the frame plus ONE view of the finder's other upright
+passes in turn (short-range, padded, each tile), so a close-up or a small face is found within a few frames
+without any frame paying for all passes. The track then runs only the view that found it (a tile follows the
+face) and follows the detection that
+overlaps the previous box most, with a colour-histogram cue between overlapping candidates, so it stays with the
+same person when a second one comes near; a frame without one reports no face (None), and after `lost_after` such
+frames the track ends. The next face confirmed is then the most like the lost one, or, for a first face, the one
+`choice` picks (see finding.choose). Nothing is held or invented: a frame reports a face only where the detector
+saw one, or, with `detect_every` > 1, the last seen box marked `detected=False`.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
-from .crop import CropTransform, crop_frame, square_from_box
+from .crop import CropTransform, square_from_box
 from .detection import Detection, FaceDetector
-from .landmarks import face_mesh
+from .finding import TILE, UPRIGHT, FaceFinder, check_choice, choose, iou, views
 from .one_euro import OneEuroFilter
 
-CONFIRM_SIZE = 192  # pixels of the crop that FaceMesh checks
+ALIGNS = ("roll", "none")
+APPEARANCE_EVERY = 15  # frames between updates of the tracked face's colour histogram
+APPEARANCE_WEIGHT = 0.5  # of the histogram correlation against IoU when several detections overlap the track
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two (x, y, w, h) boxes."""
-    x0, y0 = np.maximum(a[:2], b[:2])
-    x1, y1 = np.minimum(a[:2] + a[2:], b[:2] + b[2:])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    return float(inter / (a[2] * a[3] + b[2] * b[3] - inter + 1e-9))
+def appearance(frame: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+    """A cheap identity cue: the hue-saturation histogram of the middle of the face box (skin, hair, glasses),
+    compared by correlation; None when the box is outside the frame."""
+    x, y, w, h = box
+    x0, y0 = int(max(0, x + 0.2 * w)), int(max(0, y + 0.1 * h))
+    x1, y1 = int(min(frame.shape[1], x + 0.8 * w)), int(min(frame.shape[0], y + 0.9 * h))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    patch = cv2.cvtColor(cv2.resize(frame[y0:y1, x0:x1], (24, 24), interpolation=cv2.INTER_AREA),
+                         cv2.COLOR_RGB2HSV)
+    histogram = cv2.calcHist([patch], [0, 1], None, [12, 6], [0, 180, 0, 256])
+    return cv2.normalize(histogram, histogram).flatten()
+
+
+def similarity(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """Correlation of two appearance histograms (1: alike); 0 when either is missing."""
+    return 0.0 if a is None or b is None else float(cv2.compareHist(a, b, cv2.HISTCMP_CORREL))
 
 
 @dataclass(frozen=True)
@@ -38,82 +57,122 @@ class Track:
     square: np.ndarray  # (3,) crop square (cx, cy, side) in frame pixels, smoothed if the tracker smooths
     frame_size: tuple[int, int]  # (height, width)
     detected: bool  # False: carried from the last detection (detect_every > 1), not seen in this frame
+    roll: float = 0.0  # radians the crop turns to level the face (0 with align="none"), smoothed with the square
 
     def crop(self, out_size: int, inside: bool = True) -> CropTransform:
-        return CropTransform.from_square(self.square, self.frame_size, out_size, inside)
+        return CropTransform.from_square(self.square, self.frame_size, out_size, inside, self.roll)
 
 
 class FaceTracker:
-    """`tracker.update(frame)` -> Track or None, one (H, W, 3) uint8 RGB frame at a time; `reset()` starts over;
-    `close()` when done (the detector's graph holds native threads and memory that the garbage collector does not
-    free)."""
+    """`tracker.update(frame)` -> Track or None, one (H, W, 3) uint8 RGB frame at a time; `reset()` starts over
+    (and forgets the person); `close()` closes the models' graphs. align: roll (level the crop by the eyes) or
+    none; choice: which face starts a track when several are found (finding.choose)."""
 
     def __init__(self, margin: float = 0.4, min_score: float = 0.75, confirm_with_mesh: bool = True,
                  min_iou: float = 0.2, lost_after: int = 5, detect_every: int = 1,
-                 smoothing: OneEuroFilter | None = None, detector: FaceDetector | None = None):
+                 smoothing: OneEuroFilter | None = None, detector: FaceDetector | None = None,
+                 choice: str = "largest", align: str = "roll"):
         if detect_every < 1 or lost_after < 0:
             raise ValueError(f"need detect_every >= 1 and lost_after >= 0, got {detect_every}, {lost_after}")
+        if align not in ALIGNS:
+            raise ValueError(f"align must be one of {', '.join(ALIGNS)}, got {align!r}")
         self.margin, self.min_score, self.confirm_with_mesh = margin, min_score, confirm_with_mesh
         self.min_iou, self.lost_after, self.detect_every = min_iou, lost_after, detect_every
+        self.choice, self.align = check_choice(choice), align
         self.smoothing = smoothing
-        self._owns_detector = detector is None
-        self.detector = detector or FaceDetector(min_score=min(0.5, min_score))
+        self.finder = FaceFinder(min_score, detector)
+        self.detector = self.finder.detector("full")
+        self._identity: np.ndarray | None = None
         self.reset()
 
-    def close(self) -> None:
-        """Release the MediaPipe graph of the detector this tracker made (a detector passed in stays its owner's
-        to close); idempotent."""
-        if self._owns_detector:
-            self.detector.close()
-
     def reset(self) -> None:
+        self._identity = None
+        self._restart()
+
+    def _restart(self) -> None:
+        """End the track but remember the person, so that the next face confirmed is the most like them."""
         self._last: Track | None = None
+        self._view: tuple[str, str, CropTransform | None] = ("full", "frame", None)  # model, pass, view
         self._missed = 0
         self._since_detection = 0
+        self._searches = 0
+        self._seen = 0
         if self.smoothing:
             self.smoothing.reset()
 
-    def _confirmed(self, frame: np.ndarray, detection: Detection) -> bool:
-        """FaceMesh finds a face centred inside the detection box, in a crop around it."""
-        if not self.confirm_with_mesh:
-            return True
-        transform = CropTransform.from_box(detection.box, frame.shape[:2], 0.5, CONFIRM_SIZE, inside=False)
-        mesh = face_mesh()(crop_frame(frame, transform))
-        if mesh is None:
-            return False
-        centre = transform.to_frame(mesh[None, :, :2].mean(axis=1, keepdims=True))[0, 0]
-        x, y, w, h = detection.box
-        return bool(x <= centre[0] <= x + w and y <= centre[1] <= y + h)
+    def close(self) -> None:
+        """Close the graphs of the detectors this tracker made (the garbage collector does not free their native
+        threads and memory; a detector passed in stays its owner's to close); idempotent."""
+        self.finder.close()
 
-    def _match(self, frame: np.ndarray, detections: list[Detection]) -> Detection | None:
-        if self._last is not None:  # a face already confirmed: any detection that overlaps it continues it
-            previous = self._last.detection.box
-            overlaps = [(iou(d.box, previous), d) for d in detections]
-            overlaps = [(o, d) for o, d in overlaps if o >= self.min_iou]
-            return max(overlaps, key=lambda od: od[0])[1] if overlaps else None
-        # best score first: the first that FaceMesh confirms starts the track
-        for detection in (d for d in detections if d.score >= self.min_score):
-            if self._confirmed(frame, detection):
-                return detection
+    def _search(self, frame: np.ndarray) -> Detection | None:
+        """No face tracked: the full-range detector and one view of the other upright passes in turn; of the
+        confirmed faces the one most like the lost person, else the one `choice` picks."""
+        others = [(model, view, t) for model, view in UPRIGHT[1:] for t in views(view, frame.shape[:2])]
+        look_too = others[self._searches % len(others)]  # short-range first, then padded (close-ups), then tiles
+        self._searches += 1
+        for look in (("full", "frame", None), look_too):
+            detections = [d for d in self.finder.look(frame, look[0], look[2]) if d.score >= self.min_score]
+            faces = [c for d in detections if (c := self._confirmed(frame, d)) is not None]
+            if faces:
+                self._view = look
+                if self._identity is not None:
+                    return max(faces, key=lambda d: similarity(self._identity, appearance(frame, d.box)))
+                faces.sort(key=lambda d: d.box[0] + d.box[2] / 2)
+                # face N of the avatar photo: a camera showing fewer people drives with its largest face
+                choice = "largest" if self.choice.isdigit() and int(self.choice) > len(faces) else self.choice
+                return faces[choose(faces, choice, frame.shape[:2])[0]]
         return None
+
+    def _confirmed(self, frame: np.ndarray, detection: Detection) -> Detection | None:
+        return self.finder.confirm(frame, detection) if self.confirm_with_mesh else detection
+
+    def _follow(self, frame: np.ndarray) -> Detection | None:
+        """A face tracked: the detection of its pass that overlaps it most (IoU, plus appearance when several
+        overlap)."""
+        previous = self._last.detection.box
+        model, view, transform = self._view
+        if view == "tiles":  # the tile moves with the face
+            tile = TILE * max(frame.shape[:2])
+            transform = CropTransform.from_square(np.array([*previous[:2] + previous[2:] / 2, tile]),
+                                                  frame.shape[:2], transform.out_size, inside=False)
+        overlaps = [(o, d) for d in self.finder.look(frame, model, transform)
+                    if (o := iou(d.box, previous)) >= self.min_iou]
+        if len(overlaps) > 1 and self._identity is not None:
+            return max(overlaps, key=lambda od: od[0] + APPEARANCE_WEIGHT * similarity(
+                self._identity, appearance(frame, od[1].box)))[1]
+        return max(overlaps, key=lambda od: od[0])[1] if overlaps else None
+
+    def _remember(self, frame: np.ndarray, detection: Detection) -> None:
+        """Keep the person's appearance current (every APPEARANCE_EVERY frames: it changes slowly)."""
+        if self._identity is None or self._seen % APPEARANCE_EVERY == 0:
+            current = appearance(frame, detection.box)
+            if current is not None:
+                self._identity = current if self._identity is None else 0.8 * self._identity + 0.2 * current
+        self._seen += 1
 
     def update(self, frame: np.ndarray, dt: float | None = None) -> Track | None:
         """The face in this frame, or None. `dt`: seconds since the previous frame, for the smoothing."""
         if self._last is not None and self._since_detection + 1 < self.detect_every:
             self._since_detection += 1
-            return Track(self._last.detection, self._last.square, self._last.frame_size, detected=False)
+            last = self._last
+            return Track(last.detection, last.square, last.frame_size, detected=False, roll=last.roll)
         self._since_detection = 0
-        detection = self._match(frame, self.detector(frame))
+        detection = self._follow(frame) if self._last is not None else self._search(frame)
         if detection is None:
             self._missed += 1
             if self._missed > self.lost_after:
-                self.reset()
+                self._restart()
             return None
         self._missed = 0
-        square = square_from_box(detection.box, self.margin)
+        self._remember(frame, detection)
+        roll = detection.roll if self.align == "roll" else 0.0
+        if self._last is not None:  # no jump of 2π between -179° and 179°
+            roll = self._last.roll + float(np.angle(np.exp(1j * (roll - self._last.roll))))
+        state = np.array([*square_from_box(detection.box, self.margin), roll])
         if self.smoothing:
-            square = self.smoothing(square, dt)
-        self._last = Track(detection, square, tuple(frame.shape[:2]), detected=True)
+            state = self.smoothing(state, dt)
+        self._last = Track(detection, state[:3], tuple(frame.shape[:2]), detected=True, roll=float(state[3]))
         return self._last
 
 

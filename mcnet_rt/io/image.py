@@ -16,13 +16,19 @@ _HIGH_DEPTH_MODES = {"I": "32-bit integer", "F": "32-bit floating-point", "I;16"
 _ALPHA_MODES = {"RGBA", "RGBa", "PA"}
 
 
+def upright(image: Image.Image) -> Image.Image:
+    """The decoded image as a viewer shows it: turned by its EXIF orientation (phones store photos sideways with
+    an orientation tag). Every reader of still images goes through here."""
+    image.load()
+    return ImageOps.exif_transpose(image)
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Load an 8-bit colour image as an (H, W, 3) uint8 RGB array, upright as a viewer shows it."""
     path = check_input_file(path)
     try:
         with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
+            image = upright(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise InputError(f"{path}: not a readable image ({e})") from e
 

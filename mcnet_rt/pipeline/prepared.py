@@ -44,7 +44,7 @@ def weights_hash(model: MCNet) -> str:
 
 def source_key(model: MCNet, image: np.ndarray, options: "SessionOptions", dtype: torch.dtype) -> str:
     digest = hashlib.sha256(weights_hash(model).encode())
-    digest.update(repr((image.shape, options.crop, options.margin, str(dtype))).encode())
+    digest.update(repr((image.shape, options.crop, options.margin, options.face, options.align, str(dtype))).encode())
     digest.update(np.ascontiguousarray(image).tobytes())
     return digest.hexdigest()[:32]
 

@@ -13,6 +13,7 @@ sessions' sources and references concatenated; each session pastes back / resize
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,10 @@ class SessionOptions:
     """crop: auto (the face, found and tracked), centre (the centre square) or none (the whole frame, resized).
     smoothing: seconds of One-Euro smoothing of the driving keypoints at rest (0 = off); rate: the expected frame
     rate in Hz (the filters' time step). output_size: (width, height); default the crop, or the source image with
-    paste_back. detect_every: run the face detector on every n-th driving frame (the crop is held in between)."""
+    paste_back. detect_every: run the face detector on every n-th driving frame (the crop is held in between).
+    face: which face to animate when several are found (largest, centre, left, right or N from the left; the
+    avatar's and the first driving face's; a driving frame with fewer than N faces uses its largest). align: roll
+    (level the crops by the eyes, turned back on paste-back) or none."""
 
     crop: str = "auto"
     paste_back: bool = False
@@ -53,10 +57,18 @@ class SessionOptions:
     margin: float = 0.4
     feather: float = 0.1
     detect_every: int = 1
+    face: str = "largest"
+    align: str = "roll"
 
     def __post_init__(self):
         if self.crop not in CROPS:
             raise InputError(f"crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
+        if self.align not in faces.ALIGNS:
+            raise InputError(f"align must be one of {', '.join(faces.ALIGNS)}, got {self.align!r}")
+        try:
+            faces.check_choice(self.face)
+        except ValueError as e:
+            raise InputError(str(e)) from None
         if self.smoothing < 0 or self.rate <= 0 or self.detect_every < 1:
             raise InputError(f"need smoothing >= 0, rate > 0 and detect_every >= 1, got {self.smoothing}, "
                              f"{self.rate}, {self.detect_every}")
@@ -78,16 +90,32 @@ class NoSourceFace(InputError):
     """crop=auto found no face in the source image (the server words its own advice for the page)."""
 
 
+# The smallest face width (pixels) found in the tests (a photo shrunk into an 800-pixel scene, tiled pass).
+MIN_FACE_PIXELS = 40
+
+
 def source_crop(image: np.ndarray, options: SessionOptions, size: int, name: str) -> faces.CropTransform:
-    """The crop of the avatar image; with crop=auto its face must be found (a clear error otherwise)."""
+    """The crop of the avatar image; with crop=auto its face must be found (a clear error otherwise) and the
+    choice among several is said on stderr (one line)."""
     if options.crop != "auto":
         return frame_crop(options.crop, image.shape[:2], size)
-    with contextlib.closing(faces.FaceTracker(margin=options.margin)) as tracker:
-        track = tracker.update(image)
-    if track is None:
-        raise NoSourceFace(f"{name}: no face found (MediaPipe face detection, confirmed by FaceMesh); use a photo "
-                         "with a clearly visible face, or --crop centre to use the centre of the image as it is")
-    return track.crop(size)
+    with contextlib.closing(faces.FaceFinder()) as finder:
+        found = finder.find(image)
+    if not found.faces:
+        raise NoSourceFace(f"{name}: no face found after upright, rotated, padded and tiled passes "
+                           f"({', '.join(found.passes)}; MediaPipe BlazeFace, confirmed by FaceMesh); use a photo "
+                           f"where the face is clearly visible and at least {MIN_FACE_PIXELS} pixels wide, or "
+                           "--crop centre to use the centre of the image as it is")
+    try:
+        index, why = faces.choose(found.faces, options.face, image.shape[:2])
+    except ValueError as e:
+        raise InputError(f"{name}: {e}; pass --face with a number from 1 to {len(found.faces)}, or largest, "
+                         "centre, left or right") from None
+    face = found.faces[index]
+    roll = face.roll if options.align == "roll" else 0.0
+    print(f"mcnet-rt: {name}: face {index + 1} of {len(found.faces)} from the left ({why}; --face to choose), "
+          f"{face.box[2]:.0f} px wide, turned {np.degrees(roll):.0f}°", file=sys.stderr)
+    return faces.CropTransform.from_box(face.box, image.shape[:2], options.margin, size, roll=roll)
 
 
 def _is_identity(transform: faces.CropTransform) -> bool:
@@ -118,7 +146,8 @@ class Session:
             dtype, cache_dir)
         self.source_full = to_tensor(source_image[None], self.device) if options.paste_back else None
         self.tracker = faces.FaceTracker(margin=options.margin, detect_every=options.detect_every,
-                                         smoothing=faces.OneEuroFilter(rate=options.rate)) \
+                                         smoothing=faces.OneEuroFilter(rate=options.rate), choice=options.face,
+                                         align=options.align) \
             if options.crop == "auto" else None
         self.keypoint_filter: faces.OneEuroFilter | None = None
         self.set_smoothing(options.smoothing)

@@ -8,9 +8,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ..errors import InputError
+from ..io.image import upright
 from ..package_weights import package_folder
 
 MAX_BYTES = 8 * 1024 * 1024
@@ -36,8 +37,7 @@ def decode_image(data: bytes, name: str = "upload") -> np.ndarray:
             width, height = image.size
             if width * height > MAX_PIXELS:
                 raise InputError(f"{name}: {width}x{height} pixels is over the limit of {MAX_PIXELS} pixels")
-            image.load()
-            image = ImageOps.exif_transpose(image).convert("RGB")
+            image = upright(image).convert("RGB")
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # PIL's own, larger limits, from the header

@@ -20,6 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import InputError
+from ..io.image import upright
 from ..io.video import read_frames
 from .augment import augment
 from .config import AugmentationSection
@@ -45,7 +46,7 @@ def video_frames(video: Path) -> list[Path]:
 def _read_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.asarray(upright(image).convert("RGB"))
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{path}: unreadable frame ({e})") from None
 
