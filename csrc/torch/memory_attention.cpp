@@ -1,5 +1,6 @@
-// mcnet_rt::memory_attention (public; and its `_into` form) and memory_attention_forward, memory_attention_backward (private) over the
-// launchers of mcnet_rt/memory_attention.h. The rules are those of mcnet_rt/ops/memory_attention.py's fakes.
+// mcnet_rt::memory_attention (public; and its `_into` form) and memory_attention_forward,
+// memory_attention_backward (private) over the launchers of mcnet_rt/memory_attention.h. The rules are those of
+// mcnet_rt/ops/memory_attention.py's fakes.
 #include "mcnet_rt/memory_attention.h"
 
 #include <tuple>

@@ -1,6 +1,6 @@
-// mcnet_rt::modulated_conv2d, dynamic_conv2d (public; and their `_into` forms) and persample_conv2d, persample_conv2d_weight_grad,
-// demodulation, demodulation_backward (private) over the launchers of mcnet_rt/modulated_conv.h. The rules are
-// those of mcnet_rt/ops/modulated_conv.py's fakes.
+// mcnet_rt::modulated_conv2d, dynamic_conv2d (public; and their `_into` forms) and persample_conv2d,
+// persample_conv2d_weight_grad, demodulation, demodulation_backward (private) over the launchers of
+// mcnet_rt/modulated_conv.h. The rules are those of mcnet_rt/ops/modulated_conv.py's fakes.
 #include "mcnet_rt/modulated_conv.h"
 
 #include <array>

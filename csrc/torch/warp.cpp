@@ -1,6 +1,5 @@
 // mcnet_rt::warp_features, sparse_warp (public; and their `_into` forms) and warp, warp_backward (private) over the
-// launchers of
-// mcnet_rt/warp.h. The rules are those of mcnet_rt/ops/warp.py's fakes.
+// launchers of mcnet_rt/warp.h. The rules are those of mcnet_rt/ops/warp.py's fakes.
 #include "mcnet_rt/warp.h"
 
 #include <tuple>

@@ -10,11 +10,12 @@ Public API (frames are (H, W, 3) uint8 RGB; pixel coordinates span [0, W] × [0,
     face_runs(tracks, min_length) -> [(start, stop)]  runs of consecutive face frames
     CropTransform.from_box(box, frame_size, margin, out_size) / .from_square(square, frame_size, out_size)
         .matrix (frame -> crop, (..., 2, 3)), .inverse (crop -> frame), .to_crop(points), .to_frame(points),
-        .crop(images (B, C, H, W) float) -> (B, C, S, S), .paste(face, background, feather) -> (B, C, H, W)
+        .crop(images (B, C, H, W) float) -> (B, C, S, S), .paste(face, background, feather) -> (B, C, H, W),
+        .paste_back(feather, like) -> PasteBack: paste prepared once, (face, background) per frame
         (torch on the images' device; outside the frame the crop is black)
     crop_frame(frame, transform) -> (S, S, 3) uint8   CPU convenience over CropTransform.crop (uint8 <-> float
                                                       conversions: mcnet_rt.io.frames)
-    OneEuroFilter(min_cutoff, beta, d_cutoff, rate)(x, dt=None); reset()   any array shape
+    OneEuroFilter(min_cutoff, beta, d_cutoff, rate)(x, dt=None); reset()   any shape, NumPy or torch (on its device)
     FaceMesh()(image) -> (478, 3) or None; face_mesh() the process's instance
     normalised_landmarks(points) -> (N, 2)            centred, divided by sqrt(hull area) (best-frame matching)
     DlibFaces / dlib_faces(), FaceObservation, observe(image), observe_batch(images), ANALYSIS_SIZE  (evaluation)

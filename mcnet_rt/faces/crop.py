@@ -159,9 +159,9 @@ class CropTransform:
         return self.paste_back(feather, face)(face, background)
 
     def paste_back(self, feather: float, like: torch.Tensor) -> "PasteBack":
-        """`paste` prepared for faces of like's batch, dtype and device (`like` may be the background): what depends on the transform alone (the
-        frame region, its sampling grid, the warped feather mask) is computed here once; per frame only the face
-        is warped and blended."""
+        """`paste` prepared for faces of like's batch, dtype and device (`like` may be the background): what
+        depends on the transform alone (the frame region, its sampling grid, the warped feather mask) is computed
+        here once; per frame only the face is warped and blended."""
         corners = self.to_frame(np.array([[0.0, 0.0], [self.out_size, self.out_size]]))
         x0, y0 = np.clip(np.floor(corners[..., 0, :].reshape(-1, 2).min(0)).astype(int), 0, None)
         x1, y1 = np.minimum(np.ceil(corners[..., 1, :].reshape(-1, 2).max(0)).astype(int),
@@ -171,8 +171,7 @@ class CropTransform:
         mask = feather_mask(self.out_size, feather, like).expand(like.shape[0], 1, -1, -1)
         region_to_crop = _homogeneous(self.matrix) @ np.array([[1.0, 0, x0], [0, 1, y0], [0, 0, 1]])
         grid = _grid(region_to_crop[..., :2, :], (self.out_size,) * 2, (y1 - y0, x1 - x0), like)
-        return PasteBack((slice(int(y0), int(y1)), slice(int(x0), int(x1))), grid,
-                         _sample(mask, grid))
+        return PasteBack((slice(int(y0), int(y1)), slice(int(x0), int(x1))), grid, _sample(mask, grid))
 
 
 @dataclass(frozen=True)
@@ -191,6 +190,7 @@ class PasteBack:
         region = result[..., self.region[0], self.region[1]]
         result[..., self.region[0], self.region[1]] = region * (1 - self.alpha) + warped * self.alpha
         return result
+
 
 def crop_frame(frame: np.ndarray, transform: CropTransform) -> np.ndarray:
     """The crop of one (H, W, 3) uint8 frame as (S, S, 3) uint8 (CPU convenience over CropTransform.crop)."""
