@@ -380,3 +380,30 @@ def test_into_ops_refuse_a_wrong_output_or_a_short_workspace():
     with pytest.raises(RuntimeError, match=r"sparse_warp_into: out \(float64, cpu\) must be float32 on cpu"):
         torch.ops.mcnet_rt.sparse_warp_into(torch.rand(1, 3, 4, 4), torch.rand(1, 2, 4, 4, 2),
                                             torch.empty(1, 2, 3, 4, 4, dtype=torch.float64))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("op, attributes, inputs", plugin_node_cases())
+def test_plugin_enqueue_on_the_gpu_writes_into_its_buffers_without_allocating(op, attributes, inputs):
+    """The same on device memory, through `__cuda_array_interface__` and the CUDA kernels, as TensorRT calls it;
+    the caching allocator counts allocations (not yet run on a GPU)."""
+    from types import SimpleNamespace
+
+    from mcnet_rt.engine import tensorrt_plugins
+
+    def desc(t):
+        return SimpleNamespace(dims=tuple(t.shape), type=SimpleNamespace(name="FLOAT"))
+
+    inputs = [t.cuda() for t in inputs]
+    expected = plugin_ops.reference(op, inputs, attributes)
+    output = torch.full(expected.shape, float("nan"), device="cuda")
+    elements = plugin_ops.workspace_elements(op, attributes, [tuple(t.shape) for t in inputs])
+    workspace = torch.full((elements,), float("nan"), device="cuda")
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_stats()["allocation.all.allocated"]
+    tensorrt_plugins.enqueue_node(op, attributes, [desc(t) for t in inputs], [desc(output)],
+                                  [t.data_ptr() for t in inputs], [output.data_ptr()],
+                                  workspace.data_ptr() if elements else 0)
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_stats()["allocation.all.allocated"] == before
+    torch.testing.assert_close(output, expected, atol=1e-4, rtol=1e-4)

@@ -5,6 +5,7 @@ like nonzero), copies to the host (.cpu(), .numpy(), .tolist(), np.asarray), blo
 (.to(device), torch.as_tensor(..., device=)) and explicit synchronisation — each with the mcnet_rt function that
 made it."""
 import sys
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -13,8 +14,6 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from mcnet_rt.io.image import read_image
-from mcnet_rt.io.video import read_frames
 from mcnet_rt.pipeline import FrameStep, Session, SessionOptions, process_batch
 
 PACKAGE = str(Path(__file__).resolve().parent.parent / "mcnet_rt")
@@ -82,6 +81,9 @@ def host_waits(monkeypatch):
 
 
 def test_a_batch_waits_on_the_device_only_for_its_frames(small_model, feat_data, carphone, host_waits):
+    from mcnet_rt.io.image import read_image
+    from mcnet_rt.io.video import read_frames  # PyAV: imported where it is needed
+
     clip = list(read_frames(carphone))[:6]
     options = SessionOptions(crop="none", paste_back=True, smoothing=0.05, output_size=(96, 80))
     sessions = [Session(small_model, read_image(feat_data / "single_face.jpg"), options),
@@ -110,3 +112,29 @@ def test_the_counter_sees_each_kind_of_wait(host_waits):
     assert {wait.split(" in ")[0] for wait in counter.waits} == {
         str(torch.ops.aten._local_scalar_dense.default), str(torch.ops.aten.nonzero.default), ".cpu()", ".numpy()",
         ".tolist()", ".__array__()", ".to(device)", "torch.as_tensor(device=)"}
+
+
+@pytest.mark.cuda
+def test_on_a_gpu_a_batch_synchronises_only_for_its_frames(small_model):
+    """Where CUDA runs, PyTorch's own sync debug mode counts the waits: one upload and one download per frame (not
+    yet run on a GPU). Synthetic frames: nothing but torch and NumPy is needed."""
+    model = small_model.cuda()
+    grid = np.linspace(0, 255, 96 * 120, dtype=np.float32).reshape(96, 120)
+    frames = [np.stack([np.roll(grid, 7 * i, axis=1), np.roll(grid, 5 * i, axis=0), grid[::-1]],
+                       axis=-1).astype(np.uint8) for i in range(4)]
+    sessions = [Session(model, frames[0], SessionOptions(crop="none", paste_back=True, smoothing=0.05)),
+                Session(model, frames[1], SessionOptions(crop="centre", smoothing=0.1))]
+    step = FrameStep(model)
+    batch = [sessions[0], sessions[0], sessions[1]]
+    for _ in range(2):  # references fixed, the ops' dispatch decided for these shapes
+        process_batch(step, batch, frames[:3])
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            process_batch(step, batch, frames[1:])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    waits = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    assert len(waits) == 2 * len(batch), waits
