@@ -2,10 +2,10 @@
 
 `enqueue` views TensorRT's device pointers as torch tensors and runs the public op's `_into` form
 (`torch.ops.mcnet_rt`, the ops library) on TensorRT's stream, so the engine runs the same kernels as PyTorch, writing
-straight into TensorRT's output buffer with its temporaries in TensorRT's workspace: nothing is allocated or copied
-per node. Works with the `tensorrt` (10/11) and
-`tensorrt_rtx` modules: both expose the same plugin interfaces. Running an engine needs a GPU: the enqueue path has
-not run here (no GPU); parsing and building an engine with these plugins registered has.
+straight into TensorRT's output buffer with its temporaries in TensorRT's workspace (`get_workspace_size`): nothing
+is allocated or copied per node. Works with the `tensorrt` (10/11) and `tensorrt_rtx` modules: both expose the same
+plugin interfaces. Running an engine needs a GPU: the enqueue path has not run on a GPU yet (its body has, on host
+buffers, in the tests); parsing and building an engine with these plugins registered has.
 """
 from __future__ import annotations
 
