@@ -320,3 +320,90 @@ def test_exported_step_repeats_shared_sources_to_the_driving_batch():
     kp = torch.arange(3.0).view(3, 1)
     out = step.render(kp, torch.ones(1, 2))
     assert calls == [[(3, 1), (3, 2)]] and torch.equal(out, kp * 2)
+
+
+def plugin_node_cases():
+    """(plugin op, attributes, inputs) of every plugin node, shaped as the render graph feeds them (x shared by the
+    batch where the memory is one map for all)."""
+    g = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=g)
+
+    cases = [("WarpFeatures", {}, [rand(2, 4, 8, 8), rand(2, 5, 5, 2) * 2 - 1, rand(2, 1, 5, 5)]),
+             ("WarpFeatures", {}, [rand(2, 4, 8, 8), rand(2, 5, 5, 2) * 2 - 1]),
+             ("SparseWarp", {}, [rand(2, 3, 8, 8), rand(2, 3, 8, 8, 2) * 2.2 - 1.1]),
+             ("ModulatedConv2d", {"demodulate": 1, "eps": 1e-8}, [rand(1, 4, 6, 6), rand(5, 4, 3, 3) / 6,
+                                                                  rand(3, 4) + 0.5]),
+             ("ModulatedConv2d", {"demodulate": 0, "eps": 1e-8}, [rand(3, 4, 6, 6), rand(5, 4, 3, 3) / 6,
+                                                                  rand(3, 4) + 0.5]),
+             ("DynamicConv2d", {}, [rand(3, 4, 6, 6), rand(2, 5, 4, 3, 3) / 6, rand(2, 5), rand(3, 2).softmax(1)]),
+             ("MemoryAttention", {"scale": 0.25}, [rand(2, 8, 6, 6), rand(2, 8, 3, 3), rand(2, 8, 3, 3)])]
+    return [pytest.param(plugin_ops.BY_NAME[name], attributes, inputs, id=f"{name}-{i}")
+            for i, (name, attributes, inputs) in enumerate(cases)]
+
+
+@pytest.mark.parametrize("op, attributes, inputs", plugin_node_cases())
+def test_plugin_enqueue_writes_into_tensorrts_output_and_allocates_nothing(op, attributes, inputs):
+    """The plugins' enqueue body on host buffers (TensorRT cannot run here: the tensors' addresses stand in for its
+    device pointers): the node's output lands in TensorRT's buffer, equal to the op's reference, its temporaries
+    in TensorRT's workspace, and nothing is allocated (the profiler sees every allocation, C++ ones included)."""
+    from types import SimpleNamespace
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from mcnet_rt.engine import tensorrt_plugins
+
+    def desc(t):
+        return SimpleNamespace(dims=tuple(t.shape), type=SimpleNamespace(name="FLOAT"))
+
+    expected = plugin_ops.reference(op, inputs, attributes)
+    output = torch.full(expected.shape, float("nan"))
+    elements = plugin_ops.workspace_elements(op, attributes, [tuple(t.shape) for t in inputs])
+    workspace = torch.full((elements,), float("nan"))
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        tensorrt_plugins.enqueue_node(op, attributes, [desc(t) for t in inputs], [desc(output)],
+                                      [t.data_ptr() for t in inputs], [output.data_ptr()],
+                                      workspace.data_ptr() if elements else 0, device="cpu")
+    torch.testing.assert_close(output, expected, atol=1e-5, rtol=1e-5)
+    assert [(e.name, e.cpu_memory_usage) for e in profiler.events() if e.cpu_memory_usage] == []
+    assert not elements or not workspace.isnan().all()  # the demodulation, mixed biases or log-sum-exp were there
+
+
+def test_into_ops_refuse_a_wrong_output_or_a_short_workspace():
+    query, key = torch.rand(2, 8, 6, 6), torch.rand(2, 8, 3, 3)
+    with pytest.raises(RuntimeError, match=r"memory_attention_into: out has shape \(2, 8, 6, 5\), the output's is "
+                                           r"\(2, 8, 6, 6\)"):
+        torch.ops.mcnet_rt.memory_attention_into(query, key, key, 0.25, torch.empty(2, 8, 6, 5), torch.empty(72))
+    with pytest.raises(RuntimeError, match="memory_attention_into: workspace has 71 elements, needs 72"):
+        torch.ops.mcnet_rt.memory_attention_into(query, key, key, 0.25, torch.empty_like(query), torch.empty(71))
+    with pytest.raises(RuntimeError, match=r"sparse_warp_into: out \(float64, cpu\) must be float32 on cpu"):
+        torch.ops.mcnet_rt.sparse_warp_into(torch.rand(1, 3, 4, 4), torch.rand(1, 2, 4, 4, 2),
+                                            torch.empty(1, 2, 3, 4, 4, dtype=torch.float64))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("op, attributes, inputs", plugin_node_cases())
+def test_plugin_enqueue_on_the_gpu_writes_into_its_buffers_without_allocating(op, attributes, inputs):
+    """The same on device memory, through `__cuda_array_interface__` and the CUDA kernels, as TensorRT calls it;
+    the caching allocator counts allocations (not yet run on a GPU)."""
+    from types import SimpleNamespace
+
+    from mcnet_rt.engine import tensorrt_plugins
+
+    def desc(t):
+        return SimpleNamespace(dims=tuple(t.shape), type=SimpleNamespace(name="FLOAT"))
+
+    inputs = [t.cuda() for t in inputs]
+    expected = plugin_ops.reference(op, inputs, attributes)
+    output = torch.full(expected.shape, float("nan"), device="cuda")
+    elements = plugin_ops.workspace_elements(op, attributes, [tuple(t.shape) for t in inputs])
+    workspace = torch.full((elements,), float("nan"), device="cuda")
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_stats()["allocation.all.allocated"]
+    tensorrt_plugins.enqueue_node(op, attributes, [desc(t) for t in inputs], [desc(output)],
+                                  [t.data_ptr() for t in inputs], [output.data_ptr()],
+                                  workspace.data_ptr() if elements else 0)
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_stats()["allocation.all.allocated"] == before
+    torch.testing.assert_close(output, expected, atol=1e-4, rtol=1e-4)

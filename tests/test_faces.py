@@ -167,6 +167,21 @@ def test_one_euro_is_steady_on_constant_input_reduces_jitter_and_resets():
     assert abs(ramp[-1] - 590) < 30
 
 
+def test_one_euro_on_tensors_matches_the_numpy_filter_and_stays_a_tensor():
+    """The keypoint filter runs on the model's device in torch: the same filter, the same numbers."""
+    rng = np.random.default_rng(2)
+    samples = np.cumsum(rng.normal(0, 0.05, size=(40, 2, 6)), axis=0)  # a wandering signal with jitter
+    on_arrays, on_tensors = OneEuroFilter(min_cutoff=0.5, beta=2.0), OneEuroFilter(min_cutoff=0.5, beta=2.0)
+    for i, x in enumerate(samples):
+        if i == 25:  # a reset (a new reference) mid-stream
+            on_arrays.reset(), on_tensors.reset()
+        expected, got = on_arrays(x), on_tensors(torch.from_numpy(x).float())
+        assert isinstance(got, torch.Tensor) and got.dtype == torch.float32 and got.shape == x.shape
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="reset"):
+        on_tensors(torch.zeros(3))
+
+
 def test_detector_finds_the_faces_of_a_group_photo(feat_data):
     faces = FaceDetector()(read_image(feat_data / "multi_face.jpg"))
     assert len(faces) >= 3

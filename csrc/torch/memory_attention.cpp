@@ -1,5 +1,6 @@
-// mcnet_rt::memory_attention (public) and memory_attention_forward, memory_attention_backward (private) over the
-// launchers of mcnet_rt/memory_attention.h. The rules are those of mcnet_rt/ops/memory_attention.py's fakes.
+// mcnet_rt::memory_attention (public; and its `_into` form) and memory_attention_forward,
+// memory_attention_backward (private) over the launchers of mcnet_rt/memory_attention.h. The rules are those of
+// mcnet_rt/ops/memory_attention.py's fakes.
 #include "mcnet_rt/memory_attention.h"
 
 #include <tuple>
@@ -40,11 +41,9 @@ AttentionShape attention_shape(const Tensor& query, const Tensor& key, double sc
   return {int(query.size(0)), int(query.size(1)), int(positions(query)), int(positions(key)), float(scale)};
 }
 
-// out like query; returns the base-2 log-sum-exp (B, Nq) in the accumulation dtype.
-Tensor launch_forward(const char* op, const Tensor& query, const Tensor& key, const Tensor& value, double scale,
-                      const Tensor& out) {
-  Tensor lse = torch::stable::new_empty(query, {query.size(0), positions(query)},
-                                        accumulation_dtype(query.scalar_type()));
+// Into `out` (like query) and `lse`, the base-2 log-sum-exp (B, Nq) in the accumulation dtype.
+void launch_forward(const char* op, const Tensor& query, const Tensor& key, const Tensor& value, double scale,
+                    const Tensor& out, const Tensor& lse) {
   const AttentionShape s = attention_shape(query, key, scale);
   const DType t = dtype_code(query.scalar_type());
   run(op, query, [&](bool cuda, Stream stream) {
@@ -54,13 +53,17 @@ Tensor launch_forward(const char* op, const Tensor& query, const Tensor& key, co
                 : memory_attention_forward_cpu(t, s, query.data_ptr(), key.data_ptr(), value.data_ptr(),
                                                out.data_ptr(), lse.data_ptr());
   });
-  return lse;
+}
+
+Tensor new_lse(const Tensor& query) {
+  return torch::stable::new_empty(query, {query.size(0), positions(query)}, accumulation_dtype(query.scalar_type()));
 }
 
 std::tuple<Tensor, Tensor> memory_attention_forward(Tensor query, Tensor key, Tensor value, double scale) {
   check_attention("memory_attention_forward", query, key, value, 3);
   Tensor out = torch::stable::empty_like(query);
-  Tensor lse = launch_forward("memory_attention_forward", query, key, value, scale, out);
+  Tensor lse = new_lse(query);
+  launch_forward("memory_attention_forward", query, key, value, scale, out, lse);
   return {out, lse};
 }
 
@@ -103,8 +106,18 @@ std::tuple<Tensor, Tensor, Tensor> memory_attention_backward(Tensor grad_out, Te
 Tensor memory_attention(Tensor query, Tensor key, Tensor value, double scale) {
   check_attention("memory_attention", query, key, value, 4);
   Tensor out = torch::stable::empty_like(query);
-  launch_forward("memory_attention", query, key, value, scale, out);
+  launch_forward("memory_attention", query, key, value, scale, out, new_lse(query));
   return out;
+}
+
+// The public op into `out`; its log-sum-exp, unused here, lives in `workspace` (B·Nq accumulation-dtype elements).
+void memory_attention_into(Tensor query, Tensor key, Tensor value, double scale, Tensor out, Tensor workspace) {
+  const char* op = "memory_attention_into";
+  check_attention(op, query, key, value, 4);
+  check_out(op, out, query, {query.size(0), query.size(1), query.size(2), query.size(3)});
+  const Tensor lse = workspace_rows(op, workspace, query.size(0), positions(query),
+                                    accumulation_dtype(query.scalar_type()), query.device());
+  launch_forward(op, query, key, value, scale, out, lse);
 }
 
 }  // namespace
@@ -113,6 +126,7 @@ void register_memory_attention(Library& m) {
   m.impl("memory_attention_forward", TORCH_BOX(&memory_attention_forward));
   m.impl("memory_attention_backward", TORCH_BOX(&memory_attention_backward));
   m.impl("memory_attention", TORCH_BOX(&memory_attention));
+  m.impl("memory_attention_into", TORCH_BOX(&memory_attention_into));
 }
 
 }  // namespace mcnet_rt::ops

@@ -1,8 +1,9 @@
-// mcnet_rt::modulated_conv2d, dynamic_conv2d (public) and persample_conv2d, persample_conv2d_weight_grad,
-// demodulation, demodulation_backward (private) over the launchers of mcnet_rt/modulated_conv.h. The rules are
-// those of mcnet_rt/ops/modulated_conv.py's fakes.
+// mcnet_rt::modulated_conv2d, dynamic_conv2d (public; and their `_into` forms) and persample_conv2d,
+// persample_conv2d_weight_grad, demodulation, demodulation_backward (private) over the launchers of
+// mcnet_rt/modulated_conv.h. The rules are those of mcnet_rt/ops/modulated_conv.py's fakes.
 #include "mcnet_rt/modulated_conv.h"
 
+#include <array>
 #include <tuple>
 
 #include "op_support.h"
@@ -42,12 +43,12 @@ void check_taps(const char* op, const char* operand, const Tensor& weight) {
 }
 
 // The forward conv launch (or its input gradient when `transposed`) over `batch` samples of x, which are
-// x_batch_stride elements apart (0: one sample for all); weight (K,Cout,Cin,3,3).
-Tensor launch_conv(const char* op, const Tensor& x, int64_t batch, int64_t x_batch_stride, const Tensor& weight,
-                   const OptionalTensor& mix, const OptionalTensor& in_scale, const OptionalTensor& out_scale,
-                   const OptionalTensor& bias, bool transposed) {
+// x_batch_stride elements apart (0: one sample for all); weight (K,Cout,Cin,3,3); into `out` (batch, Cout or Cin
+// when transposed, H, W).
+void launch_conv(const char* op, const Tensor& x, int64_t batch, int64_t x_batch_stride, const Tensor& weight,
+                 const OptionalTensor& mix, const OptionalTensor& in_scale, const OptionalTensor& out_scale,
+                 const OptionalTensor& bias, bool transposed, const Tensor& out) {
   const int64_t experts = weight.size(0), c_out = weight.size(1), c_in = weight.size(2);
-  Tensor out = torch::stable::new_empty(x, {batch, transposed ? c_in : c_out, x.size(2), x.size(3)});
   const PerSampleConvShape s{int(batch), int(c_in), int(c_out), int(x.size(2)), int(x.size(3)), int(experts),
                              x_batch_stride};
   const DType t = dtype_code(x.scalar_type());
@@ -58,7 +59,6 @@ Tensor launch_conv(const char* op, const Tensor& x, int64_t batch, int64_t x_bat
                 : persample_conv2d_cpu(t, s, transposed, x.data_ptr(), weight.data_ptr(), data(mix), data(in_scale),
                                        data(out_scale), data(bias), out.data_ptr());
   });
-  return out;
 }
 
 Tensor persample_conv2d(Tensor x, Tensor weight, OptionalTensor mix, OptionalTensor in_scale,
@@ -75,7 +75,9 @@ Tensor persample_conv2d(Tensor x, Tensor weight, OptionalTensor mix, OptionalTen
   check_per_sample(op, "in_scale", in_scale, x, batch, c_in);
   check_per_sample(op, "out_scale", out_scale, x, batch, c_out);
   check_per_sample(op, "bias", bias, x, batch, c_out);
-  return launch_conv(op, x, batch, stride, weight, mix, in_scale, out_scale, bias, transposed);
+  Tensor out = torch::stable::new_empty(x, {batch, transposed ? c_in : c_out, x.size(2), x.size(3)});
+  launch_conv(op, x, batch, stride, weight, mix, in_scale, out_scale, bias, transposed, out);
+  return out;
 }
 
 Tensor persample_conv2d_weight_grad(Tensor image, Tensor rows) {
@@ -110,8 +112,9 @@ DemodulationShape demodulation_shape(const Tensor& weight, const Tensor& styles)
   return {int(styles.size(0)), int(weight.size(1)), int(weight.size(0)), int(weight.size(2) * weight.size(3))};
 }
 
-Tensor launch_demodulation(const char* op, const Tensor& weight, const Tensor& styles, double eps) {
-  Tensor demod = torch::stable::new_empty(styles, {styles.size(0), weight.size(0)});
+// Into `demod` (B, Cout) in the styles' dtype.
+void launch_demodulation(const char* op, const Tensor& weight, const Tensor& styles, double eps,
+                         const Tensor& demod) {
   const DemodulationShape s = demodulation_shape(weight, styles);
   const DType t = dtype_code(weight.scalar_type());
   run(op, weight, [&](bool cuda, Stream stream) {
@@ -119,12 +122,13 @@ Tensor launch_demodulation(const char* op, const Tensor& weight, const Tensor& s
                                                                demod.data_ptr(), stream))
                 : demodulation_forward_cpu(t, s, weight.data_ptr(), styles.data_ptr(), eps, demod.data_ptr());
   });
-  return demod;
 }
 
 Tensor demodulation(Tensor weight, Tensor styles, double eps) {
   check_demodulation("demodulation", weight, styles);
-  return launch_demodulation("demodulation", weight, styles, eps);
+  Tensor demod = torch::stable::new_empty(styles, {styles.size(0), weight.size(0)});
+  launch_demodulation("demodulation", weight, styles, eps, demod);
+  return demod;
 }
 
 std::tuple<Tensor, Tensor> demodulation_backward(Tensor grad_demod, Tensor weight, Tensor styles, Tensor demod) {
@@ -176,20 +180,49 @@ int64_t public_x_stride(const Tensor& x, int64_t batch) {
   return x.size(0) == 1 && batch > 1 ? 0 : x.size(1) * x.size(2) * x.size(3);
 }
 
-Tensor modulated_conv2d(Tensor x, Tensor weight, Tensor styles, bool demodulate, double eps) {
-  const char* op = "modulated_conv2d";
-  check_public(op, x, "weight", weight, "styles", styles, weight.dim() > 1 ? weight.size(1) : 0);
-  check(weight.dim() == 4, std::string(op) + ": weight must be 4-D (Cout,Cin,3,3), not " + shape(weight));
-  const int64_t batch = styles.size(0);
-  const OptionalTensor demod =
-      demodulate ? OptionalTensor(launch_demodulation(op, weight, styles, eps)) : std::nullopt;
-  const Tensor bank = torch::stable::view(weight, {1, weight.size(0), weight.size(1), 3, 3});
-  return launch_conv(op, x, batch, public_x_stride(x, batch), bank, std::nullopt, styles, demod, std::nullopt,
-                     false);
+// The public ops' output (B from the per-sample operand, Cout, H, W).
+std::vector<int64_t> public_out_sizes(const Tensor& x, const Tensor& per_sample, int64_t c_out) {
+  return {per_sample.size(0), c_out, x.size(2), x.size(3)};
 }
 
-Tensor dynamic_conv2d(Tensor x, Tensor expert_weight, Tensor expert_bias, Tensor gate) {
-  const char* op = "dynamic_conv2d";
+void check_modulated(const char* op, const Tensor& x, const Tensor& weight, const Tensor& styles) {
+  check_public(op, x, "weight", weight, "styles", styles, weight.dim() > 1 ? weight.size(1) : 0);
+  check(weight.dim() == 4, std::string(op) + ": weight must be 4-D (Cout,Cin,3,3), not " + shape(weight));
+}
+
+// The checked modulated conv into `out`; the demodulation (B, Cout) lives in `workspace`.
+void launch_modulated(const char* op, const Tensor& x, const Tensor& weight, const Tensor& styles, bool demodulate,
+                      double eps, const Tensor& out, const Tensor& workspace) {
+  const int64_t batch = styles.size(0);
+  const OptionalTensor demod =
+      demodulate ? OptionalTensor(workspace_rows(op, workspace, batch, weight.size(0), styles.scalar_type(),
+                                                 x.device()))
+                 : std::nullopt;
+  if (demod) launch_demodulation(op, weight, styles, eps, *demod);
+  const Tensor bank = torch::stable::view(weight, {1, weight.size(0), weight.size(1), 3, 3});
+  launch_conv(op, x, batch, public_x_stride(x, batch), bank, std::nullopt, styles, demod, std::nullopt, false, out);
+}
+
+Tensor modulated_conv2d(Tensor x, Tensor weight, Tensor styles, bool demodulate, double eps) {
+  const char* op = "modulated_conv2d";
+  check_modulated(op, x, weight, styles);
+  Tensor out = torch::stable::new_empty(x, public_out_sizes(x, styles, weight.size(0)));
+  const int64_t demod_elements = demodulate ? styles.size(0) * weight.size(0) : 0;
+  launch_modulated(op, x, weight, styles, demodulate, eps, out,
+                   new_workspace(styles, demod_elements, styles.scalar_type()));
+  return out;
+}
+
+void modulated_conv2d_into(Tensor x, Tensor weight, Tensor styles, bool demodulate, double eps, Tensor out,
+                           Tensor workspace) {
+  const char* op = "modulated_conv2d_into";
+  check_modulated(op, x, weight, styles);
+  check_out(op, out, x, public_out_sizes(x, styles, weight.size(0)));
+  launch_modulated(op, x, weight, styles, demodulate, eps, out, workspace);
+}
+
+void check_dynamic(const char* op, const Tensor& x, const Tensor& expert_weight, const Tensor& expert_bias,
+                   const Tensor& gate) {
   check(expert_weight.dim() == 5,
         std::string(op) + ": expert_weight must be 5-D (K,Cout,Cin,3,3), not " + shape(expert_weight));
   const int64_t experts = expert_weight.size(0), c_out = expert_weight.size(1);
@@ -198,10 +231,39 @@ Tensor dynamic_conv2d(Tensor x, Tensor expert_weight, Tensor expert_bias, Tensor
   check(expert_bias.size(0) == experts && expert_bias.size(1) == c_out,
         std::string(op) + ": expert_bias must be (K,Cout) = (" + std::to_string(experts) + ", " +
             std::to_string(c_out) + "), not " + shape(expert_bias));
+}
+
+// The checked dynamic conv into `out`; the per-sample mixture of biases (B, Cout) = gate · expert_bias is
+// computed into `workspace`.
+void launch_dynamic(const char* op, const Tensor& x, const Tensor& expert_weight, const Tensor& expert_bias,
+                    const Tensor& gate, const Tensor& out, const Tensor& workspace) {
   const int64_t batch = gate.size(0);
-  const Tensor bias = torch::stable::matmul(gate, expert_bias);  // (B, Cout): the per-sample mixture of biases
-  return launch_conv(op, x, batch, public_x_stride(x, batch), expert_weight, gate, std::nullopt, std::nullopt, bias,
-                     false);
+  const Tensor bias =
+      workspace_rows(op, workspace, batch, expert_weight.size(1), gate.scalar_type(), x.device());
+  std::array<StableIValue, 3> stack{torch::stable::detail::from(gate), torch::stable::detail::from(expert_bias),
+                                    torch::stable::detail::from(bias)};
+  STABLE_TORCH_ERROR_CODE_CHECK(torch_call_dispatcher("aten::mm", "out", stack.data(), TORCH_ABI_VERSION));
+  (void)torch::stable::detail::to<Tensor>(stack[0]);  // releases the returned handle (bias itself)
+  launch_conv(op, x, batch, public_x_stride(x, batch), expert_weight, gate, std::nullopt, std::nullopt, bias, false,
+              out);
+}
+
+Tensor dynamic_conv2d(Tensor x, Tensor expert_weight, Tensor expert_bias, Tensor gate) {
+  const char* op = "dynamic_conv2d";
+  check_dynamic(op, x, expert_weight, expert_bias, gate);
+  const int64_t c_out = expert_weight.size(1);
+  Tensor out = torch::stable::new_empty(x, public_out_sizes(x, gate, c_out));
+  launch_dynamic(op, x, expert_weight, expert_bias, gate, out,
+                 new_workspace(gate, gate.size(0) * c_out, gate.scalar_type()));
+  return out;
+}
+
+void dynamic_conv2d_into(Tensor x, Tensor expert_weight, Tensor expert_bias, Tensor gate, Tensor out,
+                         Tensor workspace) {
+  const char* op = "dynamic_conv2d_into";
+  check_dynamic(op, x, expert_weight, expert_bias, gate);
+  check_out(op, out, x, public_out_sizes(x, gate, expert_weight.size(1)));
+  launch_dynamic(op, x, expert_weight, expert_bias, gate, out, workspace);
 }
 
 }  // namespace
@@ -213,6 +275,8 @@ void register_modulated_conv(Library& m) {
   m.impl("demodulation_backward", TORCH_BOX(&demodulation_backward));
   m.impl("modulated_conv2d", TORCH_BOX(&modulated_conv2d));
   m.impl("dynamic_conv2d", TORCH_BOX(&dynamic_conv2d));
+  m.impl("modulated_conv2d_into", TORCH_BOX(&modulated_conv2d_into));
+  m.impl("dynamic_conv2d_into", TORCH_BOX(&dynamic_conv2d_into));
 }
 
 }  // namespace mcnet_rt::ops

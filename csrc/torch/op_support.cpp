@@ -99,6 +99,34 @@ void check_size(const char* op, const char* operand, const Tensor& t, int64_t di
                                      shape(t));
 }
 
+void check_out(const char* op, const Tensor& out, const Tensor& like, const std::vector<int64_t>& sizes) {
+  bool same = out.dim() == int64_t(sizes.size());
+  for (size_t d = 0; same && d < sizes.size(); ++d) same = out.size(int64_t(d)) == sizes[d];
+  std::string expected = "(";
+  for (size_t d = 0; d < sizes.size(); ++d) expected += (d ? ", " : "") + std::to_string(sizes[d]);
+  check(same, std::string(op) + ": out has shape " + shape(out) + ", the output's is " + expected + ")");
+  check(out.scalar_type() == like.scalar_type() && out.device() == like.device(),
+        std::string(op) + ": out (" + name(out.scalar_type()) + ", " + name(out.device()) + ") must be " +
+            name(like.scalar_type()) + " on " + name(like.device()));
+  check(out.is_contiguous(), std::string(op) + ": out must be contiguous");
+}
+
+Tensor workspace_rows(const char* op, Tensor workspace, int64_t rows, int64_t cols, ScalarType dtype,
+                      const Device& device) {
+  const std::string who = std::string(op) + ": workspace";
+  check(workspace.scalar_type() == dtype && workspace.device() == device && workspace.dim() == 1 &&
+            workspace.is_contiguous(),
+        who + " must be a packed 1-D " + name(dtype) + " tensor on " + name(device) + ", not " +
+            name(workspace.scalar_type()) + " " + shape(workspace) + " on " + name(workspace.device()));
+  check(workspace.numel() >= rows * cols, who + " has " + std::to_string(workspace.numel()) + " elements, needs " +
+                                              std::to_string(rows * cols));
+  return torch::stable::view(torch::stable::narrow(workspace, 0, 0, rows * cols), {rows, cols});
+}
+
+Tensor new_workspace(const Tensor& like, int64_t elements, ScalarType dtype) {
+  return torch::stable::new_empty(like, {elements}, dtype);
+}
+
 Stream current_stream(const Tensor& on) {
 #ifdef MCNET_RT_WITH_CUDA
   // aoti_torch_get_current_cuda_stream lives in libtorch_cuda (torch/csrc/inductor/aoti_torch/c/shim.h, under

@@ -48,6 +48,15 @@ void check_tensor(const char* op, const char* operand, const Tensor& t, const Dt
 void check_size(const char* op, const char* operand, const Tensor& t, int64_t dim, int64_t expected,
                 const char* what);
 
+// `out` is a packed tensor of `like`'s dtype and device with the shape `sizes` (an `_into` op's output).
+void check_out(const char* op, const Tensor& out, const Tensor& like, const std::vector<int64_t>& sizes);
+// The first rows × cols elements of a 1-D packed `workspace` in `dtype` on `device`, as a (rows, cols) tensor: an
+// `_into` op's temporaries live there. An error names the op and the elements needed when it is too small.
+Tensor workspace_rows(const char* op, Tensor workspace, int64_t rows, int64_t cols, ScalarType dtype,
+                      const Device& device);
+// A fresh 1-D workspace of `elements` in `dtype` on `like`'s device (the allocating public ops).
+Tensor new_workspace(const Tensor& like, int64_t elements, ScalarType dtype);
+
 // A launcher's optional operand: its data, or null when absent.
 inline void* data(const std::optional<Tensor>& t) { return t ? t->data_ptr() : nullptr; }
 

@@ -1,5 +1,5 @@
-// mcnet_rt::warp_features, sparse_warp (public) and warp, warp_backward (private) over the launchers of
-// mcnet_rt/warp.h. The rules are those of mcnet_rt/ops/warp.py's fakes.
+// mcnet_rt::warp_features, sparse_warp (public; and their `_into` forms) and warp, warp_backward (private) over the
+// launchers of mcnet_rt/warp.h. The rules are those of mcnet_rt/ops/warp.py's fakes.
 #include "mcnet_rt/warp.h"
 
 #include <tuple>
@@ -91,6 +91,13 @@ std::tuple<Tensor, Tensor, Tensor> warp_backward(Tensor grad_out, Tensor feature
   return {grad_features, grad_deformation, grad_occlusion};
 }
 
+void warp_features_into(Tensor features, Tensor deformation, std::optional<Tensor> occlusion, Tensor out) {
+  const char* op = "warp_features_into";
+  check_warp(op, features, deformation, occlusion, 1);
+  check_out(op, out, features, {features.size(0), features.size(1), features.size(2), features.size(3)});
+  launch_warp(op, features, deformation, occlusion, 1, true, out);
+}
+
 Tensor warp_features(Tensor features, Tensor deformation, std::optional<Tensor> occlusion) {
   check_warp("warp_features", features, deformation, occlusion, 1);
   Tensor out = torch::stable::empty_like(features);
@@ -98,8 +105,9 @@ Tensor warp_features(Tensor features, Tensor deformation, std::optional<Tensor> 
   return out;
 }
 
-Tensor sparse_warp(Tensor image, Tensor motions) {
-  const char* op = "sparse_warp";
+// Checks sparse_warp's operands; returns the K+1 grids of a sample as consecutive deformations
+// (batch·grids, H, W, 2) of the packed motions.
+Tensor sparse_deformation(const char* op, const Tensor& image, const Tensor& motions) {
   const Device device = image.device();
   check_tensor(op, "image", image, kernel_dtypes(device), device, 4);
   check_tensor(op, "motions", motions, {accumulation_dtype(image.scalar_type())}, device, 5);
@@ -107,11 +115,25 @@ Tensor sparse_warp(Tensor image, Tensor motions) {
   check_size(op, "motions", motions, 2, image.size(2), "the height of image");
   check_size(op, "motions", motions, 3, image.size(3), "the width of image");
   check_size(op, "motions", motions, 4, 2, "x and y");
-  const int64_t grids = motions.size(1);
-  // The K+1 grids of a sample are consecutive deformations (batch·grids, H, W, 2) of the packed motions.
-  Tensor deformation = torch::stable::view(motions, {image.size(0) * grids, image.size(2), image.size(3), 2});
-  Tensor out = torch::stable::new_empty(image, {image.size(0), grids, image.size(1), image.size(2), image.size(3)});
-  launch_warp(op, image, deformation, std::nullopt, grids, false, out);
+  return torch::stable::view(motions, {image.size(0) * motions.size(1), image.size(2), image.size(3), 2});
+}
+
+std::vector<int64_t> sparse_warp_sizes(const Tensor& image, const Tensor& motions) {
+  return {image.size(0), motions.size(1), image.size(1), image.size(2), image.size(3)};
+}
+
+void sparse_warp_into(Tensor image, Tensor motions, Tensor out) {
+  const char* op = "sparse_warp_into";
+  const Tensor deformation = sparse_deformation(op, image, motions);
+  check_out(op, out, image, sparse_warp_sizes(image, motions));
+  launch_warp(op, image, deformation, std::nullopt, motions.size(1), false, out);
+}
+
+Tensor sparse_warp(Tensor image, Tensor motions) {
+  const char* op = "sparse_warp";
+  const Tensor deformation = sparse_deformation(op, image, motions);
+  Tensor out = torch::stable::new_empty(image, sparse_warp_sizes(image, motions));
+  launch_warp(op, image, deformation, std::nullopt, motions.size(1), false, out);
   return out;
 }
 
@@ -122,6 +144,8 @@ void register_warp(Library& m) {
   m.impl("warp_backward", TORCH_BOX(&warp_backward));
   m.impl("warp_features", TORCH_BOX(&warp_features));
   m.impl("sparse_warp", TORCH_BOX(&sparse_warp));
+  m.impl("warp_features_into", TORCH_BOX(&warp_features_into));
+  m.impl("sparse_warp_into", TORCH_BOX(&sparse_warp_into));
 }
 
 }  // namespace mcnet_rt::ops

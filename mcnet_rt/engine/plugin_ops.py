@@ -3,6 +3,7 @@ names, version and attributes that the TensorRT plugins (`engine.tensorrt_plugin
 the ONNX exporter, the plugins and the ONNX Runtime reference ops that check the graph's numerics."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -19,14 +20,16 @@ class PluginOp:
     torch_op: str  # the public op in torch.ops.mcnet_rt
     inputs: tuple[str, ...]
     attributes: dict  # name -> ONNX attribute type ("float", "int")
+    workspace: bool = False  # its `_into` form takes a float32 workspace for its temporaries
 
 
 PLUGIN_OPS = (
     PluginOp("WarpFeatures", "warp_features", ("features", "deformation", "occlusion"), {}),
     PluginOp("SparseWarp", "sparse_warp", ("image", "motions"), {}),
-    PluginOp("ModulatedConv2d", "modulated_conv2d", ("x", "weight", "styles"), {"demodulate": "int", "eps": "float"}),
-    PluginOp("DynamicConv2d", "dynamic_conv2d", ("x", "expert_weight", "expert_bias", "gate"), {}),
-    PluginOp("MemoryAttention", "memory_attention", ("query", "key", "value"), {"scale": "float"}),
+    PluginOp("ModulatedConv2d", "modulated_conv2d", ("x", "weight", "styles"), {"demodulate": "int", "eps": "float"},
+             workspace=True),
+    PluginOp("DynamicConv2d", "dynamic_conv2d", ("x", "expert_weight", "expert_bias", "gate"), {}, workspace=True),
+    PluginOp("MemoryAttention", "memory_attention", ("query", "key", "value"), {"scale": "float"}, workspace=True),
 )
 BY_NAME = {op.name: op for op in PLUGIN_OPS}
 # Operands in float32 whatever the graph's precision (sampling coordinates, occlusion, per-sample scales and
@@ -36,6 +39,32 @@ FLOAT32_INPUTS = frozenset({"deformation", "occlusion", "motions", "styles", "ex
 
 def torch_op(op: PluginOp):
     return getattr(torch.ops.mcnet_rt, op.torch_op).default
+
+
+def workspace_elements(op: PluginOp, attributes: dict, shapes: list[tuple[int, ...]]) -> int:
+    """float32 elements of the temporaries that the node's `_into` op keeps in its workspace, for inputs of
+    `shapes`: the demodulation, the mixed biases (B, Cout) or the attention's log-sum-exp (B, Nq)."""
+    if op.name == "ModulatedConv2d":
+        return shapes[2][0] * shapes[1][0] if attributes["demodulate"] else 0
+    if op.name == "DynamicConv2d":
+        return shapes[3][0] * shapes[1][1]
+    if op.name == "MemoryAttention":
+        return shapes[0][0] * math.prod(shapes[0][2:])
+    return 0
+
+
+def run_into(op: PluginOp, attributes: dict, inputs: list[torch.Tensor], out: torch.Tensor,
+             workspace: torch.Tensor) -> None:
+    """The node on `inputs`, written into `out` by the op's `_into` form (temporaries in `workspace`, a float32
+    tensor of at least `workspace_elements`): nothing is allocated."""
+    args = list(inputs)
+    if op.name == "WarpFeatures" and len(args) == 2:
+        args.append(None)
+    if op.name == "ModulatedConv2d":
+        args += [bool(attributes["demodulate"]), float(attributes["eps"])]
+    if op.name == "MemoryAttention":
+        args.append(float(attributes["scale"]))
+    getattr(torch.ops.mcnet_rt, op.torch_op + "_into").default(*args, out, *([workspace] if op.workspace else []))
 
 
 def register_schemas() -> None:

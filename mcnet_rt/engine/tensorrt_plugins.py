@@ -1,11 +1,15 @@
 """TensorRT IPluginV3 plugins (Python) for the plugin graph's `mcnet_rt` nodes (`plugin_ops.PLUGIN_OPS`).
 
-`enqueue` views TensorRT's device pointers as torch tensors and runs the public op (`torch.ops.mcnet_rt`, the ops
-library) on TensorRT's stream, so the engine runs the same kernels as PyTorch. Works with the `tensorrt` (10/11) and
-`tensorrt_rtx` modules: both expose the same plugin interfaces. Running an engine needs a GPU: the enqueue path has
-not run here (no GPU); parsing and building an engine with these plugins registered has.
+`enqueue` views TensorRT's device pointers as torch tensors and runs the public op's `_into` form
+(`torch.ops.mcnet_rt`, the ops library) on TensorRT's stream, so the engine runs the same kernels as PyTorch, writing
+straight into TensorRT's output buffer with its temporaries in TensorRT's workspace (`get_workspace_size`): nothing
+is allocated or copied per node. Works with the `tensorrt` (10/11) and `tensorrt_rtx` modules: both expose the same
+plugin interfaces. Running an engine needs a GPU: the enqueue path has not run on a GPU yet (its body has, on host
+buffers, in the tests); parsing and building an engine with these plugins registered has.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -15,13 +19,14 @@ from . import plugin_ops
 _TORCH_DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "BF16": torch.bfloat16}
 
 
-class _CudaArray:
-    """A device pointer with shape and dtype, as `__cuda_array_interface__` (how torch views TensorRT's memory)."""
+class _Array:
+    """A pointer with shape and dtype, as `__cuda_array_interface__` (how torch views TensorRT's device memory) or,
+    for host memory, NumPy's `__array_interface__`."""
 
-    def __init__(self, pointer: int, shape: tuple[int, ...], dtype: torch.dtype):
+    def __init__(self, pointer: int, shape: tuple[int, ...], dtype: torch.dtype, device: str):
         typestr = {torch.float32: "<f4", torch.float16: "<f2", torch.bfloat16: "<V2"}[dtype]
-        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (pointer, False),
-                                         "version": 3, "strides": None}
+        interface = {"shape": shape, "typestr": typestr, "data": (pointer, False), "version": 3, "strides": None}
+        setattr(self, "__cuda_array_interface__" if device == "cuda" else "__array_interface__", interface)
 
 
 def torch_dtype(trt_dtype) -> torch.dtype:
@@ -29,8 +34,23 @@ def torch_dtype(trt_dtype) -> torch.dtype:
     return _TORCH_DTYPES[trt_dtype.name]
 
 
-def _view(pointer: int, desc, dtype: torch.dtype) -> torch.Tensor:
-    return torch.as_tensor(_CudaArray(pointer, tuple(desc.dims), dtype), device="cuda")
+def _view(pointer: int, shape: tuple[int, ...], dtype: torch.dtype, device: str) -> torch.Tensor:
+    """The memory at `pointer` as a tensor (no copy; an empty tensor where TensorRT gives no memory)."""
+    if math.prod(shape) == 0:
+        return torch.empty(shape, dtype=dtype, device=device)
+    array = _Array(pointer, shape, dtype, device)
+    return torch.as_tensor(array, device="cuda") if device == "cuda" else torch.from_numpy(np.asarray(array))
+
+
+def enqueue_node(op: plugin_ops.PluginOp, attributes: dict, input_desc, output_desc, inputs, outputs,
+                 workspace: int, device: str = "cuda") -> None:
+    """The body of a plugin's `enqueue` on the current stream: TensorRT's input, output and workspace pointers
+    viewed as tensors (on `device`: "cpu" runs it on host buffers, where TensorRT cannot run), the op written into
+    the output."""
+    tensors = [_view(p, tuple(d.dims), torch_dtype(d.type), device) for p, d in zip(inputs, input_desc)]
+    out = _view(outputs[0], tuple(output_desc[0].dims), torch_dtype(output_desc[0].type), device)
+    elements = plugin_ops.workspace_elements(op, attributes, [tuple(d.dims) for d in input_desc])
+    plugin_ops.run_into(op, attributes, tensors, out, _view(workspace, (elements,), torch.float32, device))
 
 
 def plugin_classes(trt):
@@ -63,7 +83,8 @@ def plugin_classes(trt):
             return self.clone()
 
         def get_workspace_size(self, inputs, outputs):
-            return 0
+            shapes = [tuple(desc.max) for desc in inputs]  # the largest shapes the engine runs
+            return 4 * plugin_ops.workspace_elements(self.op, self.attributes, shapes)
 
         def get_output_data_types(self, input_types):
             return [input_types[0]]
@@ -103,17 +124,8 @@ def plugin_classes(trt):
             pass
 
         def enqueue(self, input_desc, output_desc, inputs, outputs, workspace, stream):
-            tensors = [_view(p, d, torch_dtype(d.type)) for p, d in zip(inputs, input_desc)]
-            out = _view(outputs[0], output_desc[0], torch_dtype(output_desc[0].type))
-            args = list(tensors)
-            if self.op.name == "WarpFeatures" and len(args) == 2:
-                args.append(None)
-            if self.op.name == "ModulatedConv2d":
-                args += [bool(self.attributes["demodulate"]), float(self.attributes["eps"])]
-            if self.op.name == "MemoryAttention":
-                args.append(float(self.attributes["scale"]))
             with torch.cuda.stream(torch.cuda.ExternalStream(stream)):
-                out.copy_(plugin_ops.torch_op(self.op)(*args))
+                enqueue_node(self.op, self.attributes, input_desc, output_desc, inputs, outputs, workspace)
 
     class Creator(trt.IPluginCreatorV3One):
         def __init__(self, op: plugin_ops.PluginOp):

@@ -17,12 +17,13 @@ Public API (frames are (H, W, 3) uint8 RGB; pixel coordinates span [0, W] × [0,
         roll=0)  a similarity map (the crop turned by roll levels the face)
         .matrix (frame -> crop, (..., 2, 3)), .inverse (crop -> frame), .to_crop(points), .to_frame(points),
         .crop(images (B, C, H, W) float) -> (B, C, S, S), .paste(face, background, feather, mask=None) -> (B, C,
-        H, W), .paste_mask(feather, like): the feathered square less what the crop took from outside the frame
+        H, W), .paste_back(feather, like, mask=None) -> PasteBack: paste prepared once, (face, background) per
+        frame, .paste_mask(feather, like): the feathered square less what the crop took from outside the frame
         (torch on the images' device; outside the frame the crop is black)
     crop_frame(frame, transform, quick=False) -> (S, S, 3) uint8   CPU convenience over CropTransform.crop (quick:
                                                       one OpenCV warp, for the detectors) (uint8 <-> float
                                                       conversions: mcnet_rt.io.frames)
-    OneEuroFilter(min_cutoff, beta, d_cutoff, rate)(x, dt=None); reset()   any array shape
+    OneEuroFilter(min_cutoff, beta, d_cutoff, rate)(x, dt=None); reset()   any shape, NumPy or torch (on its device)
     FaceMesh()(image) -> (478, 3) or None; face_mesh() the process's instance
     normalised_landmarks(points) -> (N, 2)            centred, divided by sqrt(hull area) (best-frame matching)
     DlibFaces / dlib_faces(), FaceObservation, observe(image), observe_batch(images), ANALYSIS_SIZE  (evaluation)

@@ -71,16 +71,27 @@ def _sampling_theta(out_to_in: np.ndarray, in_size: tuple[int, int], out_size: t
     """(B, 2, 3) theta for affine_grid from a pixel map output -> input (sizes are (height, width))."""
     theta = (_to_normalised(in_size[1], in_size[0]) @ _homogeneous(out_to_in)
              @ np.linalg.inv(_to_normalised(out_size[1], out_size[0])))[..., :2, :]
-    return torch.as_tensor(np.broadcast_to(theta, (batch, 2, 3)).copy(), dtype=like.dtype, device=like.device)
+    # A non-blocking upload: the host copy is staged at once, and the CPU does not wait for the device's queue.
+    return torch.as_tensor(np.broadcast_to(theta, (batch, 2, 3)).copy(), dtype=like.dtype).to(
+        like.device, non_blocking=True)
+
+
+def _grid(out_to_in: np.ndarray, in_size: tuple[int, int], out_size: tuple[int, int], like: torch.Tensor
+          ) -> torch.Tensor:
+    """grid_sample's (B, *out_size, 2) grid of out_to_in's pixels of an in_size image (B = like's batch)."""
+    theta = _sampling_theta(out_to_in, in_size, out_size, like.shape[0], like)
+    return F.affine_grid(theta, [like.shape[0], like.shape[1], *out_size], align_corners=False)
+
+
+def _sample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def _warp(images: torch.Tensor, out_to_in: np.ndarray, in_size: tuple[int, int],
           out_size: tuple[int, int]) -> torch.Tensor:
     """Sample `images` at out_to_in's pixels of an in_size image. grid_sample's coordinates are normalised, so
     `images` may be a resized copy of that image."""
-    theta = _sampling_theta(out_to_in, in_size, out_size, images.shape[0], images)
-    grid = F.affine_grid(theta, [images.shape[0], images.shape[1], *out_size], align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return _sample(images, _grid(out_to_in, in_size, out_size, images))
 
 
 def _smooth_ramp(distance: torch.Tensor, width: float) -> torch.Tensor:
@@ -185,21 +196,40 @@ class CropTransform:
         if tuple(background.shape[-2:]) != self.frame_size or tuple(face.shape[-2:]) != (self.out_size,) * 2:
             raise ValueError(f"paste: expected faces of {self.out_size}² and frames of {self.frame_size}, got "
                              f"{tuple(face.shape[-2:])} and {tuple(background.shape[-2:])}")
+        return self.paste_back(feather, face, mask)(face, background)
+
+    def paste_back(self, feather: float, like: torch.Tensor, mask: torch.Tensor | None = None) -> "PasteBack":
+        """`paste` prepared for faces of like's batch, dtype and device (`like` may be the background): what
+        depends on the transform alone (the frame region, its sampling grid, the warped mask, by default
+        `paste_mask(feather, like)`) is computed here once; per frame only the face is warped and blended."""
         square = np.array([[0.0, 0.0], [self.out_size, 0.0], [0.0, self.out_size], [self.out_size, self.out_size]])
         corners = self.to_frame(square).reshape(-1, 2)
         x0, y0 = np.clip(np.floor(corners.min(0)).astype(int), 0, None)
         x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int), (self.frame_size[1], self.frame_size[0]))
-        result = background.clone()
         if x1 <= x0 or y1 <= y0:
-            return result
-        mask = self.paste_mask(feather, face) if mask is None else mask.to(face)
-        mask = mask.expand(face.shape[0], 1, -1, -1)
+            return PasteBack(None, None, None)
+        mask = self.paste_mask(feather, like) if mask is None else mask.to(like)
+        mask = mask.expand(like.shape[0], 1, -1, -1)
         region_to_crop = _homogeneous(self.matrix) @ np.array([[1.0, 0, x0], [0, 1, y0], [0, 0, 1]])
-        warped = _warp(torch.cat([face, mask], dim=1), region_to_crop[..., :2, :], (self.out_size,) * 2,
-                       (y1 - y0, x1 - x0))
-        alpha = warped[:, -1:]
-        region = result[..., y0:y1, x0:x1]
-        result[..., y0:y1, x0:x1] = region * (1 - alpha) + warped[:, :-1] * alpha
+        grid = _grid(region_to_crop[..., :2, :], (self.out_size,) * 2, (y1 - y0, x1 - x0), like)
+        return PasteBack((slice(int(y0), int(y1)), slice(int(x0), int(x1))), grid, _sample(mask, grid))
+
+
+@dataclass(frozen=True)
+class PasteBack:
+    """A transform's paste-back, prepared once (`CropTransform.paste_back`); call it with (face, background)."""
+
+    region: tuple[slice, slice] | None  # the frame rows and columns that the crops cover; None: none
+    grid: torch.Tensor | None  # region pixels -> crop coordinates
+    alpha: torch.Tensor | None  # the feather mask warped into the region
+
+    def __call__(self, face: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+        result = background.clone()
+        if self.region is None:
+            return result
+        warped = _sample(face, self.grid)
+        region = result[..., self.region[0], self.region[1]]
+        result[..., self.region[0], self.region[1]] = region * (1 - self.alpha) + warped * self.alpha
         return result
 
 

@@ -9,12 +9,16 @@ on the driving keypoints, the last good pose (frames without a face hold it) and
 so one session may appear several times for consecutive frames, as animate batches a video); the crops go through
 ONE `step.detect`; each session fixes its reference and filters its keypoints; ONE `step.render` runs with the
 sessions' sources and references concatenated; each session pastes back / resizes its output.
+
+On a GPU the only waits for the device in a batch are the upload of the driving frames and the download of the
+output frames: stages are timed with events read later (`stats.StageTimes.add_span`), the keypoints are smoothed on
+the device, and the paste-back (its region, grid and mask) is prepared once per session. Fixing a new reference
+pose reads its keypoints back once (the adaptive movement scale is a convex hull on the CPU).
 """
 from __future__ import annotations
 
 import contextlib
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +32,7 @@ from ..io.frames import to_tensor, to_uint8
 from ..keypoints import Keypoints
 from ..models import MCNet
 from .prepared import load_or_prepare
-from .stats import StageTimes
+from .stats import StageTimes, mark
 from .step import FrameStep, MotionReference, reference_from_keypoints
 
 CROPS = ("auto", "centre", "none")
@@ -145,6 +149,9 @@ class Session:
             model, source_image, lambda: source_crop(source_image, options, self.size, source_name), options,
             dtype, cache_dir)
         self.source_full = to_tensor(source_image[None], self.device) if options.paste_back else None
+        # The source transform never changes: its paste-back is prepared once.
+        self.paste_back = self.source_transform.paste_back(options.feather, self.source_full) \
+            if options.paste_back else None
         self.tracker = faces.FaceTracker(margin=options.margin, detect_every=options.detect_every,
                                          smoothing=faces.OneEuroFilter(rate=options.rate), choice=options.face,
                                          align=options.align) \
@@ -222,9 +229,8 @@ class Session:
             self.reference = reference_from_keypoints(self.source, keypoints, self.options.adapt_scale)
             if self.keypoint_filter is not None:
                 self.keypoint_filter.reset()
-        if self.keypoint_filter is not None:
-            flat = torch.cat([keypoints.value.flatten(), keypoints.jacobian.flatten()]).cpu().numpy()
-            smooth = torch.from_numpy(self.keypoint_filter(flat)).to(keypoints.value)
+        if self.keypoint_filter is not None:  # on the device: nothing is read back
+            smooth = self.keypoint_filter(torch.cat([keypoints.value.flatten(), keypoints.jacobian.flatten()]))
             count = keypoints.value.numel()
             keypoints = Keypoints(smooth[:count].view_as(keypoints.value), smooth[count:].view_as(keypoints.jacobian))
         self.pose = keypoints
@@ -232,20 +238,13 @@ class Session:
 
     def _finish(self, face: torch.Tensor) -> np.ndarray:
         """The output frame for a (1, 3, S, S) face: pasted back into the avatar image and/or resized."""
-        image = self.source_transform.paste(face, self.source_full, self.options.feather) \
-            if self.options.paste_back else face
+        image = self.paste_back(face, self.source_full) if self.paste_back is not None else face
         if self.options.output_size is not None:
             width, height = self.options.output_size
             if tuple(image.shape[-2:]) != (height, width):
                 image = F.interpolate(image, size=(height, width), mode="bilinear", antialias=True,
                                       align_corners=False)
         return to_uint8(image)[0]
-
-
-def _sync(device: torch.device) -> None:
-    """Stage timings on a GPU need the work done (the CPU only queues it); a no-op on the CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _cat(parts: list[tuple[torch.Tensor, ...]]) -> list[torch.Tensor]:
@@ -269,41 +268,38 @@ def process_batch(step: FrameStep, sessions: list[Session], frames: list[np.ndar
     device = sessions[0].device
     crops = []
     for session, frame in zip(sessions, frames):
-        start = time.perf_counter()
+        start = mark(device)
         crops.append(session._crop(frame))
-        _sync(device)
-        session.times.add("crop", (time.perf_counter() - start) * 1e3)
+        session.times.add_span("crop", start, mark(device))
         session.frames += 1
         session.no_face_frames += crops[-1] is None
     seen = [i for i, crop in enumerate(crops) if crop is not None]
-    start = time.perf_counter()
+    start_detect = mark(device)
     detected = step.detect(torch.cat([crops[i] for i in seen])) if seen else None
-    _sync(device)
-    detect_ms = (time.perf_counter() - start) * 1e3
+    detected_at = mark(device)
     poses: list[Keypoints | None] = []
     references: list[MotionReference | None] = []
     for i, session in enumerate(sessions):  # in list order: a session's reference and filter follow its frames
         if i in seen:
             j = seen.index(i)
             session._observe(Keypoints(detected.value[j:j + 1], detected.jacobian[j:j + 1]))
-            session.times.add("detect", detect_ms)
+            session.times.add_span("detect", start_detect, detected_at)
         poses.append(session.pose)
         references.append(session.reference)
     posed = [i for i, pose in enumerate(poses) if pose is not None]
-    start = time.perf_counter()
+    start_render = mark(device)
     rendered = step.render(*_cat([tuple(poses[i]) for i in posed]),
                            *_inputs(step, [sessions[i] for i in posed], [references[i] for i in posed])) \
         if posed else None
-    _sync(device)
-    render_ms = (time.perf_counter() - start) * 1e3
+    rendered_at = mark(device)
     outputs = []
     for i, session in enumerate(sessions):
-        start = time.perf_counter()
+        start = mark(device)
         if i in posed:
             j = posed.index(i)
             outputs.append(session._finish(rendered[j:j + 1]))
-            session.times.add("render", render_ms)
+            session.times.add_span("render", start_render, rendered_at)
         else:
             outputs.append(session._finish(session.source.image))
-        session.times.add("output", (time.perf_counter() - start) * 1e3)
+        session.times.add_span("output", start, mark(device))
     return outputs
