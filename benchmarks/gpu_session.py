@@ -245,22 +245,28 @@ def run_step(step: Step, s: Session, left_s: float) -> dict:
                 "reason": f"time budget spent: {left_s:.0f} s left of BUDGET_S={s.budget_s:.0f}"}
     limit = min(step.limit_s, left_s)
     log = s.work / "logs" / f"{step.name}.log"
-    env = {**os.environ, **step.env(s)}
-    record.update(command=shlex.join(planned), env=step.env(s), given_s=round(limit), log=f"logs/{log.name}")
+    extra_env = step.env(s)
+    record.update(command=shlex.join(planned), env=extra_env, given_s=round(limit), log=f"logs/{log.name}")
     started = time.monotonic()
     with open(log, "w") as log_file:
         stdout = open(s.result(step.results), "w") if step.stdout_results else log_file
         with stdout:
-            process = subprocess.Popen(planned, cwd=ROOT, env=env, stdout=stdout, stderr=log_file,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
+            try:  # its own process group (killed whole at the limit), in the caller's session
+                process = subprocess.Popen(planned, cwd=ROOT, env={**os.environ, **extra_env}, stdout=stdout,
+                                           stderr=log_file, stdin=subprocess.DEVNULL, process_group=0)
+            except OSError as error:
+                process = None
+                record.update(status="failed", reason=f"cannot start: {error}")
             try:
-                process.wait(timeout=limit)
-                record["status"] = "passed" if process.returncode == 0 else "failed"
-                record["returncode"] = process.returncode
+                if process is not None:
+                    process.wait(timeout=limit)
+                    record.update(status="passed" if process.returncode == 0 else "failed",
+                                  returncode=process.returncode)
             except subprocess.TimeoutExpired:
-                stop(process)
-                record["status"] = "timeout"
-                record["reason"] = f"still running after {limit:.0f} s: killed"
+                record.update(status="timeout", reason=f"still running after {limit:.0f} s: killed")
+            finally:  # also when this process is stopped itself (SIGTERM): no step outlives the session
+                if process is not None and process.poll() is None:
+                    stop(process)
     record["seconds"] = round(time.monotonic() - started, 1)
     record["log_tail"] = tail(log)
     if step.results:
@@ -325,6 +331,7 @@ def main() -> int:
         "environment": {"nvidia_smi": session.gpu or None},
         "steps": [],
     }
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # ends the running step too
     start = time.monotonic()
     for step in STEPS:
         summary["steps"].append({"name": step.name, "what": step.what, "status": "running"})
