@@ -49,32 +49,30 @@ class Session:
     budget_s: float
     gpu: dict[str, str] = field(default_factory=dict)  # nvidia-smi's answer; empty without a GPU
 
-    def result(self, name: str, suffix: str = "json") -> Path:
-        return self.work / "results" / f"{name}.{suffix}"
-
-    def run_python(self, *args: str) -> list[str]:
-        return [self.python, *args]
-
 
 @dataclass
 class Step:
-    """`plan` gives the command, or a string: the reason the step is skipped. `results` names the file the command
-    writes (JSON, or pytest's JUnit XML), folded into the summary; `stdout_results` makes stdout that file."""
+    """`plan(session, output)` gives the command, or a string: the reason the step is skipped. `results` is the
+    suffix ("json", or "xml" for pytest's JUnit XML) of the file `output` the command writes, folded into the
+    summary; `stdout_results` makes stdout that file."""
     name: str
     what: str
     limit_s: int
-    plan: Callable[[Session], list[str] | str]
+    plan: Callable[[Session, Path], list[str] | str]
     env: Callable[[Session], dict[str, str]] = lambda session: {}
     results: str | None = None
     stdout_results: bool = False
 
+    def output(self, s: Session) -> Path:
+        return s.work / "results" / f"{self.name}.{self.results or 'out'}"
 
-def plan_build(s: Session) -> list[str] | str:
+
+def plan_build(s: Session, output: Path) -> list[str] | str:
     if s.rehearsal:
         return "rehearsal: uses the native libraries already built in this tree (a rebuild costs minutes on 2 cores)"
     if not s.gpu:
         return "no GPU answered nvidia-smi"
-    return s.run_python("setup.py", "build_ext", "--inplace")
+    return [s.python, "setup.py", "build_ext", "--inplace"]
 
 
 def build_env(s: Session) -> dict[str, str]:
@@ -83,19 +81,18 @@ def build_env(s: Session) -> dict[str, str]:
     return {"MCNET_RT_CUDA": "1", "MCNET_RT_CUDA_ARCHS": arch, "MAX_JOBS": str(os.cpu_count() or 1)}
 
 
-def plan_pytest(*selection: str) -> Callable[[Session], list[str]]:
+def plan_pytest(*selection: str) -> Callable[[Session, Path], list[str]]:
     """pytest with JUnit XML for the counts; the rehearsal only collects (make test runs these tests anyway)."""
-    def plan(s: Session) -> list[str]:
-        name = "tests_cuda" if "cuda" in selection else "tests_dispatch"
-        command = s.run_python("-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE",
-                               f"--junitxml={s.result(name, 'xml')}", *selection)
+    def plan(s: Session, output: Path) -> list[str]:
+        command = [s.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfE", f"--junitxml={output}",
+                   *selection]
         return [*command, "--collect-only"] if s.rehearsal else command
     return plan
 
 
-def plan_sanitizer(tool: str) -> Callable[[Session], list[str] | str]:
-    def plan(s: Session) -> list[str] | str:
-        case = s.run_python("benchmarks/sanitize_case.py", "warp", "modulated_conv", "memory_attention")
+def plan_sanitizer(tool: str) -> Callable[[Session, Path], list[str] | str]:
+    def plan(s: Session, output: Path) -> list[str] | str:
+        case = [s.python, "benchmarks/sanitize_case.py", "warp", "modulated_conv", "memory_attention"]
         if s.rehearsal:  # the workload through the CPU twins, once: compute-sanitizer needs a GPU
             return [*case, "--device", "cpu"] if tool == "memcheck" else "rehearsal: memcheck ran this workload"
         sanitizer = shutil.which("compute-sanitizer")
@@ -105,17 +102,16 @@ def plan_sanitizer(tool: str) -> Callable[[Session], list[str] | str]:
     return plan
 
 
-def plan_ops(s: Session) -> list[str]:
+def plan_ops(s: Session, output: Path) -> list[str]:
     # The rehearsal times the warps only: the attention at the model's shapes takes seconds a call on the CPU.
     sizes = (["--device", "cpu", "--families", "warp", "--dtypes", "fp32", "--batches", "1", "--warmup", "0",
               "--iterations", "1"] if s.rehearsal else ["--warmup", "10", "--iterations", "50"])
-    return s.run_python("benchmarks/ops.py", *sizes, "--output", str(s.result("ops")))
+    return [s.python, "benchmarks/ops.py", *sizes, "--output", str(output)]
 
 
 def plan_frame_latency(backend: str, precisions: tuple[str, ...], impls: tuple[str, ...]):
     """vox-256 at batch 1 and 8 on the GPU; the rehearsal times the small preset, fp32, batch 1, once."""
-    def plan(s: Session) -> list[str] | str:
-        name = f"frame_latency_{backend}"
+    def plan(s: Session, output: Path) -> list[str] | str:
         if s.rehearsal:
             if backend == "compiled":
                 return "rehearsal: torch.compile of the model costs minutes on 2 cores"
@@ -124,43 +120,41 @@ def plan_frame_latency(backend: str, precisions: tuple[str, ...], impls: tuple[s
         else:
             sizes = ["--preset", "vox-256", "--precisions", *precisions, "--batches", "1", "8", "--impls", *impls,
                      "--warmup", "10", "--iterations", "100"]
-        return s.run_python("benchmarks/frame_latency.py", *sizes, "--backend", backend,
-                            "--output", str(s.result(name)))
+        return [s.python, "benchmarks/frame_latency.py", *sizes, "--backend", backend, "--output", str(output)]
     return plan
 
 
-def plan_training(s: Session) -> list[str]:
+def plan_training(s: Session, output: Path) -> list[str]:
     sizes = (["--device", "cpu", "--preset", "small", "--image-size", "64", "--batch", "1", "--amp", "none",
               "--impls", "reference", "--steps", "1", "--warmup", "0"] if s.rehearsal
              else ["--preset", "vox-256", "--batch", "8", "--amp", "bf16", "--steps", "10", "--warmup", "2"])
-    return s.run_python("benchmarks/training_step.py", *sizes, "--output", str(s.result("training_step")))
+    return [s.python, "benchmarks/training_step.py", *sizes, "--output", str(output)]
 
 
 # In order of value: what a short session must not miss comes first.
 STEPS = [
     Step("environment", "Python, torch, CUDA, GPU and the packages installed", 60,
-         lambda s: s.run_python(str(Path(__file__).relative_to(ROOT)), "--probe", str(s.result("environment"))),
-         results="environment"),
+         lambda s, output: [s.python, "benchmarks/gpu_session.py", "--probe", str(output)], results="json"),
     Step("build", "mcnet_rt._C and mcnet_rt/_ops.so with machine code for this GPU only", 240, plan_build,
          env=build_env),
     Step("kernels", "mcnet-rt info --kernels: the architectures built and what auto runs", 60,
-         lambda s: s.run_python("-m", "mcnet_rt", "info", "--kernels", "--json"), results="kernels",
+         lambda s, output: [s.python, "-m", "mcnet_rt", "info", "--kernels", "--json"], results="json",
          stdout_results=True),
-    Step("tests_cuda", "pytest -m cuda", 180, plan_pytest("-m", "cuda", "tests"), results="tests_cuda"),
+    Step("tests_cuda", "pytest -m cuda", 180, plan_pytest("-m", "cuda", "tests"), results="xml"),
     Step("tests_dispatch", "the native build, dispatch and ops-library tests", 120,
          plan_pytest("tests/test_native_build.py", "tests/test_dispatch.py", "tests/test_ops_library.py"),
-         results="tests_dispatch"),
+         results="xml"),
     Step("sanitizer_memcheck", "compute-sanitizer memcheck, one small case per op family, every dtype", 120,
          plan_sanitizer("memcheck")),
     Step("sanitizer_racecheck", "compute-sanitizer racecheck, the same cases", 120, plan_sanitizer("racecheck")),
     Step("ops", "op benchmarks: kernel vs released PyTorch path vs native alternative, fp32/fp16/bf16, batch 1 and 8",
-         150, plan_ops, results="ops"),
+         150, plan_ops, results="json"),
     Step("frame_latency_eager", "per-frame step, eager: released fp32 path vs fp16 with the kernels", 150,
-         plan_frame_latency("eager", ("fp32", "fp16"), ("reference", "auto")), results="frame_latency_eager"),
+         plan_frame_latency("eager", ("fp32", "fp16"), ("reference", "auto")), results="json"),
     Step("frame_latency_compiled", "per-frame step, torch.compile (CUDA graphs) fp16 with the kernels", 200,
-         plan_frame_latency("compiled", ("fp16",), ("auto",)), results="frame_latency_compiled"),
+         plan_frame_latency("compiled", ("fp16",), ("auto",)), results="json"),
     Step("training_step", "training step, vox-256 batch 8 bf16: reference ops vs kernels", 150, plan_training,
-         results="training_step"),
+         results="json"),
 ]
 
 
@@ -209,12 +203,13 @@ def probe(output: Path) -> None:
     print(json.dumps(report, indent=2))
 
 
-def read_results(step: Step, s: Session) -> object:
+def read_results(path: Path) -> object:
     """The step's numbers: its JSON, or the counts and failures of pytest's JUnit XML; None when it wrote none."""
-    xml, path = s.result(step.results, "xml"), s.result(step.results)
-    if xml.exists():
+    if not path.exists():
+        return None
+    if path.suffix == ".xml":
         try:
-            suites = ElementTree.parse(xml).getroot()
+            suites = ElementTree.parse(path).getroot()
         except ElementTree.ParseError as error:
             return {"unreadable": str(error)}
         counts = {key: sum(int(suite.get(key, 0)) for suite in suites.iter("testsuite"))
@@ -222,12 +217,10 @@ def read_results(step: Step, s: Session) -> object:
         failed = [f"{case.get('classname')}::{case.get('name')}: {(problem.get('message') or '')[:300]}"
                   for case in suites.iter("testcase") for problem in case if problem.tag in ("failure", "error")]
         return {**counts, "failed": failed}
-    if path.exists():
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            return {"unreadable": str(error)}
-    return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        return {"unreadable": str(error)}
 
 
 def tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
@@ -237,7 +230,8 @@ def tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
 def run_step(step: Step, s: Session, left_s: float) -> dict:
     """Run one step under min(its limit, the time left); its whole process group is killed at the limit."""
     record = {"name": step.name, "what": step.what, "limit_s": step.limit_s}
-    planned = step.plan(s)
+    output = step.output(s)
+    planned = step.plan(s, output)
     if isinstance(planned, str):
         return {**record, "status": "skipped", "reason": planned}
     if left_s < MIN_STEP_S:
@@ -249,7 +243,7 @@ def run_step(step: Step, s: Session, left_s: float) -> dict:
     record.update(command=shlex.join(planned), env=extra_env, given_s=round(limit), log=f"logs/{log.name}")
     started = time.monotonic()
     with open(log, "w") as log_file:
-        stdout = open(s.result(step.results), "w") if step.stdout_results else log_file
+        stdout = open(output, "w") if step.stdout_results else log_file
         with stdout:
             try:  # its own process group (killed whole at the limit), in the caller's session
                 process = subprocess.Popen(planned, cwd=ROOT, env={**os.environ, **extra_env}, stdout=stdout,
@@ -270,7 +264,7 @@ def run_step(step: Step, s: Session, left_s: float) -> dict:
     record["seconds"] = round(time.monotonic() - started, 1)
     record["log_tail"] = tail(log)
     if step.results:
-        record["results"] = read_results(step, s)
+        record["results"] = read_results(output)
     return record
 
 

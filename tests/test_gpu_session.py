@@ -134,7 +134,7 @@ def test_a_step_over_its_limit_is_killed_with_its_children_and_recorded_as_timeo
             "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
             "print(child.pid, flush=True)\n"
             "time.sleep(60)\n")
-    step = gpu_session.Step("hangs", "a step that never ends", 2, lambda s: [sys.executable, "-c", hang])
+    step = gpu_session.Step("hangs", "a step that never ends", 2, lambda s, output: [sys.executable, "-c", hang])
     record = gpu_session.run_step(step, session, left_s=60)
     assert record["status"] == "timeout" and "killed" in record["reason"] and record["seconds"] < 15
     child = Path(f"/proc/{record['log_tail'][0]}/stat")  # the step's own child went with it
