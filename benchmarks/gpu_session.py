@@ -70,15 +70,12 @@ class Step:
 def plan_build(s: Session, output: Path) -> list[str] | str:
     if s.rehearsal:
         return "rehearsal: uses the native libraries already built in this tree (a rebuild costs minutes on 2 cores)"
-    if not s.gpu:
-        return "no GPU answered nvidia-smi"
     return [s.python, "setup.py", "build_ext", "--inplace"]
 
 
 def build_env(s: Session) -> dict[str, str]:
-    """Machine code for this GPU only: the full list in csrc/build.json costs minutes of device time."""
-    arch = s.gpu.get("compute_cap", "").replace(".", "")
-    return {"MCNET_RT_CUDA": "1", "MCNET_RT_CUDA_ARCHS": arch, "MAX_JOBS": str(os.cpu_count() or 1)}
+    """nvcc required; the architectures are MCNET_RT_CUDA_ARCHS, set for the whole session (a test reads it)."""
+    return {"MCNET_RT_CUDA": "1", "MAX_JOBS": str(os.cpu_count() or 1)}
 
 
 def plan_pytest(*selection: str) -> Callable[[Session, Path], list[str]]:
@@ -317,11 +314,14 @@ def main() -> int:
                                                              os.environ.get("PYTHONPATH")]))
     os.environ["PYTHONUNBUFFERED"] = "1"
     os.environ["MCNET_RT_DISPATCH_CACHE"] = str(work / "results" / "dispatch.json")
+    if session.gpu.get("compute_cap"):  # machine code for this GPU only: csrc/build.json's list costs minutes
+        os.environ.setdefault("MCNET_RT_CUDA_ARCHS", session.gpu["compute_cap"].replace(".", ""))
     summary = {
         "session": {"command": " ".join([*(f"{name}={shlex.quote(os.environ[name])}" for name in SETTINGS
                                               if name in os.environ), shlex.join([session.python, *sys.argv])]),
                     "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                    "rehearsal": session.rehearsal, "budget_s": session.budget_s, "complete": False},
+                    "rehearsal": session.rehearsal, "budget_s": session.budget_s,
+                    "cuda_archs": os.environ.get("MCNET_RT_CUDA_ARCHS"), "complete": False},
         "environment": {"nvidia_smi": session.gpu or None},
         "steps": [],
     }

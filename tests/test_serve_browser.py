@@ -17,6 +17,7 @@ import mcnet_rt  # noqa: E402
 from mcnet_rt.pipeline import FrameStep  # noqa: E402
 from mcnet_rt.serve.server import build_app, model_session_functions  # noqa: E402
 from serve_helpers import clip_frames, loopback_ice, running_server, write_y4m  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 
 # The avatar video's pixels, sampled (the page is same-origin, so the canvas is readable).
