@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUDGET_S = 510  # 8.5 minutes: the device tool's 9-minute call with room to pack and return
 MIN_STEP_S = 15  # a step given less than this is skipped: it could not finish anything worth having
 TAIL_LINES = 25
+CUDA_BIN = "/usr/local/cuda/bin"  # where the CUDA toolkit keeps compute-sanitizer when PATH lacks it
 SETTINGS = ("REHEARSAL", "BUDGET_S", "MCNET_RT_COMMIT")  # the environment that shapes a run, kept in its command
 # Installed packages the summary reports, so a first run says what the image holds (requirements.txt's names).
 PACKAGES = ("torch", "triton", "numpy", "av", "pillow", "safetensors", "PyYAML", "tqdm", "scipy", "scikit-image",
@@ -92,9 +93,9 @@ def plan_sanitizer(tool: str) -> Callable[[Session, Path], list[str] | str]:
         case = [s.python, "benchmarks/sanitize_case.py", "warp", "modulated_conv", "memory_attention"]
         if s.rehearsal:  # the workload through the CPU twins, once: compute-sanitizer needs a GPU
             return [*case, "--device", "cpu"] if tool == "memcheck" else "rehearsal: memcheck ran this workload"
-        sanitizer = shutil.which("compute-sanitizer")
+        sanitizer = shutil.which("compute-sanitizer") or shutil.which("compute-sanitizer", path=CUDA_BIN)
         if sanitizer is None:
-            return "compute-sanitizer is not on PATH"
+            return f"compute-sanitizer is neither on PATH nor in {CUDA_BIN}"
         return [sanitizer, "--tool", tool, "--error-exitcode", "1", *case]
     return plan
 
