@@ -282,13 +282,14 @@ def stop(process: subprocess.Popen) -> None:
 
 def write_out(summary: dict, s: Session) -> None:
     """summary.json and logs.tar.gz in $OUT, each replaced whole (a run killed while writing keeps the last)."""
-    (s.work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    text = json.dumps(summary, indent=2) + "\n"
+    (s.work / "summary.json").write_text(text)
     staged = s.out / "logs.tar.gz.part"
     with tarfile.open(staged, "w:gz") as archive:
         archive.add(s.work, arcname="gpu_session")
     os.replace(staged, s.out / "logs.tar.gz")
     staged = s.out / "summary.json.part"
-    staged.write_text(json.dumps(summary, indent=2) + "\n")
+    staged.write_text(text)
     os.replace(staged, s.out / "summary.json")
 
 
@@ -302,6 +303,11 @@ def main() -> int:
     if not os.environ.get("OUT"):
         print("gpu_session: set OUT to the folder that receives summary.json and logs.tar.gz", file=sys.stderr)
         return 2
+    try:
+        budget_s = float(os.environ.get("BUDGET_S", BUDGET_S))
+    except ValueError:
+        print(f"gpu_session: BUDGET_S must be a number of seconds, got {os.environ['BUDGET_S']!r}", file=sys.stderr)
+        return 2
     out = Path(os.environ["OUT"]).resolve()
     out.mkdir(parents=True, exist_ok=True)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"mcnet_rt_gpu_session_{os.getpid()}"
@@ -309,7 +315,7 @@ def main() -> int:
         (work / folder).mkdir(parents=True, exist_ok=True)
     session = Session(out=out, work=work, python=os.environ.get("PYTHON", "python3"),
                       rehearsal=os.environ.get("REHEARSAL", "0") == "1",
-                      budget_s=float(os.environ.get("BUDGET_S", BUDGET_S)), gpu=nvidia_smi())
+                      budget_s=budget_s, gpu=nvidia_smi())
     # The benchmarks import `timing` from benchmarks/; anything already on PYTHONPATH stays behind them.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(ROOT / "benchmarks"),
                                                              os.environ.get("PYTHONPATH")]))

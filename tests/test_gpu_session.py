@@ -121,9 +121,14 @@ def test_a_step_past_the_budget_is_skipped_with_the_reason(tmp_path):
     assert "time budget spent" in steps[0]["reason"]
 
 
-def test_without_out_it_stops_and_says_why(tmp_path):
+def test_without_out_or_with_a_bad_budget_it_stops_and_says_why(tmp_path):
     result = rehearse(tmp_path, OUT="")
     assert result.returncode == 2 and "set OUT" in result.stderr
+    result = subprocess.run(["bash", "benchmarks/gpu_session.sh"], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
+                                 "BUDGET_S": "9 minutes"})
+    assert result.returncode == 2 and "BUDGET_S must be a number" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_step_over_its_limit_is_killed_with_its_children_and_recorded_as_timeout(tmp_path):
@@ -134,8 +139,9 @@ def test_a_step_over_its_limit_is_killed_with_its_children_and_recorded_as_timeo
             "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
             "print(child.pid, flush=True)\n"
             "time.sleep(60)\n")
-    step = gpu_session.Step("hangs", "a step that never ends", 2, lambda s, output: [sys.executable, "-c", hang])
+    # 8 s: time for both to start on a loaded machine before the limit
+    step = gpu_session.Step("hangs", "a step that never ends", 8, lambda s, output: [sys.executable, "-c", hang])
     record = gpu_session.run_step(step, session, left_s=60)
-    assert record["status"] == "timeout" and "killed" in record["reason"] and record["seconds"] < 15
+    assert record["status"] == "timeout" and "killed" in record["reason"] and record["seconds"] < 20
     child = Path(f"/proc/{record['log_tail'][0]}/stat")  # the step's own child went with it
     assert not child.exists() or child.read_text().split(")")[1].split()[0] == "Z"
