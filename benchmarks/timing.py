@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -48,11 +49,12 @@ def cpu_name() -> str:
 
 
 def git_commit() -> str:
+    """The checkout's commit; where the tree was copied without .git (a GPU machine), MCNET_RT_COMMIT's value."""
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                               cwd=Path(__file__).parent, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return os.environ.get("MCNET_RT_COMMIT", "unknown")
 
 
 def device_name(device: torch.device) -> str:

@@ -3,10 +3,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from PIL import Image
+
+av = pytest.importorskip("av", exc_type=ImportError)  # absent from some GPU images; the tests here read and write real video
 
 import mcnet_rt
 

@@ -15,6 +15,10 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
+pytest.importorskip("aiortc", exc_type=ImportError)  # absent from some GPU images: the serve tests are skipped there
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription  # noqa: E402
+from aiortc.mediastreams import MediaStreamError  # noqa: E402
+
 from mcnet_rt.errors import InputError
 from mcnet_rt.serve import avatars, security
 from mcnet_rt.serve.scheduler import BatchScheduler, ServerFull

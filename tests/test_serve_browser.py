@@ -11,13 +11,14 @@ import urllib.error
 import pytest
 import torch
 
-import mcnet_rt
-from mcnet_rt.pipeline import FrameStep
-from mcnet_rt.serve.server import build_app, model_session_functions
-from serve_helpers import (clip_frames, loopback_ice, needs_isolation, running_server, seconds_to_stop,
+playwright = pytest.importorskip("playwright.sync_api", exc_type=ImportError)
+
+import mcnet_rt  # noqa: E402
+from mcnet_rt.pipeline import FrameStep  # noqa: E402
+from mcnet_rt.serve.server import build_app, model_session_functions  # noqa: E402
+from serve_helpers import (clip_frames, loopback_ice, needs_isolation, running_server, seconds_to_stop,  # noqa: E402
                            serve_process, write_y4m)
 
-playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = needs_isolation
 

@@ -1,18 +1,23 @@
 """Video in and out through PyAV (FFmpeg), with errors that name the file instead of FFmpeg tracebacks."""
 
+from __future__ import annotations
+
 import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 
 from mcnet_rt.errors import InputError
 from mcnet_rt.io.atomic import atomic_output, write_failed
 from mcnet_rt.io.inputs import check_input_file
+
+if TYPE_CHECKING:
+    import av
 
 # Name endings taken as videos when a folder is searched for inputs (prepare-data, evaluate); what can be written is
 # outputs.VIDEO_EXTENSIONS.
@@ -32,6 +37,16 @@ class VideoInfo:
     time_base: Fraction  # unit of its video timestamps; writing in the same unit keeps them exact
 
 
+def _pyav():
+    """PyAV, imported when a video is first opened or written: everything else in mcnet_rt (the model, the ops, the
+    benchmarks) runs where PyAV is not installed."""
+    try:
+        import av
+    except ImportError as e:
+        raise InputError("reading or writing video needs PyAV, which is not installed: pip install av==18.1.0") from e
+    return av
+
+
 def is_url(name: str | os.PathLike) -> bool:
     """A network stream (rtsp://, http://, ...) rather than a file."""
     return "://" in str(name)
@@ -39,6 +54,7 @@ def is_url(name: str | os.PathLike) -> bool:
 
 def _open(path: Path | str) -> av.container.InputContainer:
     """A file (checked first) or a network stream URL, opened for reading."""
+    av = _pyav()
     if not is_url(path):
         check_input_file(path)
     try:
@@ -58,6 +74,7 @@ def _video_stream(path: Path, container: av.container.InputContainer) -> av.Vide
 
 
 def _decode(path: Path, container: av.container.InputContainer) -> Iterator[tuple[np.ndarray, Fraction | None]]:
+    av = _pyav()
     stream = _video_stream(path, container)
     stream.thread_type = "AUTO"
     frames = container.decode(stream)
@@ -148,6 +165,7 @@ class VideoWriter:
         self._end = Fraction(0)  # seconds from frame 0 to the end of the last frame written
 
     def __enter__(self) -> "VideoWriter":
+        av = _pyav()
         with contextlib.ExitStack() as stack:
             tmp = stack.enter_context(atomic_output(self.path))
             try:
@@ -172,6 +190,7 @@ class VideoWriter:
         return self
 
     def _add_audio_stream(self, src: av.container.InputContainer) -> None:
+        av = _pyav()
         if not src.streams.audio:
             return
         audio = src.streams.audio[0]
@@ -197,6 +216,7 @@ class VideoWriter:
         if not isinstance(frame, np.ndarray) or frame.shape != expected or frame.dtype != np.uint8:
             got = (frame.shape, frame.dtype) if isinstance(frame, np.ndarray) else type(frame).__name__
             raise ValueError(f"expected a {expected} uint8 RGB frame, got {got}")
+        av = _pyav()
         video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
         if time is None:
             time = self._end
@@ -253,6 +273,7 @@ class VideoWriter:
 
     def _decoded_audio(self, src: av.AudioStream) -> Iterator[av.AudioFrame]:
         """The source's audio frames up to the first one that cannot be decoded (noted, not fatal)."""
+        av = _pyav()
         frames = self._src.decode(src)
         while True:
             try:
