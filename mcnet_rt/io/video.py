@@ -12,7 +12,7 @@ import numpy as np
 
 from mcnet_rt.errors import InputError
 from mcnet_rt.io.atomic import atomic_output, write_failed
-from mcnet_rt.io.inputs import check_input_file
+from mcnet_rt.io.inputs import check_input, is_url
 
 # Name endings taken as videos when a folder is searched for inputs (prepare-data, evaluate); what can be written is
 # outputs.VIDEO_EXTENSIONS.
@@ -32,18 +32,19 @@ class VideoInfo:
     time_base: Fraction  # unit of its video timestamps; writing in the same unit keeps them exact
 
 
-def is_url(name: str | os.PathLike) -> bool:
-    """A network stream (rtsp://, http://, ...) rather than a file."""
-    return "://" in str(name)
+# Seconds a network stream may take to connect, and then to deliver more data, before it counts as lost: a
+# server that accepts and never answers must not hang the reader (nor a stop request waiting for it).
+STREAM_TIMEOUT = 10.0
 
 
-def _open(path: Path | str) -> av.container.InputContainer:
-    """A file (checked first) or a network stream URL, opened for reading."""
-    if not is_url(path):
-        check_input_file(path)
+def _open(path: Path | str, timeout: float = STREAM_TIMEOUT) -> av.container.InputContainer:
+    """A file (checked first) or a network stream URL (with `timeout`), opened for reading."""
+    path = check_input(path)
     try:
         # Titles and comments in Latin-1 are common in camera files; they must not stop the video being read.
-        return av.open(str(path), metadata_errors="ignore")
+        return av.open(str(path), metadata_errors="ignore", timeout=timeout if is_url(path) else None)
+    except av.ExitError:
+        raise InputError(f"{path}: no answer within {timeout:g} s") from None
     except av.FFmpegError as e:
         raise InputError(f"{path}: not a readable video ({e.strerror or e})") from e
 
@@ -67,6 +68,8 @@ def _decode(path: Path, container: av.container.InputContainer) -> Iterator[tupl
             frame = next(frames)
         except StopIteration:
             break
+        except av.ExitError:  # the read timeout of a network stream
+            raise InputError(f"{path}: no data for {container.read_timeout:g} s after frame {index}") from None
         except av.FFmpegError as e:
             raise InputError(f"{path}: cannot decode frame {index} ({e.strerror or e})") from e
         rgb = frame.to_ndarray(format="rgb24")
@@ -81,7 +84,7 @@ def _decode(path: Path, container: av.container.InputContainer) -> Iterator[tupl
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Describe a video, decoding its first frame so that an unusable file fails here, before any work."""
-    path = Path(path)
+    path = check_input(path)
     with _open(path) as container:
         stream = _video_stream(path, container)
         fps = stream.average_rate or stream.guessed_rate
@@ -98,11 +101,13 @@ def read_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
         yield frame
 
 
-def read_timed_frames(path: str | os.PathLike) -> Iterator[tuple[np.ndarray, Fraction | None]]:
+def read_timed_frames(path: str | os.PathLike, timeout: float = STREAM_TIMEOUT) \
+        -> Iterator[tuple[np.ndarray, Fraction | None]]:
     """Like read_frames, with each frame's presentation time in seconds (None where the file gives none), so
-    that a variable-frame-rate video keeps its timing. `path` may be a network stream URL."""
-    path = str(path) if is_url(path) else Path(path)
-    with _open(path) as container:
+    that a variable-frame-rate video keeps its timing. `path` may be a network stream URL, given up after
+    `timeout` seconds without an answer."""
+    path = check_input(path)
+    with _open(path, timeout) as container:
         yield from _decode(path, container)
 
 
