@@ -360,6 +360,40 @@ def test_export_command_writes_both_graphs_or_nothing(tmp_path, capsys, monkeypa
     onnx.checker.check_model(str(tmp_path / "graphs" / "render.onnx"))
 
 
+@pytest.fixture
+def immutable(tmp_path):
+    """Folders made immutable (chattr +i: not even root can add, remove or rename their entries), for the test."""
+    made = []
+
+    def make(folder):
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+            pytest.skip("chattr +i is not available here (needs root and a file system that supports it)")
+        made.append(folder)
+        return folder
+
+    yield make
+    for folder in made:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_export_refuses_a_folder_it_cannot_write_or_replace_before_any_work(tmp_path, capsys, monkeypatch,
+                                                                          immutable):
+    from mcnet_rt import cli
+
+    monkeypatch.setattr(cli, "model_from_args", lambda *args: pytest.fail("the model was built before the check"))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (tmp_path / "kept").mkdir()
+    immutable(locked)  # nothing can be written in it
+    immutable(tmp_path / "kept")  # an empty output folder that cannot be removed or replaced
+    for output in (locked / "graphs", tmp_path / "kept"):
+        assert cli.main(["export", "--untrained", "small", "-o", str(output)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"mcnet-rt: error: {output}: cannot write the output folder there (Operation not "
+                       "permitted)"], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "locked"] and not any(locked.iterdir())
+
+
 @torch.no_grad()
 def test_onnxruntime_reproduces_the_released_code_on_the_equivalence_fixture(official_checkpoint, tmp_path):
     """The vox-256 fixture once: ONNX Runtime's keypoints and prediction against the released code's arrays."""
