@@ -138,6 +138,7 @@ def load_backend(name: str, step: FrameStep, work_dir: Path | None = None):
         return load_aoti(exported(step, "aoti", aoti_packages, work_dir), device)
     from .onnx_export import export_step
     ops = "standard" if name == "onnxruntime" else "plugin"
+
     def graphs() -> dict[str, Path]:
         return exported(step, f"onnx-{ops}", lambda s, folder: export_step(s, folder, ops), work_dir)
 
