@@ -61,8 +61,9 @@ class LatestSlot:
             self._ready.notify_all()
 
 
-# The most a stop waits for the capture and output threads; with the clean-up after it, `live` ends within 5 s.
-SHUTDOWN_SECONDS = 2.0
+# The most a stop waits for the output thread to finish the frame it is writing, and for the capture thread (which
+# a stream that does not answer can hold): with the clean-up after them, `live` ends within 5 s of a stop.
+OUTPUT_SECONDS, CAPTURE_SECONDS = 2.0, 1.0
 
 
 @dataclass
@@ -128,15 +129,16 @@ class LiveRunner:
         return self.stats()
 
     def _shut_down(self, threads: list[threading.Thread], failure: BaseException | None) -> None:
-        """Stop the threads, waiting SHUTDOWN_SECONDS at most in all: a capture blocked in a stream that does not
-        answer is left behind (a daemon thread, ended by its timeout or the process's exit)."""
+        """Stop the threads, waiting OUTPUT_SECONDS at most in all, CAPTURE_SECONDS for the capture: a capture
+        blocked in a stream that does not answer is left behind (a daemon thread, ended by its timeout or the
+        process's exit)."""
         self.stop.set()
         self.inputs.close()
         self.outputs.close()
         capture, output = threads
-        deadline = time.monotonic() + SHUTDOWN_SECONDS
-        output.join(SHUTDOWN_SECONDS)  # ends with the frame it is writing
-        capture.join(max(0.0, deadline - time.monotonic()))
+        started = time.monotonic()
+        output.join(OUTPUT_SECONDS)  # the sink is closed below: not under a write in progress
+        capture.join(max(0.0, started + CAPTURE_SECONDS - time.monotonic()))
         if not capture.is_alive():  # a camera must not be released under a read in progress
             self.capture.close()
         failure = failure or (self._errors[0] if self._errors else None)
