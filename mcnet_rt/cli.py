@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
-import shutil
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -22,8 +21,10 @@ from .io.atomic import check_new_directory
 from .io.outputs import VIDEO_EXTENSIONS, check_output_file
 from .models import MCNet
 from .io.image import read_image
+from .io.inputs import STREAM_SCHEMES, check_input
 from .io.sinks import VIRTUAL_CAMERA
 from .faces import ALIGNS
+from .io.video import STREAM_TIMEOUT
 from .pipeline import CROPS, PRECISIONS, FrameStep, Session, SessionOptions
 from .profile import gflops_per_frame, parameter_counts
 
@@ -80,7 +81,7 @@ def cmd_animate(args: argparse.Namespace) -> None:
     check_batch_size(args.batch_size)
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
-    if args.max_seconds is not None and not args.max_seconds > 0:
+    if args.max_seconds is not None and not 0 < args.max_seconds < math.inf:
         raise InputError(f"--max-seconds must be a positive number of seconds, got {args.max_seconds}")
     model, label = model_from_args(args, device)
     options = AnimateOptions(relative=args.mode == "relative", adapt_scale=not args.no_adapt_scale,
@@ -111,26 +112,24 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="auto: fp16 on CUDA, fp32 on the CPU")
 
 
-def frame_interval(text: str) -> int:
-    """A whole number of frames, at least 1 (argparse turns the refusal into a usage error, exit status 2)."""
-    try:
-        frames = int(text)
-    except ValueError:
-        frames = 0
-    if frames < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of frames, at least 1, got {text!r}")
-    return frames
+def number(kind: type, low: float, high: float = math.inf, what: str = "a number"):
+    """An argparse type: a finite `kind` (int or float) from `low` to `high`; anything else (nan, inf, a huge
+    value that would ask for gigabytes) is a usage error naming `what` was expected, exit status 2."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
 
 
-def port_number(text: str) -> int:
-    """A TCP port, 0 (any free one) to 65535 (argparse turns the refusal into a usage error, exit status 2)."""
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
-    return port
+frame_interval = number(int, 1, what="a whole number of frames, at least 1")
+
+
+port_number = number(int, 0, 65535, what="a port number from 0 to 65535")
 
 
 def add_detect_every_option(p: argparse.ArgumentParser) -> None:
@@ -161,15 +160,18 @@ def add_crop_options(p: argparse.ArgumentParser) -> None:
     add_face_options(p)
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
+MAX_SMOOTHING = 10.0  # seconds: a longer time constant at rest would freeze the avatar for the whole call
+MAX_SIDE = 8192  # pixels per side of a typed output size: a frame of 8192x8192 is already 200 MB in RGB
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """WIDTHxHEIGHT, each side 2 to MAX_SIDE pixels (an argparse type: refused at parse time, exit status 2)."""
     try:
         width, height = (int(n) for n in text.lower().split("x"))
     except ValueError:
-        raise InputError(f"--output-size {text}: expected WIDTHxHEIGHT, e.g. 640x480") from None
-    if width < 2 or height < 2:
-        raise InputError(f"--output-size {text}: at least 2x2 pixels")
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 640x480, got {text!r}") from None
+    if not (2 <= width <= MAX_SIDE and 2 <= height <= MAX_SIDE):
+        raise argparse.ArgumentTypeError(f"each side must be 2 to {MAX_SIDE} pixels, got {text!r}")
     return width, height
 
 
@@ -178,19 +180,17 @@ def cmd_live(args: argparse.Namespace) -> None:
     from .io.sinks import check_sink, open_sink
     from .pipeline.live import LiveRunner, reset_controls
 
-    inputs = (args.source, args.input) if args.input else (args.source,)
+    inputs = (args.source, check_input(args.input)) if args.input else (args.source,)
     check_sink(args.output, args.overwrite, inputs)
     if args.stats:
         check_output_file(args.stats, (".json",), inputs, overwrite=args.overwrite)
-    if args.max_frames is not None and args.max_frames < 1:
-        raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
     device = pick_device(args.device)
     dtype = pick_dtype(args.precision, device)
     source = read_image(args.source)
-    capture = StreamCapture(args.input, pace=not args.no_pace, loop=args.loop) if args.input else \
-        CameraCapture(args.camera)
+    capture = StreamCapture(args.input, pace=not args.no_pace, loop=args.loop, timeout=args.input_timeout) \
+        if args.input else CameraCapture(args.camera)
     model, label = model_from_args(args, device)
-    options = SessionOptions(crop=args.crop, paste_back=args.paste_back, output_size=parse_size(args.output_size),
+    options = SessionOptions(crop=args.crop, paste_back=args.paste_back, output_size=args.output_size,
                              smoothing=args.smoothing, rate=capture.rate, detect_every=args.detect_every,
                              face=args.face, align=args.align)
     session = Session(model, source, options, dtype, cache_dir=None if args.no_cache else args.cache_dir,
@@ -234,17 +234,11 @@ def check_batch_size(batch_size: int) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from .engine.onnx_export import export_step
 
-    output = check_new_directory(args.output)
-    model, _ = model_from_args(args, torch.device("cpu"))
-    step = FrameStep(model.eval(), PRECISIONS[args.precision], relative=args.mode == "relative")
-    partial = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))  # no half-written output
-    try:
+    with atomic.atomic_directory(args.output) as partial:  # checked before the work; no half-written output
+        model, _ = model_from_args(args, torch.device("cpu"))
+        step = FrameStep(model.eval(), PRECISIONS[args.precision], relative=args.mode == "relative")
         export_step(step, partial, args.ops)
-        if output.exists():
-            output.rmdir()
-        partial.rename(output)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
+    output = Path(args.output)
     paths = [output / "detect.onnx", output / "render.onnx"]
     print(f"wrote {', '.join(str(p) for p in paths)} ({args.ops} ops, {args.precision}, any batch)")
 
@@ -387,8 +381,15 @@ def cmd_serve(args: argparse.Namespace) -> None:
     raise Terminated(server.serve(app, args.host, args.port, token))
 
 
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line, in the form of every other refusal (exit status 2); --help shows the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"mcnet-rt: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mcnet-rt", description="Real-time MCNet talking-head animation.")
+    parser = Parser(prog="mcnet-rt", description="Real-time MCNet talking-head animation.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__} (torch {torch.__version__})")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -416,22 +417,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("live", help="drive an avatar from a camera or stream in real time (virtual camera, file)")
     p.add_argument("--source", required=True, help="avatar image (a photo with a face)")
     camera = p.add_mutually_exclusive_group()
-    camera.add_argument("--camera", type=int, default=0, metavar="N", help="camera index (default 0)")
-    camera.add_argument("--input", metavar="FILE_OR_URL", help="a video file or network stream instead of a camera")
+    camera.add_argument("--camera", type=number(int, 0, 1023, "a camera index from 0 to 1023"), default=0,
+                        metavar="N", help="camera index (default 0)")
+    camera.add_argument("--input", metavar="FILE_OR_URL", help="a video file (a path or file:// URL) or network "
+                        f"stream ({', '.join(STREAM_SCHEMES)}) instead of a camera")
+    p.add_argument("--input-timeout", type=number(float, 0.1, 3600, "seconds from 0.1 to 3600"),
+                   default=STREAM_TIMEOUT, metavar="SECONDS", help="give a network stream up when it takes longer "
+                   f"than this to connect or to send more data (default {STREAM_TIMEOUT:g})")
     p.add_argument("--output", default=VIRTUAL_CAMERA, metavar="SINK",
                    help=f"{VIRTUAL_CAMERA} (default; v4l2loopback on Linux, OBS Virtual Camera elsewhere), "
                    "FILE.mp4 (real timestamps; kept playable on Ctrl-C/SIGTERM) or null")
     p.add_argument("--overwrite", action="store_true", help="replace the output and --stats files if they exist")
     add_model_options(p)
     add_crop_options(p)
-    p.add_argument("--output-size", metavar="WxH", help="output frame size (default: the crop, or the avatar "
-                   "image with --paste-back)")
-    p.add_argument("--smoothing", type=float, default=0.05, metavar="SECONDS",
-                   help="One-Euro smoothing of the keypoints: time constant at rest (default 0.05; 0 = off)")
+    p.add_argument("--output-size", type=parse_size, metavar="WxH", help="output frame size, 2 to "
+                   f"{MAX_SIDE} pixels a side (default: the crop, or the avatar image with --paste-back)")
+    p.add_argument("--smoothing", type=number(float, 0, MAX_SMOOTHING, f"seconds from 0 to {MAX_SMOOTHING:g}"),
+                   default=0.05, metavar="SECONDS", help="One-Euro smoothing of the keypoints: time constant at rest "
+                   f"(default 0.05; 0 = off; at most {MAX_SMOOTHING:g})")
     p.add_argument("--no-pace", action="store_true",
                    help="read --input as fast as the pipeline goes (every frame, none dropped) instead of at its rate")
     p.add_argument("--loop", action="store_true", help="start --input again at its end")
-    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N captured frames")
+    p.add_argument("--max-frames", type=frame_interval, metavar="N", help="stop after N captured frames")
     p.add_argument("--overlay", action="store_true", help="draw fps and per-stage milliseconds on the output")
     p.add_argument("--stats", metavar="FILE.json", help="write latency percentiles, stage times, fps and drops")
     p.add_argument("--cache-dir", default=str(SOURCE_CACHE), help=f"prepared avatars (default {SOURCE_CACHE})")

@@ -29,6 +29,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def engine_cache(tmp_path_factory):
+    """Backends built by the tests (and the commands they run) go to a cache of this session, not the user's."""
+    folder = tmp_path_factory.mktemp("engines")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MCNET_RT_ENGINE_CACHE", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def official_checkpoint(tmp_path_factory) -> Path:
     """The equivalence fixture's weights written as an official MCNet .pth.tar."""

@@ -1,6 +1,9 @@
 """Export of the per-frame step and the backends behind `--backend`: each reproduces eager PyTorch."""
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import onnx
 import pytest
@@ -9,6 +12,7 @@ import torch
 import mcnet_rt
 from mcnet_rt.engine import backends, halves, load_backend, plugin_ops
 from mcnet_rt.engine.onnx_export import export_step
+from mcnet_rt.errors import InputError
 from mcnet_rt.keypoints import Keypoints
 from mcnet_rt.config import DenseMotionConfig, GeneratorConfig, KeypointDetectorConfig, MCNetConfig, MemoryConfig
 from mcnet_rt.pipeline import FrameStep
@@ -185,10 +189,19 @@ def test_compiled_backend_equals_eager(tiny_step):
         torch.testing.assert_close(step.render(*inputs), expected, atol=1e-4, rtol=0)
 
 
-def test_aoti_packages_load_in_a_fresh_process_at_any_batch(tiny_step, tmp_path):
+def test_aoti_packages_load_in_a_fresh_process_at_any_batch(tiny_step, tmp_path, monkeypatch):
     """The packages run in a new interpreter that never imports mcnet_rt (the CPU graph is plain aten), at batch
-    1 and 3 from one build."""
-    paths = backends.aoti_packages(tiny_step, tmp_path, wrapper_opt_level="O0")  # CI's compile time
+    1 and 3 from one build; a second load finds them in the engine cache instead of compiling again."""
+    monkeypatch.setenv("MCNET_RT_ENGINE_CACHE", str(tmp_path / "engines"))
+    builds = []
+
+    def build(step, folder):  # CI's compile time: O0
+        builds.append(folder)
+        return backends.aoti_packages(step, folder, wrapper_opt_level="O0")
+
+    paths = backends.exported(tiny_step, "aoti", build, None)
+    assert backends.exported(FrameStep(tiny_step.model), "aoti", build, None) == paths and len(builds) == 1
+    assert paths["detect"].parent.parent == tmp_path / "engines" and not builds[0].exists()
     cases = []
     for batch in (1, 3):
         (driving,), inputs = halves.example_inputs(tiny_step, batch=batch, seed=6)
@@ -208,6 +221,65 @@ assert "mcnet_rt" not in sys.modules
     assert result.returncode == 0, result.stderr[-2000:]
     differences = [float(line) for line in result.stdout.strip().splitlines()[-2:]]
     assert len(differences) == 2 and max(differences) <= 1e-4
+
+
+def test_exported_backends_are_built_once_into_the_engine_cache_and_leave_nothing_in_tmp(small_step, standard_graphs,
+                                                                                        tmp_path, monkeypatch):
+    from mcnet_rt.engine import onnx_export
+    from mcnet_rt.engine.cache import step_key as cache_key
+
+    cache, scratch = tmp_path / "cache", tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("MCNET_RT_ENGINE_CACHE", str(cache))
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))  # where a run's temporary folders would go
+    exports = []
+
+    def export(step, folder, flavour):  # this step's export, made once for the whole file (minutes on 2 cores)
+        exports.append(folder)
+        assert step.model is small_step.model and flavour == "standard"
+        return {name: Path(shutil.copy(path, folder)) for name, path in standard_graphs.items()}
+
+    monkeypatch.setattr(onnx_export, "export_step", export)
+    _, inputs = halves.example_inputs(small_step, batch=2, seed=3)
+    results = []
+    for _ in range(2):  # a second run with the same model and settings: no export, the same graphs
+        with torch.no_grad():
+            results.append(load_backend("onnxruntime", FrameStep(small_step.model)).render(*inputs))
+    assert len(exports) == 1 and not exports[0].exists()  # built under a temporary name, then renamed
+    torch.testing.assert_close(results[0], results[1], atol=0, rtol=0)
+    torch.testing.assert_close(results[0], eager(small_step, inputs), atol=1e-4, rtol=0)
+    (entry,) = cache.iterdir()
+    assert entry.name == cache_key(small_step, "onnx-standard") and entry.name.startswith("onnx-standard-")
+    assert sorted(p.name for p in entry.iterdir()) == ["detect.onnx", "render.onnx"]
+    assert [p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_")] == []
+    others = [cache_key(FrameStep(small_step.model, relative=False), "onnx-standard"),
+              cache_key(FrameStep(small_step.model, torch.float16), "onnx-standard"),
+              cache_key(FrameStep(small_step.model), "onnx-plugin"), cache_key(FrameStep(small_step.model), "aoti")]
+    assert len({entry.name, *others}) == 5  # other settings: other entries
+
+
+def test_a_cache_entry_published_first_by_another_process_is_used_and_ours_discarded(tmp_path, monkeypatch):
+    from mcnet_rt.engine import cache
+    from mcnet_rt.io.atomic import atomic_directory
+
+    monkeypatch.setenv("MCNET_RT_ENGINE_CACHE", str(tmp_path))
+
+    def build(folder):  # while this build runs, another process publishes the same entry
+        (folder / "detect.onnx").write_text("ours")
+        with atomic_directory(tmp_path / "key", cache=True) as theirs:
+            (theirs / "detect.onnx").write_text("theirs")
+
+    entry = cache.cached_folder("key", build)
+    assert (entry / "detect.onnx").read_text() == "theirs" and os.listdir(tmp_path) == ["key"]
+    assert cache.cached_folder("key", lambda folder: pytest.fail("built again")) == entry
+
+    def fails(folder):
+        (folder / "detect.onnx").write_text("half")
+        raise InputError("export failed")
+
+    with pytest.raises(InputError, match="export failed"):
+        cache.cached_folder("other", fails)
+    assert os.listdir(tmp_path) == ["key"]  # a failed build leaves no entry and no temporary
 
 
 @pytest.mark.parametrize("graphs", ["plugin_graphs", "half_plugin_graphs"])
@@ -286,6 +358,40 @@ def test_export_command_writes_both_graphs_or_nothing(tmp_path, capsys, monkeypa
     assert sorted(p.name for p in (tmp_path / "graphs").iterdir()) == ["detect.onnx", "render.onnx"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     onnx.checker.check_model(str(tmp_path / "graphs" / "render.onnx"))
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """Folders made immutable (chattr +i: not even root can add, remove or rename their entries), for the test."""
+    made = []
+
+    def make(folder):
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+            pytest.skip("chattr +i is not available here (needs root and a file system that supports it)")
+        made.append(folder)
+        return folder
+
+    yield make
+    for folder in made:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_export_refuses_a_folder_it_cannot_write_or_replace_before_any_work(tmp_path, capsys, monkeypatch,
+                                                                          immutable):
+    from mcnet_rt import cli
+
+    monkeypatch.setattr(cli, "model_from_args", lambda *args: pytest.fail("the model was built before the check"))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (tmp_path / "kept").mkdir()
+    immutable(locked)  # nothing can be written in it
+    immutable(tmp_path / "kept")  # an empty output folder that cannot be removed or replaced
+    for output in (locked / "graphs", tmp_path / "kept"):
+        assert cli.main(["export", "--untrained", "small", "-o", str(output)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"mcnet-rt: error: {output}: cannot write the output folder there (Operation not "
+                       "permitted)"], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "locked"] and not any(locked.iterdir())
 
 
 @torch.no_grad()

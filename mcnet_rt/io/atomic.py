@@ -5,6 +5,7 @@ import os
 import secrets
 import shutil
 import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,11 +30,12 @@ def temporary_name(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike, cache: bool = False) -> Iterator[Path]:
     """Yield a temporary path that replaces `path` only if the block completes; otherwise delete it.
 
     The temporary lives in the same directory (so the final rename stays on one file system and is
-    atomic) and is hidden. The block turns its own write failures into `write_failed` errors.
+    atomic) and is hidden. The block turns its own write failures into `write_failed` errors. A `cache` entry
+    is not one of the run's outputs (see `committed`).
     """
     path = Path(path)
     if not path.parent.is_dir():
@@ -45,7 +47,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         try:
             os.chmod(tmp, 0o666 & ~_umask())  # some writers (safetensors) create files readable by the owner only
-            _commit(tmp, path)
+            _commit(tmp, path, cache)
         except OSError as e:
             raise write_failed(path, e) from None
     except BaseException:
@@ -53,14 +55,31 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def _commit(tmp: Path, path: Path) -> None:
-    """Rename `tmp` to `path` and record it, with interrupts held until both are done."""
+def _commit(tmp: Path, path: Path, cache: bool = False) -> None:
+    """Rename `tmp` to `path` and record it (unless it is a cache entry), with interrupts held until both are
+    done."""
     held = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
     try:
         os.replace(tmp, path)
-        committed.append(path)
+        if not cache:
+            committed.append(path)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Ignore Ctrl-C, SIGTERM and SIGHUP while the block runs (in the main thread; elsewhere the block runs as
+    is): a second stop request must not cut short the clean-up of the first, which would leave a temporary."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in _INTERRUPTS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _umask() -> int:
@@ -90,17 +109,28 @@ def check_new_directory(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike, cache: bool = False) -> Iterator[Path]:
     """Yield a temporary folder that becomes `path` (see check_new_directory) only if the block completes;
-    otherwise delete it."""
+    otherwise delete it. Before the block runs, the temporary is created and an existing empty `path` is renamed
+    and back, so that a folder that cannot be written to, or an output that cannot be replaced, is refused at
+    once rather than after the work. A `cache` entry is not one of the run's outputs (see `committed`)."""
     path = check_new_directory(path)
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    tmp.mkdir()
+    token = secrets.token_hex(4)
+    tmp = path.with_name(f".{path.name}{_TMP_MARK}{token}")
+    try:
+        tmp.mkdir()
+        if path.exists():
+            aside = path.with_name(f".{path.name}.old-{token}")
+            path.rename(aside)
+            aside.rename(path)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise InputError(f"{path}: cannot write the output folder there ({e.strerror or e})") from None
     try:
         yield tmp
         if path.exists():
             path.rmdir()
-        _commit(tmp, path)
+        _commit(tmp, path, cache)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

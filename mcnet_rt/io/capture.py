@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 
 from mcnet_rt.errors import InputError
-from mcnet_rt.io.video import probe_video, read_timed_frames, is_url
+from mcnet_rt.io.inputs import check_input, is_url
+from mcnet_rt.io.video import STREAM_TIMEOUT, probe_video, read_timed_frames
 
 
 def _say(message: str) -> None:
@@ -74,18 +75,19 @@ class CameraCapture:
 
 class StreamCapture:
     """Frames of a video file or network stream, paced at the stream's own timestamps (as a camera would deliver
-    them) unless `pace` is False; with `loop` a file starts again at its end."""
+    them) unless `pace` is False; with `loop` a file starts again at its end. A stream that does not answer within
+    `timeout` seconds, to connect or for more data, ends in an InputError."""
 
-    def __init__(self, source: str, pace: bool = True, loop: bool = False):
-        self.source, self.pace, self.loop = source, pace, loop
-        self.rate = 30.0 if is_url(source) else float(probe_video(source).fps)
+    def __init__(self, source: str, pace: bool = True, loop: bool = False, timeout: float = STREAM_TIMEOUT):
+        self.source, self.pace, self.loop, self.timeout = check_input(source), pace, loop, timeout
+        self.rate = 30.0 if is_url(self.source) else float(probe_video(self.source).fps)
 
     def frames(self, stop: threading.Event) -> Iterator[np.ndarray]:
         start = time.perf_counter()
         offset = 0.0  # seconds of the earlier loops
         while True:
             last, first = 0.0, None
-            for frame, stamp in read_timed_frames(self.source):
+            for frame, stamp in read_timed_frames(self.source, self.timeout):
                 if stop.is_set():
                     return
                 if stamp is not None:

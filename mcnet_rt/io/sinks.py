@@ -37,23 +37,31 @@ class NullSink:
 
 class FileSink:
     """H.264 MP4 with the frames' real times (millisecond time base). Odd sizes lose their last row/column
-    (yuv420p needs even sizes). The file appears at `path` when the sink is closed."""
+    (yuv420p needs even sizes). The file is begun at the first frame and appears at `path` when the sink is
+    closed: a run that wrote no frame, or failed (`abort`), leaves nothing behind."""
 
     def __init__(self, path: str, width: int, height: int, rate: float):
+        self.path, self.rate = path, Fraction(rate).limit_denominator(1001)
         self.width, self.height = even_size(width, height)
-        self._writer = VideoWriter(path, Fraction(rate).limit_denominator(1001), self.width, self.height,
-                                   time_base=Fraction(1, 1000)).__enter__()
+        self._writer: VideoWriter | None = None
 
     def write(self, frame: np.ndarray, seconds: float) -> None:
+        if self._writer is None:
+            self._writer = VideoWriter(self.path, self.rate, self.width, self.height,
+                                       time_base=Fraction(1, 1000)).__enter__()
         self._writer.write(np.ascontiguousarray(frame[:self.height, :self.width]),
                            Fraction(seconds).limit_denominator(1000))
 
     def close(self) -> None:
-        self._writer.__exit__(None, None, None)
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.__exit__(None, None, None)
 
     def abort(self, error: BaseException) -> None:
         """Remove the partial file (the run failed, as opposed to being stopped)."""
-        self._writer.__exit__(type(error), error, error.__traceback__)
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.__exit__(type(error), error, error.__traceback__)
 
 
 class VirtualCameraSink:

@@ -14,7 +14,7 @@ import numpy as np
 
 from mcnet_rt.errors import InputError
 from mcnet_rt.io.atomic import atomic_output, write_failed
-from mcnet_rt.io.inputs import check_input_file
+from mcnet_rt.io.inputs import check_input, is_url
 
 if TYPE_CHECKING:
     import av
@@ -47,19 +47,20 @@ def _pyav():
     return av
 
 
-def is_url(name: str | os.PathLike) -> bool:
-    """A network stream (rtsp://, http://, ...) rather than a file."""
-    return "://" in str(name)
+# Seconds a network stream may take to connect, and then to deliver more data, before it counts as lost: a
+# server that accepts and never answers must not hang the reader (nor a stop request waiting for it).
+STREAM_TIMEOUT = 10.0
 
 
-def _open(path: Path | str) -> av.container.InputContainer:
-    """A file (checked first) or a network stream URL, opened for reading."""
+def _open(path: Path | str, timeout: float = STREAM_TIMEOUT) -> av.container.InputContainer:
+    """A file (checked first) or a network stream URL (with `timeout`), opened for reading."""
     av = _pyav()
-    if not is_url(path):
-        check_input_file(path)
+    path = check_input(path)
     try:
         # Titles and comments in Latin-1 are common in camera files; they must not stop the video being read.
-        return av.open(str(path), metadata_errors="ignore")
+        return av.open(str(path), metadata_errors="ignore", timeout=timeout if is_url(path) else None)
+    except av.ExitError:
+        raise InputError(f"{path}: no answer within {timeout:g} s") from None
     except av.FFmpegError as e:
         raise InputError(f"{path}: not a readable video ({e.strerror or e})") from e
 
@@ -84,6 +85,8 @@ def _decode(path: Path, container: av.container.InputContainer) -> Iterator[tupl
             frame = next(frames)
         except StopIteration:
             break
+        except av.ExitError:  # the read timeout of a network stream
+            raise InputError(f"{path}: no data for {container.read_timeout:g} s after frame {index}") from None
         except av.FFmpegError as e:
             raise InputError(f"{path}: cannot decode frame {index} ({e.strerror or e})") from e
         rgb = frame.to_ndarray(format="rgb24")
@@ -98,7 +101,7 @@ def _decode(path: Path, container: av.container.InputContainer) -> Iterator[tupl
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Describe a video, decoding its first frame so that an unusable file fails here, before any work."""
-    path = Path(path)
+    path = check_input(path)
     with _open(path) as container:
         stream = _video_stream(path, container)
         fps = stream.average_rate or stream.guessed_rate
@@ -115,11 +118,13 @@ def read_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
         yield frame
 
 
-def read_timed_frames(path: str | os.PathLike) -> Iterator[tuple[np.ndarray, Fraction | None]]:
+def read_timed_frames(path: str | os.PathLike, timeout: float = STREAM_TIMEOUT) \
+        -> Iterator[tuple[np.ndarray, Fraction | None]]:
     """Like read_frames, with each frame's presentation time in seconds (None where the file gives none), so
-    that a variable-frame-rate video keeps its timing. `path` may be a network stream URL."""
-    path = str(path) if is_url(path) else Path(path)
-    with _open(path) as container:
+    that a variable-frame-rate video keeps its timing. `path` may be a network stream URL, given up after
+    `timeout` seconds without an answer."""
+    path = check_input(path)
+    with _open(path, timeout) as container:
         yield from _decode(path, container)
 
 

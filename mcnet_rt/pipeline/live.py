@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..animate import burn_label
+from ..io.atomic import interrupts_held
 from .session import Session, process_batch
 from .stats import StageTimes, percentiles
 from .step import FrameStep
@@ -58,6 +59,11 @@ class LatestSlot:
         with self._ready:
             self._closed = True
             self._ready.notify_all()
+
+
+# The most a stop waits for the output thread to finish the frame it is writing, and for the capture thread (which
+# a stream that does not answer can hold): with the clean-up after them, `live` ends within 5 s of a stop.
+OUTPUT_SECONDS, CAPTURE_SECONDS = 2.0, 1.0
 
 
 @dataclass
@@ -101,26 +107,46 @@ class LiveRunner:
 
     def run(self) -> dict:
         """Run until the input ends, `stop` is set, or Ctrl-C / SIGTERM (raised as KeyboardInterrupt in this
-        thread): the threads are then stopped and the sink closed cleanly. Returns `stats()`."""
+        thread): the threads are then stopped and the sink closed (removed if the run failed or wrote nothing).
+        Returns `stats()`."""
         threads = [threading.Thread(target=self._guard, args=(self._capture_loop,), name="capture", daemon=True),
                    threading.Thread(target=self._guard, args=(self._output_loop,), name="output", daemon=True)]
         for thread in threads:
             thread.start()
+        failure = None
         try:
             self._inference_loop()
         except KeyboardInterrupt:
             pass  # a requested stop: the sink is closed below, the recording kept
+        except BaseException as e:
+            failure = e
+            raise
         finally:
-            self.stop.set()
-            self.inputs.close()
-            self.outputs.close()
-            for thread in threads:
-                thread.join()
-            self.capture.close()
-            self.sink.close()
+            with interrupts_held():
+                self._shut_down(threads, failure)
         if self._errors:
             raise self._errors[0]
         return self.stats()
+
+    def _shut_down(self, threads: list[threading.Thread], failure: BaseException | None) -> None:
+        """Stop the threads, waiting OUTPUT_SECONDS at most in all, CAPTURE_SECONDS for the capture: a capture
+        blocked in a stream that does not answer is left behind (a daemon thread, ended by its timeout or the
+        process's exit)."""
+        self.stop.set()
+        self.inputs.close()
+        self.outputs.close()
+        capture, output = threads
+        started = time.monotonic()
+        output.join(OUTPUT_SECONDS)  # the sink is closed below: not under a write in progress
+        capture.join(max(0.0, started + CAPTURE_SECONDS - time.monotonic()))
+        if not capture.is_alive():  # a camera must not be released under a read in progress
+            self.capture.close()
+        failure = failure or (self._errors[0] if self._errors else None)
+        abort = getattr(self.sink, "abort", None)
+        if failure is not None and abort is not None:
+            abort(failure)
+        else:
+            self.sink.close()
 
     def _guard(self, loop) -> None:
         try:
