@@ -89,6 +89,17 @@ def test_latest_frame_policy_drops_stale_frames_under_a_slow_model(small_model, 
     assert len(sink.frames) == stats["frames_output"]
 
 
+@pytest.mark.parametrize("smoothing", [float("nan"), float("inf"), -0.1])
+def test_smoothing_that_is_not_a_finite_time_is_refused_by_the_api_too(small_model, feat_data, smoothing):
+    """The CLI refuses these at parse time; a Python or browser caller must not get nan silently as 'off'."""
+    with pytest.raises(InputError, match="smoothing"):
+        SessionOptions(smoothing=smoothing)
+    session = Session(small_model, read_image(feat_data / "single_face.jpg"), SessionOptions(crop="none"))
+    with pytest.raises(InputError, match="smoothing must be a finite number of seconds"):
+        session.set_smoothing(smoothing)
+    session.close()
+
+
 def test_latest_slot_holds_one_item_and_counts_the_replaced():
     slot = LatestSlot()
     for i in range(5):

@@ -54,7 +54,7 @@ def _save(path: Path, transform: CropTransform, cache: SourceCache) -> None:
                "frame_size": torch.tensor(transform.frame_size), "image": cache.image,
                "kp_value": cache.keypoints.value, "kp_jacobian": cache.keypoints.jacobian,
                **{f"feature_{i}": f for i, f in enumerate(cache.features)}}
-    with atomic_output(path) as tmp:
+    with atomic_output(path, cache=True) as tmp:  # a cache entry, not one of the run's outputs
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
 
 

@@ -18,6 +18,7 @@ pose reads its keypoints back once (the adaptive movement scale is a convex hull
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +74,7 @@ class SessionOptions:
             faces.check_choice(self.face)
         except ValueError as e:
             raise InputError(str(e)) from None
-        if self.smoothing < 0 or self.rate <= 0 or self.detect_every < 1:
+        if not (0 <= self.smoothing < math.inf and 0 < self.rate < math.inf) or self.detect_every < 1:  # nan too
             raise InputError(f"need smoothing >= 0, rate > 0 and detect_every >= 1, got {self.smoothing}, "
                              f"{self.rate}, {self.detect_every}")
         if self.output_size is not None and min(self.output_size) < 2:
@@ -192,8 +193,8 @@ class Session:
 
     def set_smoothing(self, seconds: float) -> None:
         """One-Euro smoothing of the driving keypoints: seconds of time constant at rest, 0 = off."""
-        if seconds < 0:
-            raise InputError(f"smoothing must be >= 0 seconds, got {seconds}")
+        if not 0 <= seconds < math.inf:  # nan too
+            raise InputError(f"smoothing must be a finite number of seconds >= 0, got {seconds}")
         self.keypoint_filter = faces.OneEuroFilter(min_cutoff=1 / (2 * np.pi * seconds), beta=KEYPOINT_BETA,
                                                    rate=self.options.rate) if seconds > 0 else None
 
