@@ -99,12 +99,12 @@ async def until(condition, timeout: float, what: str) -> float:
 CONTROLS = ({"smoothing": 0.2}, {"reset": True}, {"smoothing": "a lot"})
 
 
-async def call_server(url: str, frames, avatar=None, seconds: float = 2.0, messages=CONTROLS):
-    """One aiortc caller: sends `frames` and the data-channel `messages` (JSON values, or str sent as they are);
-    returns (its connection, avatar frames received, messages received, the server's status during the call)."""
+async def start_call(http: ClientSession, url: str, frames, avatar=None):
+    """An aiortc caller that sends `frames` (a real clip, looped) and offers its call to `url`: returns (its
+    connection, its control channel, the avatar frames it receives (a list that grows), the offer's HTTP status,
+    the answer's JSON). The answer is set on the connection when the status is 200."""
     pc, channel = await caller_offer(ClipTrack(frames))
-    received, stats = [], []
-    channel.on("message", lambda message: stats.append(json.loads(message)))
+    received = []
 
     @pc.on("track")
     def on_track(track):
@@ -114,12 +114,22 @@ async def call_server(url: str, frames, avatar=None, seconds: float = 2.0, messa
                     received.append((await track.recv()).to_ndarray(format="rgb24"))
         asyncio.ensure_future(read())
 
-    async with ClientSession() as http:
-        response = await http.post(f"{url}/api/offer", json={"sdp": pc.localDescription.sdp, "type": "offer",
-                                                              "avatar": avatar or {"sample": "single_face"}})
-        answer = await response.json()
-        assert response.status == 200, answer
+    response = await http.post(f"{url}/api/offer", json={"sdp": pc.localDescription.sdp, "type": "offer",
+                                                          "avatar": avatar or {"sample": "single_face"}})
+    answer = await response.json()
+    if response.status == 200:
         await pc.setRemoteDescription(RTCSessionDescription(**{k: answer[k] for k in ("sdp", "type")}))
+    return pc, channel, received, response.status, answer
+
+
+async def call_server(url: str, frames, avatar=None, seconds: float = 2.0, messages=CONTROLS):
+    """One aiortc caller: sends `frames` and the data-channel `messages` (JSON values, or str sent as they are);
+    returns (its connection, avatar frames received, messages received, the server's status during the call)."""
+    async with ClientSession() as http:
+        pc, channel, received, code, answer = await start_call(http, url, frames, avatar)
+        assert code == 200, answer
+        stats = []
+        channel.on("message", lambda message: stats.append(json.loads(message)))
         channel_open = asyncio.Event()
         channel.on("open", channel_open.set)
         await asyncio.wait_for(channel_open.wait(), 10)
@@ -128,6 +138,17 @@ async def call_server(url: str, frames, avatar=None, seconds: float = 2.0, messa
         await asyncio.sleep(seconds)
         status = await (await http.get(f"{url}/api/status")).json()
     return pc, received, stats, status
+
+
+def loopback_session_functions(args):
+    """A cluster replica's (make_session, process): the real model from `args`, and in that replica's process ICE
+    limited to loopback as `loopback_ice` does in-process."""
+    import aioice.ice
+
+    from mcnet_rt.cli import serve_session_functions
+
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
+    return serve_session_functions(args)
 
 
 # `mcnet-rt serve` as a separate process, its ICE limited to loopback as loopback_ice does in-process.

@@ -58,7 +58,7 @@ class Engine:
     own process; each cluster replica runs one on its GPU."""
 
     def __init__(self, make_session: MakeSession, process: Process, max_sessions: int, deadline_s: float = 0.25,
-                 idle_s: float = IDLE_TIMEOUT_S, ice_servers: list[RTCIceServer] | None = None):
+                 idle_s: float = IDLE_TIMEOUT_S, ice_servers: list[dict] | None = None):
         def process_video_frames(sessions: list, frames: list) -> list:  # on the model thread
             return process(sessions, [frame.to_ndarray(format="rgb24") for frame in frames])
 
@@ -67,7 +67,7 @@ class Engine:
         self.peers: set[Peer] = set()
         self.names = itertools.count(1)
         self.idle_s = idle_s
-        self.ice_servers = ice_servers or []
+        self.ice_servers = [RTCIceServer(**server) for server in ice_servers or []]
         self.task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -173,6 +173,7 @@ class LocalCalls:
 STATE = web.AppKey("state", Engine)  # serve's engine (tests look into its scheduler and peers)
 CALLS = web.AppKey("calls", object)  # LocalCalls, or the cluster's forwarder: full(), answer(), start/stop, status
 UPLOADS = web.AppKey("uploads", collections.OrderedDict)  # id -> encoded bytes, checked, newest last
+ICE_SERVERS = web.AppKey("ice_servers", list)
 
 
 def error(status: type[web.HTTPException], message: str, **kwargs) -> web.HTTPException:
@@ -192,11 +193,13 @@ def build_app(make_session: MakeSession, process: Process, max_sessions: int, to
     return app
 
 
-def ingress_app(calls: Any, token: str | None) -> web.Application:
+def ingress_app(calls: Any, token: str | None, ice_servers: list[dict] | None = None) -> web.Application:
     """The page, the avatar upload, the offer and the status behind the security checks; offers are answered by
-    `calls` (this process's Engine for `serve`, a cluster's replicas for `cluster`)."""
+    `calls` (this process's Engine for `serve`, a cluster's replicas for `cluster`); `ice_servers` (the browser's
+    RTCIceServer dicts: urls, username, credential) go to the page."""
     app = web.Application(middlewares=[security_middleware(token)], client_max_size=MAX_REQUEST_BYTES)
     app[CALLS] = calls
+    app[ICE_SERVERS] = list(ice_servers or [])
     app[UPLOADS] = collections.OrderedDict()
     app.router.add_get("/", page)
     app.router.add_get("/static/{name}", page_file)
@@ -205,6 +208,7 @@ def ingress_app(calls: Any, token: str | None) -> web.Application:
     app.router.add_post("/api/avatar", upload_avatar)
     app.router.add_post("/api/offer", offer)
     app.router.add_get("/api/status", status)
+    app.router.add_get("/api/config", page_config)
     app.on_startup.append(lambda app: calls.start())
     app.on_shutdown.append(lambda app: calls.stop())
     return app
@@ -313,6 +317,11 @@ async def offer(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     return web.json_response(request.app[CALLS].status())
+
+
+async def page_config(request: web.Request) -> web.Response:
+    """What the page needs besides its files: the STUN/TURN servers its connection may use."""
+    return web.json_response({"iceServers": request.app[ICE_SERVERS]})
 
 
 def model_session_functions(model, step, dtype,
