@@ -140,6 +140,35 @@ async def call_server(url: str, frames, avatar=None, seconds: float = 2.0, messa
     return pc, received, stats, status
 
 
+async def frames_flow(received: list, timeout: float, what: str) -> float:
+    """Seconds until three more avatar frames arrived in `received` (a list `start_call` fills)."""
+    count = len(received)
+    return await until(lambda: len(received) >= count + 3, timeout, what)
+
+
+async def call_until_answered(http, url, frames, limit_s: float = 60.0):
+    """What the page does: call; on 503 wait the Retry-After and call again (bounded)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        call = await start_call(http, url, frames)
+        if call[3] != 503 or time.monotonic() > deadline:
+            return call
+        await call[0].close()
+        await asyncio.sleep(1)
+
+
+async def reconnect_when_silent(http, url, frames, call, silent_s: float = 2.0, limit_s: float = 60.0):
+    """What the page does when its stream stops: no avatar frame for `silent_s` -> hang up and call again."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        count = len(call[2])
+        await asyncio.sleep(silent_s)
+        if len(call[2]) == count:
+            break
+    await call[0].close()
+    return await call_until_answered(http, url, frames, limit_s)
+
+
 def loopback_session_functions(args):
     """A cluster replica's (make_session, process): the real model from `args`, and in that replica's process ICE
     limited to loopback as `loopback_ice` does in-process."""

@@ -23,8 +23,9 @@ from mcnet_rt.cluster.calls import ClusterCalls  # noqa: E402
 from mcnet_rt.cluster.deploy import EngineOptions, deploy, ice_servers  # noqa: E402
 from mcnet_rt.errors import InputError  # noqa: E402
 from mcnet_rt.serve.server import ingress_app  # noqa: E402
-from serve_helpers import (clip_frames, loopback_ice, loopback_session_functions, needs_isolation,  # noqa: E402
-                           running_server, start_call, until)
+from serve_helpers import (call_until_answered, clip_frames, frames_flow, loopback_ice,  # noqa: E402
+                           loopback_session_functions, needs_isolation, reconnect_when_silent, running_server,
+                           start_call)
 
 NODE = {"num_cpus": 1, "resources": {"fake_gpu": 1}, "node_ip_address": "127.0.0.1",
         "object_store_memory": 100 * 1024 * 1024}
@@ -58,34 +59,6 @@ def engines():
 def ingress(handle, token=None):
     with running_server(ingress_app(ClusterCalls(handle, place_timeout_s=3.0, retry_after_s=1), token)) as (url, _):
         yield url
-
-
-async def frames_flow(received: list, timeout: float, what: str) -> float:
-    count = len(received)
-    return await until(lambda: len(received) >= count + 3, timeout, what)
-
-
-async def call_until_answered(http, url, frames, limit_s: float = 60.0):
-    """What the page does: call; on 503 wait the Retry-After and call again (bounded)."""
-    deadline = time.monotonic() + limit_s
-    while True:
-        call = await start_call(http, url, frames)
-        if call[3] != 503 or time.monotonic() > deadline:
-            return call
-        await call[0].close()
-        await asyncio.sleep(1)
-
-
-async def reconnect_when_silent(http, url, frames, call, silent_s: float = 2.0, limit_s: float = 60.0):
-    """What the page does when its stream stops: no avatar frame for `silent_s` -> hang up and call again."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        count = len(call[2])
-        await asyncio.sleep(silent_s)
-        if len(call[2]) == count:
-            break
-    await call[0].close()
-    return await call_until_answered(http, url, frames, limit_s)
 
 
 @needs_isolation
