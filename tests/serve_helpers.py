@@ -169,17 +169,6 @@ async def reconnect_when_silent(http, url, frames, call, silent_s: float = 2.0, 
     return await call_until_answered(http, url, frames, limit_s)
 
 
-def loopback_session_functions(args):
-    """A cluster replica's (make_session, process): the real model from `args`, and in that replica's process ICE
-    limited to loopback as `loopback_ice` does in-process."""
-    import aioice.ice
-
-    from mcnet_rt.cli import serve_session_functions
-
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
-    return serve_session_functions(args)
-
-
 # `mcnet-rt serve` as a separate process, its ICE limited to loopback as loopback_ice does in-process.
 SERVE_ON_LOOPBACK = ("import sys, aioice.ice; "
                      "aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ['127.0.0.1']; "

@@ -4,61 +4,28 @@ sending a real clip through the ingress. Everything on loopback; Ray is started 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import os
-import sys
 import time
 
 import pytest
+from aiohttp import ClientSession
 
-os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-ray = pytest.importorskip("ray")
-from aiohttp import ClientSession  # noqa: E402
-from ray import serve  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
+from cluster_helpers import ingress, local_engines, replica_actor  # first: it keeps Ray's usage report off
+import ray
+from mcnet_rt.cluster.deploy import ice_servers
+from mcnet_rt.errors import InputError
+from serve_helpers import (INTERFACES, call_until_answered, clip_frames, frames_flow, loopback_ice, needs_isolation,
+                           reconnect_when_silent, start_call)
 
-from mcnet_rt.cli import build_parser  # noqa: E402
-from mcnet_rt.cluster.calls import ClusterCalls  # noqa: E402
-from mcnet_rt.cluster.deploy import EngineOptions, deploy, ice_servers  # noqa: E402
-from mcnet_rt.errors import InputError  # noqa: E402
-from mcnet_rt.serve.server import ingress_app  # noqa: E402
-from serve_helpers import (call_until_answered, clip_frames, frames_flow, loopback_ice,  # noqa: E402
-                           loopback_session_functions, needs_isolation, reconnect_when_silent, running_server,
-                           start_call)
-
-NODE = {"num_cpus": 1, "resources": {"fake_gpu": 1}, "node_ip_address": "127.0.0.1",
-        "object_store_memory": 100 * 1024 * 1024}
 FREEZE_LIMIT_S = 60.0  # kill -> frames again on the caller's new call; measured and printed, far below this
 
 
 @pytest.fixture(scope="module")
 def engines():
     """Two engines, one session each, on a two-node local cluster (started once for the module)."""
-    if [name for _, name in __import__("socket").if_nameindex()] != ["lo"]:
+    if INTERFACES != ["lo"]:
         pytest.skip("starts Ray, so it runs only in a network namespace with loopback alone")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PYTHONPATH", os.pathsep.join(sys.path))  # the replicas import serve_helpers
-        cluster = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
-        try:
-            cluster.add_node(**NODE)
-            ray.init(address=cluster.address, include_dashboard=False, logging_level="WARNING",
-                     _node_ip_address="127.0.0.1")
-            args = build_parser().parse_args(["cluster", "--untrained", "small", "--device", "cpu"])
-            options = EngineOptions(functools.partial(loopback_session_functions, args), replicas=2,
-                                    sessions_per_gpu=1, gpu_resource="fake_gpu", stuck_after_s=20.0)
-            yield deploy(options)
-        finally:
-            with contextlib.suppress(Exception):
-                serve.shutdown()
-            ray.shutdown()
-            cluster.shutdown()
-
-
-@contextlib.contextmanager
-def ingress(handle, token=None):
-    with running_server(ingress_app(ClusterCalls(handle, place_timeout_s=3.0, retry_after_s=1), token)) as (url, _):
-        yield url
+    with local_engines(nodes=2, sessions_per_gpu=1) as handle:
+        yield handle
 
 
 @needs_isolation
@@ -88,7 +55,7 @@ def test_callers_are_placed_per_gpu_refused_when_full_and_reconnect_after_a_repl
             await second[0].close()
 
             killed = time.monotonic()
-            ray.kill(ray.get_actor(third[4]["replica"], namespace="serve"), no_restart=True)
+            ray.kill(replica_actor(third[4]["replica"]), no_restart=True)
             fourth = await reconnect_when_silent(http, url, frames, third)
             assert fourth[3] == 200, fourth[4]
             await frames_flow(fourth[2], FREEZE_LIMIT_S, "frames after the replica died")
