@@ -4,17 +4,25 @@ sending a real clip through the ingress. Everything on loopback; Ray is started 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import threading
 import time
 
+import numpy as np
 import pytest
 from aiohttp import ClientSession
 
 from cluster_helpers import ingress, local_engines, replica_actor  # first: it keeps Ray's usage report off
 import ray
+from mcnet_rt.cli import main
 from mcnet_rt.cluster.deploy import ice_servers
+from mcnet_rt.cluster.replica import health_problem
+from mcnet_rt.serve.scheduler import BatchScheduler
 from mcnet_rt.errors import InputError
-from serve_helpers import (INTERFACES, call_until_answered, clip_frames, frames_flow, loopback_ice, needs_isolation,
-                           reconnect_when_silent, start_call)
+from serve_helpers import (INTERFACES, StandInSession, call_until_answered, clip_frames, frames_flow, loopback_ice,
+                           needs_isolation, reconnect_when_silent, start_call, until)
 
 FREEZE_LIMIT_S = 60.0  # kill -> frames again on the caller's new call; measured and printed, far below this
 
@@ -94,3 +102,46 @@ def test_turn_servers_need_credentials():
         ice_servers(["turn:turn.example.org"], None, None)
     with pytest.raises(InputError, match="expected a stun:"):
         ice_servers(["http://example.org"], None, None)
+
+
+def test_cluster_command_refuses_bad_options_before_joining_ray(capsys):
+    assert main(["cluster", "--untrained", "small", "--sessions-per-gpu", "0"]) == 2
+    assert "--sessions-per-gpu must be at least 1" in capsys.readouterr().err
+    assert main(["cluster", "--untrained", "small", "--ice-server", "turn:turn.example.org"]) == 2
+    assert "a TURN server needs --ice-username and --ice-credential" in capsys.readouterr().err
+    assert not ray.is_initialized()
+
+
+def test_serve_does_not_import_ray():
+    code = "import sys, mcnet_rt.cli, mcnet_rt.serve.server; print('ray' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert result.stdout.strip() == "False"
+
+
+def test_an_engine_whose_model_hangs_or_fails_reports_unhealthy():
+    async def body():
+        release = threading.Event()
+
+        def process(sessions, frames):
+            if frames[0] == "fail":
+                raise RuntimeError("CUDA error: an illegal memory access was encountered (stand-in)")
+            release.wait(10)
+            return frames
+
+        scheduler = BatchScheduler(process, max_sessions=1)
+        runner = asyncio.ensure_future(scheduler.run())
+        slot = scheduler.open(StandInSession(np.arange(12, dtype=np.uint8).reshape(2, 2, 3)))
+        assert health_problem(scheduler, 0.2) is None
+        scheduler.submit(slot, "hang")
+        await until(lambda: health_problem(scheduler, 0.2) is not None, 5, "the hung batch to be noticed")
+        assert "has not finished a batch" in health_problem(scheduler, 0.2)
+        release.set()
+        await until(lambda: health_problem(scheduler, 0.2) is None, 5, "the batch to finish")
+        scheduler.submit(slot, "fail")
+        await until(lambda: health_problem(scheduler, 0.2) is not None, 5, "the failed batch to be noticed")
+        assert "CUDA error" in health_problem(scheduler, 0.2)
+        runner.cancel()
+        scheduler.shutdown()
+
+    asyncio.run(body())

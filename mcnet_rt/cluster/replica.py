@@ -12,7 +12,7 @@ import ray
 from aiortc import RTCSessionDescription
 
 from ..serve.server import Engine, MakeSession
-from ..serve.scheduler import Process
+from ..serve.scheduler import BatchScheduler, Process
 
 log = logging.getLogger("mcnet_rt.cluster")
 CLOSED_POLL_S = 0.5  # how often an open call checks whether its caller has gone
@@ -42,11 +42,18 @@ class EngineReplica:
             await peer.close("its call ended")
 
     def check_health(self) -> None:
-        scheduler = self.engine.scheduler
-        if scheduler.stuck_s() > self.stuck_after_s:
-            raise RuntimeError(f"the model has not finished a batch for {scheduler.stuck_s():.1f} s")
-        if scheduler.failure is not None:
-            raise RuntimeError(f"the last batch failed: {scheduler.failure!r}")
+        problem = health_problem(self.engine.scheduler, self.stuck_after_s)
+        if problem is not None:
+            raise RuntimeError(problem)
 
     def status(self) -> dict:
         return {**self.engine.status(), "replica": self.name}
+
+
+def health_problem(scheduler: BatchScheduler, stuck_after_s: float) -> str | None:
+    """Why an engine should be replaced: its batch in flight has run too long, or its last batch raised."""
+    if scheduler.stuck_s() > stuck_after_s:
+        return f"the model has not finished a batch for {scheduler.stuck_s():.1f} s"
+    if scheduler.failure is not None:
+        return f"the last batch failed: {scheduler.failure!r}"
+    return None
