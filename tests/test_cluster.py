@@ -104,12 +104,11 @@ def test_turn_servers_need_credentials():
         ice_servers(["http://example.org"], None, None)
 
 
-def test_cluster_command_refuses_bad_options_before_joining_ray(capsys):
+def test_cluster_command_refuses_bad_options(capsys):
     assert main(["cluster", "--untrained", "small", "--sessions-per-gpu", "0"]) == 2
     assert "--sessions-per-gpu must be at least 1" in capsys.readouterr().err
     assert main(["cluster", "--untrained", "small", "--ice-server", "turn:turn.example.org"]) == 2
     assert "a TURN server needs --ice-username and --ice-credential" in capsys.readouterr().err
-    assert not ray.is_initialized()
 
 
 def test_serve_does_not_import_ray():
