@@ -16,6 +16,8 @@ from aiohttp import ClientSession
 
 from cluster_helpers import ingress, local_engines, replica_actor  # first: it keeps Ray's usage report off
 import ray
+from browser_helpers import avatar_changes, browser, fake_camera, wait_for  # noqa: F401 (fixtures)
+from browser_helpers import start_call as open_page
 from mcnet_rt.cli import main
 from mcnet_rt.cluster.deploy import ice_servers
 from mcnet_rt.cluster.replica import health_problem
@@ -144,3 +146,40 @@ def test_an_engine_whose_model_hangs_or_fails_reports_unhealthy():
         scheduler.shutdown()
 
     asyncio.run(body())
+
+
+@needs_isolation
+def test_the_page_through_the_ingress_retries_while_every_gpu_is_busy(engines, browser, feat_data, monkeypatch):
+    """Chromium's page: both engines' slots taken by aiortc callers, it shows the retry message; when one leaves,
+    its next try is answered and the avatar plays. Last in the module: Playwright's sync API keeps an event loop
+    running in this thread from then on, so `asyncio.run` (the tests above) no longer works here."""
+    loopback_ice(monkeypatch)
+    frames = clip_frames(feat_data / "single_face.mp4", 30, (320, 240))
+    loop = asyncio.new_event_loop()  # the aiortc callers run here while Playwright drives the page
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def run(coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result(120)
+
+    async def take_both_slots(url):
+        http = ClientSession()
+        calls = [await call_until_answered(http, url, frames) for _ in range(2)]
+        return http, calls
+
+    try:
+        with ingress(engines) as url:
+            http, calls = run(take_both_slots(url))
+            assert [call[3] for call in calls] == [200, 200], [call[4] for call in calls]
+            page = open_page(browser, url)
+            wait_for(lambda: "all GPUs are busy, retrying in 1 s" in page.text_content("#status"), 30,
+                     "the page's retry message")
+            run(calls[0][0].close())
+            avatar_changes(page, 60)
+            page.context.close()
+            run(calls[1][0].close())
+            run(http.close())
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
