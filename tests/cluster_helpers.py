@@ -38,19 +38,18 @@ def loopback_session_functions(args):
 
 
 @contextlib.contextmanager
-def local_engines(nodes: int = 2, sessions_per_gpu: int = 1, stuck_after_s: float = 20.0):
-    """One engine per simulated node; yields the deployment's handle once they are all up."""
+def local_cluster(nodes: int = 2, node: dict = NODE):
+    """A Ray cluster of `nodes` simulated nodes on this machine, this process connected as its driver; yields its
+    address."""
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(sys.path)  # the replicas import this module
-    cluster = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     try:
         for _ in range(nodes - 1):
-            cluster.add_node(**NODE)
+            cluster.add_node(**node)
         ray.init(address=cluster.address, include_dashboard=False, logging_level="WARNING",
                  _node_ip_address="127.0.0.1")
-        args = build_parser().parse_args(["cluster", "--untrained", "small", "--device", "cpu"])
-        yield deploy(EngineOptions(functools.partial(loopback_session_functions, args), replicas=nodes,
-                                   sessions_per_gpu=sessions_per_gpu, gpu_resource=GPU, stuck_after_s=stuck_after_s))
+        yield cluster.address
     finally:
         with contextlib.suppress(Exception):
             serve.shutdown()
@@ -60,6 +59,15 @@ def local_engines(nodes: int = 2, sessions_per_gpu: int = 1, stuck_after_s: floa
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = saved
+
+
+@contextlib.contextmanager
+def local_engines(nodes: int = 2, sessions_per_gpu: int = 1, stuck_after_s: float = 20.0):
+    """One engine per simulated node; yields the deployment's handle once they are all up."""
+    with local_cluster(nodes):
+        args = build_parser().parse_args(["cluster", "--untrained", "small", "--device", "cpu"])
+        yield deploy(EngineOptions(functools.partial(loopback_session_functions, args), replicas=nodes,
+                                   sessions_per_gpu=sessions_per_gpu, gpu_resource=GPU, stuck_after_s=stuck_after_s))
 
 
 @contextlib.contextmanager
