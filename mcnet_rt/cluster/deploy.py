@@ -61,6 +61,7 @@ def ice_servers(urls: list[str], username: str | None, credential: str | None) -
 def deploy(options: EngineOptions) -> Any:
     """Deploy the engines (Ray must be initialised); the deployment's handle once every replica is up."""
     serve.start(proxy_location="Disabled")  # the page is served by the ingress; Serve opens no HTTP port
+    # A call waits for a free slot in the router's queue (bounded here; the ingress gives up after its own timeout).
     deployment = serve.deployment(
         EngineReplica, name="engine", num_replicas=options.replicas, ray_actor_options=options.actor_options(),
         max_ongoing_requests=options.sessions_per_gpu, max_queued_requests=options.replicas * options.sessions_per_gpu,
@@ -70,8 +71,8 @@ def deploy(options: EngineOptions) -> Any:
     return serve.run(app, name=APP_NAME, route_prefix=None)
 
 
-def gpus_in_cluster(resource: str = "GPU") -> int:
-    count = int(ray.cluster_resources().get(resource, 0))
+def gpus_in_cluster() -> int:
+    count = int(ray.cluster_resources().get("GPU", 0))
     if count < 1:
         raise InputError("the Ray cluster has no GPU (start its nodes with `ray start`, which finds their GPUs, "
                          "or pass --gpus)")

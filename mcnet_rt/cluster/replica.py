@@ -46,9 +46,6 @@ class EngineReplica:
         if problem is not None:
             raise RuntimeError(problem)
 
-    def status(self) -> dict:
-        return {**self.engine.status(), "replica": self.name}
-
 
 def health_problem(scheduler: BatchScheduler, stuck_after_s: float) -> str | None:
     """Why an engine should be replaced: its batch in flight has run too long, or its last batch raised."""
