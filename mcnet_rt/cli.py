@@ -1,4 +1,4 @@
-"""The `mcnet-rt` command: animate, convert, info, doctor, evaluate, prepare-data, serve."""
+"""The `mcnet-rt` command: animate, convert, info, doctor, evaluate, prepare-data, serve, cluster."""
 from __future__ import annotations
 
 import argparse
@@ -370,15 +370,35 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if args.max_sessions < 1:
         raise InputError(f"--max-sessions must be at least 1, got {args.max_sessions}")
     token = security.access_token(args.host, args.token)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    app = server.build_app(*serve_session_functions(args), args.max_sessions, token)
+    raise Terminated(server.serve(app, args.host, args.port, token))
+
+
+def serve_session_functions(args: argparse.Namespace):
+    """(make_session, process) for the model options in `args`: `serve`'s, and each `cluster` replica's on its GPU."""
+    from .serve import server
+
     device = pick_device(args.device)
     dtype = pick_dtype(args.precision, device)
     model, _ = model_from_args(args, device)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     step = load_backend(args.backend, FrameStep(model, dtype))
-    sessions = server.model_session_functions(model, step, dtype, SessionOptions(detect_every=args.detect_every,
-                                                                                face=args.face, align=args.align))
-    app = server.build_app(*sessions, args.max_sessions, token)
-    raise Terminated(server.serve(app, args.host, args.port, token))
+    return server.model_session_functions(model, step, dtype, SessionOptions(detect_every=args.detect_every,
+                                                                             face=args.face, align=args.align))
+
+
+def cmd_cluster(args: argparse.Namespace) -> None:
+    import logging
+
+    from .serve import security
+
+    if args.sessions_per_gpu < 1:
+        raise InputError(f"--sessions-per-gpu must be at least 1, got {args.sessions_per_gpu}")
+    token = security.access_token(args.host, args.token)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from .cluster import deploy  # Ray loads only for this command
+
+    raise Terminated(deploy.run(args, token))
 
 
 class Parser(argparse.ArgumentParser):
@@ -526,6 +546,28 @@ def build_parser() -> argparse.ArgumentParser:
                    "address without one")
     add_backend_argument(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("cluster", help="serve's page on a running Ray cluster: one engine per GPU, callers placed "
+                       "on a GPU with a free slot")
+    p.add_argument("--address", default="auto", help="the Ray cluster to join (default auto: the one started on "
+                   "this machine with `ray start`)")
+    p.add_argument("--host", default="127.0.0.1", help="address the page listens on (any non-loopback one needs a "
+                   "token)")
+    p.add_argument("--port", type=port_number, default=8080, help="TCP port of the page (default 8080; 0: any)")
+    add_model_options(p)
+    add_detect_every_option(p)
+    add_face_options(p)
+    p.add_argument("--sessions-per-gpu", type=int, default=8, help="callers per GPU; when every GPU is full the "
+                   "next caller is told to retry (default 8)")
+    p.add_argument("--gpus", type=int, help="engines to start, one per GPU (default: every GPU in the cluster)")
+    p.add_argument("--ice-server", action="append", default=[], metavar="URL", help="a stun: or turn: server "
+                   "for the page and the engines (repeatable); needed when a GPU machine is behind NAT")
+    p.add_argument("--ice-username", help="username for the turn: servers")
+    p.add_argument("--ice-credential", help="credential for the turn: servers")
+    p.add_argument("--token", help="access token (at least 16 characters); generated when binding a non-loopback "
+                   "address without one")
+    add_backend_argument(p)
+    p.set_defaults(func=cmd_cluster)
     return parser
 
 

@@ -101,12 +101,12 @@ async def until(condition, timeout: float, what: str) -> float:
 CONTROLS = ({"smoothing": 0.2}, {"reset": True}, {"smoothing": "a lot"})
 
 
-async def call_server(url: str, frames, avatar=None, seconds: float = 2.0, messages=CONTROLS):
-    """One aiortc caller: sends `frames` and the data-channel `messages` (JSON values, or str sent as they are);
-    returns (its connection, avatar frames received, messages received, the server's status during the call)."""
+async def start_call(http: ClientSession, url: str, frames, avatar=None):
+    """An aiortc caller that sends `frames` (a real clip, looped) and offers its call to `url`: returns (its
+    connection, its control channel, the avatar frames it receives (a list that grows), the offer's HTTP status,
+    the answer's JSON). The answer is set on the connection when the status is 200."""
     pc, channel = await caller_offer(ClipTrack(frames))
-    received, stats = [], []
-    channel.on("message", lambda message: stats.append(json.loads(message)))
+    received = []
 
     @pc.on("track")
     def on_track(track):
@@ -116,12 +116,22 @@ async def call_server(url: str, frames, avatar=None, seconds: float = 2.0, messa
                     received.append((await track.recv()).to_ndarray(format="rgb24"))
         asyncio.ensure_future(read())
 
-    async with ClientSession() as http:
-        response = await http.post(f"{url}/api/offer", json={"sdp": pc.localDescription.sdp, "type": "offer",
-                                                              "avatar": avatar or {"sample": "single_face"}})
-        answer = await response.json()
-        assert response.status == 200, answer
+    response = await http.post(f"{url}/api/offer", json={"sdp": pc.localDescription.sdp, "type": "offer",
+                                                          "avatar": avatar or {"sample": "single_face"}})
+    answer = await response.json()
+    if response.status == 200:
         await pc.setRemoteDescription(RTCSessionDescription(**{k: answer[k] for k in ("sdp", "type")}))
+    return pc, channel, received, response.status, answer
+
+
+async def call_server(url: str, frames, avatar=None, seconds: float = 2.0, messages=CONTROLS):
+    """One aiortc caller: sends `frames` and the data-channel `messages` (JSON values, or str sent as they are);
+    returns (its connection, avatar frames received, messages received, the server's status during the call)."""
+    async with ClientSession() as http:
+        pc, channel, received, code, answer = await start_call(http, url, frames, avatar)
+        assert code == 200, answer
+        stats = []
+        channel.on("message", lambda message: stats.append(json.loads(message)))
         channel_open = asyncio.Event()
         channel.on("open", channel_open.set)
         await asyncio.wait_for(channel_open.wait(), 10)
@@ -130,6 +140,35 @@ async def call_server(url: str, frames, avatar=None, seconds: float = 2.0, messa
         await asyncio.sleep(seconds)
         status = await (await http.get(f"{url}/api/status")).json()
     return pc, received, stats, status
+
+
+async def frames_flow(received: list, timeout: float, what: str) -> float:
+    """Seconds until three more avatar frames arrived in `received` (a list `start_call` fills)."""
+    count = len(received)
+    return await until(lambda: len(received) >= count + 3, timeout, what)
+
+
+async def call_until_answered(http, url, frames, limit_s: float = 60.0):
+    """What the page does: call; on 503 wait the Retry-After and call again (bounded)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        call = await start_call(http, url, frames)
+        if call[3] != 503 or time.monotonic() > deadline:
+            return call
+        await call[0].close()
+        await asyncio.sleep(1)
+
+
+async def reconnect_when_silent(http, url, frames, call, silent_s: float = 2.0, limit_s: float = 60.0):
+    """What the page does when its stream stops: no avatar frame for `silent_s` -> hang up and call again."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        count = len(call[2])
+        await asyncio.sleep(silent_s)
+        if len(call[2]) == count:
+            break
+    await call[0].close()
+    return await call_until_answered(http, url, frames, limit_s)
 
 
 # `mcnet-rt serve` as a separate process, its ICE limited to loopback as loopback_ice does in-process.

@@ -78,7 +78,7 @@ def test_token_is_checked_on_every_request_and_headers_are_set():
     token = "t" * 24
 
     async def body(client):
-        for path in ("/", "/static/app.js", "/api/status", "/api/samples"):
+        for path in ("/", "/static/app.js", "/api/status", "/api/samples", "/api/config"):
             response = await client.get(path)
             assert response.status == 401, path
             assert "access token" in await response.text()

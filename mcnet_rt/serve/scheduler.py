@@ -81,6 +81,8 @@ class BatchScheduler:
         self.max_batch = max_batch or max_sessions
         self.slots: list[Slot] = []
         self.batches = 0
+        self.batch_started: float | None = None  # time.monotonic() of the batch in flight, if any
+        self.failure: BaseException | None = None  # what the last batch raised (None once one succeeds)
         self._next = 0  # round-robin start, so that max_batch < sessions serves everyone in turn
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcnet-rt-model")
@@ -140,6 +142,11 @@ class BatchScheduler:
             if any(slot.pending is not None or slot.controls for slot in self.slots):
                 self._wake.set()
 
+    def stuck_s(self) -> float:
+        """How long the batch in flight has run (0 when none): a model that stopped stepping shows here."""
+        started = self.batch_started
+        return 0.0 if started is None else time.monotonic() - started
+
     def shutdown(self) -> None:
         for slot in list(self.slots):
             self.close(slot)
@@ -178,16 +185,19 @@ class BatchScheduler:
         slots = [entry[0] for entry in batch]
         sessions = [slot.session for slot in slots]
         frames = [entry[1] for entry in batch]
-        started = time.monotonic()
+        started = self.batch_started = time.monotonic()
         try:
             outputs = await self.call(lambda: self.process(sessions, frames))
-        except Exception:
+        except Exception as e:
             log.exception("a batch of %d frames failed; its frames are dropped", len(batch))
+            self.failure = e
             return
         finally:
             del sessions, frames
+            self.batch_started = None
         done = time.monotonic()
         self.batches += 1
+        self.failure = None
         for (slot, _, arrived, tag), image in zip(batch, outputs):
             if slot.closed:
                 continue

@@ -10,13 +10,12 @@ import logging
 import secrets
 import signal
 import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from aiohttp import web
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
 from aiortc.exceptions import InvalidAccessError, OperationError
 
@@ -25,7 +24,7 @@ from . import avatars
 from .limits import (BODY_TIMEOUT_S, HEADER_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_MEDIA_SECTIONS, MAX_OFFER_BYTES,
                      parse_json)
 from .peer import Peer, close_connection
-from .scheduler import BatchScheduler, Process
+from .scheduler import BatchScheduler, Process, ServerFull
 from .security import security_middleware
 
 if TYPE_CHECKING:
@@ -41,23 +40,146 @@ MAX_REQUEST_BYTES = avatars.MAX_BYTES + 1024
 SDP_PARSE_ERRORS = (ValueError, IndexError, KeyError, AssertionError, StopIteration)
 SDP_REFUSALS = (ValueError, InvalidAccessError, OperationError)
 STOP_TIMEOUT_S = 3.0  # closing the callers' connections when the server stops
+REFUSAL_STATUS = {400: web.HTTPBadRequest, 503: web.HTTPServiceUnavailable}
 
 MakeSession = Callable[[np.ndarray], Any]
 
 
-@dataclass
-class ServerState:
-    scheduler: BatchScheduler
-    make_session: MakeSession
-    peers: set
-    uploads: collections.OrderedDict  # id -> encoded bytes, checked, newest last
-    names: itertools.count
-    idle_s: float
-    opening: int = 0  # offers past their checks whose session is being prepared
+class CallRefused(Exception):
+    """A call that cannot be answered, with the HTTP status the page gets and the message it shows (picklable: a
+    cluster replica raises it and the ingress answers it)."""
+
+    def __init__(self, status: int, message: str, retry_after_s: int | None = None):
+        super().__init__(status, message, retry_after_s)
+        self.status, self.message, self.retry_after_s = status, message, retry_after_s
 
 
-STATE = web.AppKey("state", ServerState)
-SCHEDULER_TASK = web.AppKey("scheduler_task", asyncio.Task)
+class Engine:
+    """One model's callers: the batching scheduler, their peer connections and sessions. `serve` runs one in its
+    own process; each cluster replica runs one on its GPU."""
+
+    def __init__(self, make_session: MakeSession, process: Process, max_sessions: int, deadline_s: float = 0.25,
+                 idle_s: float = IDLE_TIMEOUT_S, ice_servers: list[dict] | None = None):
+        def process_video_frames(sessions: list, frames: list) -> list:  # on the model thread
+            return process(sessions, [frame.to_ndarray(format="rgb24") for frame in frames])
+
+        self.scheduler = BatchScheduler(process_video_frames, max_sessions, deadline_s)
+        self.make_session = make_session
+        self.peers: set[Peer] = set()
+        self.names = itertools.count(1)
+        self.idle_s = idle_s
+        self.ice_servers = [RTCIceServer(**server) for server in ice_servers or []]
+        self.task: asyncio.Task | None = None
+        self.opening = 0  # offers past their checks whose session is being prepared
+
+    async def start(self) -> None:
+        if self.task is None:
+            self.task = asyncio.ensure_future(self.scheduler.run())
+
+    async def stop(self) -> None:
+        """Close every caller (at most STOP_TIMEOUT_S: a connection whose far end is gone must not hold the stop),
+        then the scheduler."""
+        closing = asyncio.gather(*(peer.close("the server is stopping") for peer in list(self.peers)))
+        try:
+            await asyncio.wait_for(closing, STOP_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            log.warning("closing the callers' connections took over %g s; stopping anyway", STOP_TIMEOUT_S)
+        if self.task is not None:
+            self.task.cancel()
+        self.scheduler.shutdown()
+
+    def full(self) -> str | None:
+        """Why a new call would be refused now (None: there is a free slot). An offer holds its place while its
+        avatar is prepared, so a burst of offers cannot make more peer connections and sessions than the limit."""
+        scheduler = self.scheduler
+        if len(scheduler.slots) + self.opening < scheduler.max_sessions:
+            return None
+        return (f"the server is full: {scheduler.max_sessions} of {scheduler.max_sessions} sessions are in use; "
+                "try again when a caller has left")
+
+    async def answer(self, description: RTCSessionDescription, image: np.ndarray) -> tuple[Peer, dict]:
+        """A new caller: its peer and the SDP answer, or CallRefused. The avatar is prepared only for an offer that
+        aiortc accepted; whatever was made for a refused one is closed."""
+        reason = self.full()
+        if reason is not None:
+            raise CallRefused(503, reason)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=self.ice_servers))
+        self.opening += 1
+        try:
+            session = await self.offered_session(pc, description, image)
+        except BaseException:
+            await close_connection(pc)
+            raise
+        finally:
+            self.opening -= 1
+        scheduler = self.scheduler
+        try:
+            slot = scheduler.open(session)
+        except ServerFull as e:  # another caller took the last slot while this avatar was prepared
+            scheduler.release(session)
+            await close_connection(pc)
+            raise CallRefused(503, str(e)) from None
+        name = f"session {next(self.names)}"
+        peer = Peer(name, pc, slot, scheduler, self.peers.discard, self.idle_s)
+        self.peers.add(peer)
+        try:
+            peer.start()
+            await pc.setLocalDescription(await pc.createAnswer())
+        except BaseException:
+            await peer.close("its answer could not be made")
+            raise
+        log.info("%s opened (%d of %d)", name, len(scheduler.slots), scheduler.max_sessions)
+        return peer, {"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "session": name}
+
+    async def offered_session(self, pc: RTCPeerConnection, description: RTCSessionDescription,
+                              image: np.ndarray) -> Any:
+        """Set the caller's offer on `pc` (400 if aiortc refuses it), then prepare the avatar's session."""
+        try:
+            await pc.setRemoteDescription(description)
+        except SDP_REFUSALS as e:
+            raise CallRefused(400, f"malformed SDP offer: {type(e).__name__}: {e}") from None
+        from ..pipeline.session import NoSourceFace
+
+        try:
+            return await self.scheduler.call(lambda: self.make_session(image))
+        except NoSourceFace:
+            raise CallRefused(400, "no face found in this avatar; choose a photo with one clearly visible face, "
+                              "looking at the camera") from None
+        except InputError as e:
+            raise CallRefused(400, str(e)) from None
+
+    def status(self) -> dict:
+        scheduler = self.scheduler
+        return {"sessions": len(scheduler.slots), "peers": len(self.peers), "max_sessions": scheduler.max_sessions,
+                "batches": scheduler.batches}
+
+
+class LocalCalls:
+    """`serve`'s calls: answered by the Engine in this process."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def full(self) -> str | None:
+        return self.engine.full()
+
+    async def answer(self, sdp: str, image: np.ndarray) -> dict:
+        return (await self.engine.answer(RTCSessionDescription(sdp=sdp, type="offer"), image))[1]
+
+    async def start(self) -> None:
+        await self.engine.start()
+
+    async def stop(self) -> None:
+        await self.engine.stop()
+
+    def status(self) -> dict:
+        return self.engine.status()
+
+
+STATE = web.AppKey("state", Engine)  # serve's engine (tests look into its scheduler and peers)
+CALLS = web.AppKey("calls", object)  # LocalCalls, or the cluster's forwarder: full(), answer(), start/stop, status
+UPLOADS = web.AppKey("uploads", collections.OrderedDict)  # id -> encoded bytes, checked, newest last
+ICE_SERVERS = web.AppKey("ice_servers", list)
 
 
 def error(status: type[web.HTTPException], message: str, **kwargs) -> web.HTTPException:
@@ -71,13 +193,20 @@ def build_app(make_session: MakeSession, process: Process, max_sessions: int, to
     """`make_session(avatar RGB uint8)` -> a session (InputError when the avatar has no usable face; `close()`d
     when its caller leaves or is refused), run on the model thread; `process(sessions, frames)` -> avatar frames,
     one batch (see scheduler); a caller without a camera frame for `idle_s` is closed."""
-    app = web.Application(middlewares=[security_middleware(token)], client_max_size=MAX_REQUEST_BYTES)
-    def process_video_frames(sessions: list, frames: list) -> list:  # on the model thread
-        return process(sessions, [frame.to_ndarray(format="rgb24") for frame in frames])
+    engine = Engine(make_session, process, max_sessions, deadline_s, idle_s)
+    app = ingress_app(LocalCalls(engine), token)
+    app[STATE] = engine
+    return app
 
-    state = ServerState(BatchScheduler(process_video_frames, max_sessions, deadline_s), make_session, set(),
-                        collections.OrderedDict(), itertools.count(1), idle_s)
-    app[STATE] = state
+
+def ingress_app(calls: Any, token: str | None, ice_servers: list[dict] | None = None) -> web.Application:
+    """The page, the avatar upload, the offer and the status behind the security checks; offers are answered by
+    `calls` (this process's Engine for `serve`, a cluster's replicas for `cluster`); `ice_servers` (the browser's
+    RTCIceServer dicts: urls, username, credential) go to the page."""
+    app = web.Application(middlewares=[security_middleware(token)], client_max_size=MAX_REQUEST_BYTES)
+    app[CALLS] = calls
+    app[ICE_SERVERS] = list(ice_servers or [])
+    app[UPLOADS] = collections.OrderedDict()
     app.router.add_get("/", page)
     app.router.add_get("/static/{name}", page_file)
     app.router.add_get("/api/samples", list_samples)
@@ -85,27 +214,10 @@ def build_app(make_session: MakeSession, process: Process, max_sessions: int, to
     app.router.add_post("/api/avatar", upload_avatar)
     app.router.add_post("/api/offer", offer)
     app.router.add_get("/api/status", status)
-    app.on_startup.append(start_scheduler)
-    app.on_shutdown.append(close_peers)
+    app.router.add_get("/api/config", page_config)
+    app.on_startup.append(lambda app: calls.start())
+    app.on_shutdown.append(lambda app: calls.stop())
     return app
-
-
-async def start_scheduler(app: web.Application) -> None:
-    task = asyncio.ensure_future(app[STATE].scheduler.run())
-    app[SCHEDULER_TASK] = task
-
-
-async def close_peers(app: web.Application) -> None:
-    """Close every caller (at most STOP_TIMEOUT_S: a connection whose far end is gone must not hold the stop),
-    then the scheduler."""
-    state: ServerState = app[STATE]
-    closing = asyncio.gather(*(peer.close("the server is stopping") for peer in list(state.peers)))
-    try:
-        await asyncio.wait_for(closing, STOP_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        log.warning("closing the callers' connections took over %g s; stopping anyway", STOP_TIMEOUT_S)
-    app[SCHEDULER_TASK].cancel()
-    state.scheduler.shutdown()
 
 
 async def page(request: web.Request) -> web.Response:
@@ -147,23 +259,23 @@ async def read_body(request: web.Request, what: str, limit: int) -> bytes:
 
 async def upload_avatar(request: web.Request) -> web.Response:
     """The raw image bytes as the body; answers the id to name it by in the offer."""
-    state: ServerState = request.app[STATE]
+    uploads = request.app[UPLOADS]
     data = await read_body(request, "avatar upload", avatars.MAX_BYTES)
     try:
         image = avatars.decode_image(data, "avatar upload")
     except InputError as e:
         raise error(web.HTTPBadRequest, str(e)) from None
     avatar = secrets.token_urlsafe(16)
-    state.uploads[avatar] = data
-    while len(state.uploads) > MAX_STORED_UPLOADS:
-        state.uploads.popitem(last=False)
+    uploads[avatar] = data
+    while len(uploads) > MAX_STORED_UPLOADS:
+        uploads.popitem(last=False)
     return web.json_response({"avatar": avatar, "width": image.shape[1], "height": image.shape[0]})
 
 
-def chosen_avatar(state: ServerState, choice: Any) -> np.ndarray:
+def chosen_avatar(uploads: collections.OrderedDict, choice: Any) -> np.ndarray:
     """The offer names an uploaded avatar ({"upload": id}) or a sample face ({"sample": name})."""
     if isinstance(choice, dict) and isinstance(choice.get("upload"), str):
-        data = state.uploads.get(choice["upload"])
+        data = uploads.get(choice["upload"])
         if data is None:
             raise InputError("the uploaded avatar has expired; upload it again")
         return avatars.decode_image(data, "avatar upload")
@@ -192,71 +304,33 @@ def checked_offer(data: bytes) -> tuple[dict, RTCSessionDescription]:
     return body, RTCSessionDescription(sdp=body["sdp"], type="offer")
 
 
-def refuse_if_full(state: ServerState) -> None:
-    """503 when every session is in use or being opened (an offer holds its place while its avatar is prepared,
-    so a burst of offers cannot make more peer connections and sessions than --max-sessions)."""
-    limit = state.scheduler.max_sessions
-    if len(state.scheduler.slots) + state.opening >= limit:
-        raise error(web.HTTPServiceUnavailable, f"the server is full: {limit} of {limit} sessions are in use; try "
-                    "again when a caller has left")
-
-
 async def offer(request: web.Request) -> web.Response:
-    """The page's SDP offer and avatar choice -> an answer, with a new session, or a clear refusal. The avatar is
-    prepared only for an offer that aiortc accepted; whatever was made for a refused one is closed."""
-    state: ServerState = request.app[STATE]
-    scheduler = state.scheduler
-    refuse_if_full(state)
+    """The page's SDP offer and avatar choice -> an answer, with a new session, or a clear refusal."""
+    calls = request.app[CALLS]
+    reason = calls.full()
+    if reason is not None:
+        raise error(web.HTTPServiceUnavailable, reason)
     try:
         body, description = checked_offer(await read_body(request, "offer", MAX_OFFER_BYTES))
     except ValueError as e:
         raise error(web.HTTPBadRequest, f"malformed offer: {e}") from None
-    refuse_if_full(state)
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    state.opening += 1
     try:
-        slot = scheduler.open(await offered_session(state, pc, description, body.get("avatar")))
-    except BaseException:
-        await close_connection(pc)
-        raise
-    finally:
-        state.opening -= 1
-    name = f"session {next(state.names)}"
-    peer = Peer(name, pc, slot, scheduler, state.peers.discard, state.idle_s)
-    state.peers.add(peer)
-    try:
-        peer.start()
-        await pc.setLocalDescription(await pc.createAnswer())
-    except BaseException:
-        await peer.close("its answer could not be made")
-        raise
-    log.info("%s opened (%d of %d)", name, len(scheduler.slots), scheduler.max_sessions)
-    return web.json_response({"sdp": pc.localDescription.sdp, "type": pc.localDescription.type, "session": name})
-
-
-async def offered_session(state: ServerState, pc: RTCPeerConnection, description: RTCSessionDescription,
-                          choice: Any) -> Any:
-    """Set the caller's offer on `pc` (400 if aiortc refuses it), then prepare the chosen avatar's session."""
-    try:
-        await pc.setRemoteDescription(description)
-    except SDP_REFUSALS as e:
-        raise error(web.HTTPBadRequest, f"malformed SDP offer: {type(e).__name__}: {e}") from None
-    from ..pipeline.session import NoSourceFace
-
-    try:
-        image = chosen_avatar(state, choice)
-        return await state.scheduler.call(lambda: state.make_session(image))
-    except NoSourceFace:
-        raise error(web.HTTPBadRequest, "no face found in this avatar; choose a photo with one clearly visible "
-                    "face, looking at the camera") from None
+        image = chosen_avatar(request.app[UPLOADS], body.get("avatar"))
+        return web.json_response(await calls.answer(description.sdp, image))
     except InputError as e:
         raise error(web.HTTPBadRequest, str(e)) from None
+    except CallRefused as e:
+        headers = {"Retry-After": str(e.retry_after_s)} if e.retry_after_s is not None else None
+        raise error(REFUSAL_STATUS[e.status], e.message, headers=headers) from None
 
 
 async def status(request: web.Request) -> web.Response:
-    state: ServerState = request.app[STATE]
-    return web.json_response({"sessions": len(state.scheduler.slots), "peers": len(state.peers),
-                              "max_sessions": state.scheduler.max_sessions, "batches": state.scheduler.batches})
+    return web.json_response(request.app[CALLS].status())
+
+
+async def page_config(request: web.Request) -> web.Response:
+    """What the page needs besides its files: the STUN/TURN servers its connection may use."""
+    return web.json_response({"iceServers": request.app[ICE_SERVERS]})
 
 
 def model_session_functions(model, step, dtype,

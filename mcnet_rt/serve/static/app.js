@@ -4,7 +4,11 @@
 
 const $ = (id) => document.getElementById(id);
 let avatarChoice = null; // {"sample": name} or {"upload": id}
-let call = null; // {pc, stream, channel}
+let call = null; // {pc, channel, answered, lastFrame}
+let camera = null; // the camera stream, kept when the page calls again
+let iceServers = null; // the STUN/TURN servers the server names (GET /api/config)
+let retryTimer = null;
+const LOST_AFTER_MS = 3000; // an answered call without an avatar frame this long lost its stream: call again
 const display = {frames: 0, receiveToDisplay: []}; // avatar frames shown this second, their receive->display ms
 let lastServerStats = null;
 
@@ -67,31 +71,58 @@ async function start() {
   clearError();
   if (!avatarChoice) return showError("Choose an avatar first: a sample face or an uploaded image.");
   $("start").disabled = true;
-  let stream;
   try {
-    stream = await navigator.mediaDevices.getUserMedia({video: {width: 640, height: 480}, audio: false});
+    camera = await navigator.mediaDevices.getUserMedia({video: {width: 640, height: 480}, audio: false});
   } catch (e) {
     $("start").disabled = false;
     return showError(`No camera: ${e.message}`);
   }
-  $("self").srcObject = stream;
-  const pc = new RTCPeerConnection({iceServers: []});
-  pc.addTransceiver(stream.getVideoTracks()[0], {direction: "sendrecv"});
+  $("self").srcObject = camera;
+  await connect();
+}
+
+// One call with the camera: offer, answer; a server whose GPUs are all busy answers 503 with Retry-After and the
+// page calls again after it. Also used to call again when the avatar stream was lost.
+async function connect() {
+  retryTimer = null;
+  if (!camera) return; // stopped meanwhile
+  try {
+    if (iceServers === null) iceServers = (await answerOrError(await fetch("/api/config"))).iceServers;
+  } catch (e) {
+    stop();
+    return showError(`Cannot read the server's configuration: ${e.message}`);
+  }
+  const pc = new RTCPeerConnection({iceServers});
+  pc.addTransceiver(camera.getVideoTracks()[0], {direction: "sendrecv"});
   const channel = pc.createDataChannel("control");
   channel.onmessage = (event) => onServerMessage(JSON.parse(event.data));
+  channel.onopen = () => { if (Number($("smoothing").value)) send({smoothing: Number($("smoothing").value)}); };
   pc.ontrack = (event) => { $("avatar").srcObject = new MediaStream([event.track]); };
+  const thisCall = {pc, channel, answered: false, lastFrame: performance.now()};
   pc.onconnectionstatechange = () => {
+    if (call !== thisCall) return;
     $("status").textContent = `connection ${pc.connectionState}`;
-    if (pc.connectionState === "failed") showError("The connection to the server failed.");
+    if (pc.connectionState === "failed") callAgain("the connection to the server failed");
   };
-  call = {pc, stream, channel};
+  call = thisCall;
   try {
     await pc.setLocalDescription(await pc.createOffer());
     await iceGatheringDone(pc);
-    const answer = await answerOrError(await fetch("/api/offer", {
+    const response = await fetch("/api/offer", {
       method: "POST", headers: {"Content-Type": "application/json"},
-      body: JSON.stringify({sdp: pc.localDescription.sdp, type: pc.localDescription.type, avatar: avatarChoice})}));
+      body: JSON.stringify({sdp: pc.localDescription.sdp, type: pc.localDescription.type, avatar: avatarChoice})});
+    const retryAfter = Number(response.headers.get("Retry-After"));
+    if (response.status === 503 && retryAfter > 0) {
+      closeCall();
+      $("status").textContent = `all GPUs are busy, retrying in ${retryAfter} s`;
+      retryTimer = setTimeout(connect, 1000 * retryAfter);
+      return;
+    }
+    const answer = await answerOrError(response);
+    if (call !== thisCall) return pc.close(); // stopped while the offer was answered
     await pc.setRemoteDescription(answer);
+    thisCall.answered = true;
+    thisCall.lastFrame = performance.now();
     $("status").textContent = `${answer.session}: connecting`;
     for (const id of ["stop", "reset", "smoothing"]) $(id).disabled = false;
   } catch (e) {
@@ -100,14 +131,25 @@ async function start() {
   }
 }
 
-function stop() {
-  if (call) {
-    call.pc.close();
-    call.stream.getTracks().forEach((track) => track.stop());
-    call = null;
-  }
-  $("self").srcObject = null;
+function callAgain(reason) {
+  closeCall();
+  $("status").textContent = `${reason}; calling again`;
+  connect();
+}
+
+function closeCall() {
+  if (call) call.pc.close();
+  call = null;
   $("avatar").srcObject = null;
+}
+
+function stop() {
+  clearTimeout(retryTimer);
+  retryTimer = null;
+  closeCall();
+  if (camera) camera.getTracks().forEach((track) => track.stop());
+  camera = null;
+  $("self").srcObject = null;
   $("start").disabled = false;
   for (const id of ["stop", "reset", "smoothing"]) $(id).disabled = true;
   $("status").textContent = "stopped";
@@ -126,6 +168,7 @@ function countAvatarFrames() {
   const video = $("avatar");
   const onFrame = (now, metadata) => {
     display.frames += 1;
+    if (call) call.lastFrame = performance.now();
     if (metadata.receiveTime !== undefined) display.receiveToDisplay.push(metadata.expectedDisplayTime - metadata.receiveTime);
     video.requestVideoFrameCallback(onFrame);
   };
@@ -150,6 +193,8 @@ async function transportMs(pc) {
 }
 
 async function updateStats() {
+  if (call && call.answered && document.visibilityState === "visible"
+      && performance.now() - call.lastFrame > LOST_AFTER_MS) callAgain("the avatar stream stopped");
   $("fps").textContent = call ? `${display.frames}` : "–";
   $("fps").dataset.value = `${display.frames}`;
   const receiveToDisplay = mean(display.receiveToDisplay);
