@@ -1,4 +1,4 @@
-"""The `mcnet-rt` command: animate, convert, info, evaluate, prepare-data, serve."""
+"""The `mcnet-rt` command: animate, visualize, convert, info, evaluate, prepare-data, serve."""
 from __future__ import annotations
 
 import argparse
@@ -90,6 +90,40 @@ def cmd_animate(args: argparse.Namespace) -> None:
     frames = animate_video(model, args.source, args.driving, args.output, options, dtype,
                            progress=not args.quiet)
     print(f"wrote {args.output}: {frames} frames ({device.type}, {str(dtype).removeprefix('torch.')})")
+
+
+def cmd_visualize(args: argparse.Namespace) -> None:
+    from .visualize.panels import parse_panels
+    from .visualize.runner import IMAGE_OUTPUTS, VisualizeOptions, visualize
+
+    if not args.memory and not args.driving:
+        raise InputError("visualize needs --driving VIDEO_OR_IMAGE (or --memory for the memory figure)")
+    outputs = IMAGE_OUTPUTS if args.memory else IMAGE_OUTPUTS + VIDEO_EXTENSIONS
+    inputs = (args.source,) if args.memory else (args.source, args.driving)
+    check_output_file(args.output, outputs, inputs=inputs, overwrite=args.overwrite)
+    panels = parse_panels(args.panels)
+    if args.paste_back:
+        raise InputError("--paste-back does not apply to visualize: its panels show the model's crop")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
+    if args.height is not None and not 32 <= args.height <= 1024:
+        raise InputError(f"--height must be from 32 to 1024 pixels, got {args.height}")
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.precision, device)
+    model, label = model_from_args(args, device)
+    if args.memory:
+        from .visualize.memory import write_memory_figure
+
+        write_memory_figure(model, args.source, args.output, args.crop, args.height, label)
+        print(f"wrote {args.output}: the meta-memory and its attention for {args.source}")
+        return
+    options = AnimateOptions(relative=args.mode == "relative", adapt_scale=not args.no_adapt_scale, label=label,
+                             max_frames=args.max_frames, max_seconds=args.max_seconds, crop=args.crop,
+                             detect_every=args.detect_every)
+    rows = visualize(model, args.source, args.driving, args.output, options, VisualizeOptions(panels, args.height),
+                     dtype, progress=not args.quiet)
+    print(f"wrote {args.output}: {rows} rows of {', '.join(panels)} ({device.type}, "
+          f"{str(dtype).removeprefix('torch.')}, eager)")
 
 
 def add_weight_options(p: argparse.ArgumentParser) -> None:
@@ -378,6 +412,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_backend_argument(p)
     p.set_defaults(func=cmd_animate)
+
+    p = sub.add_parser("visualize", help="draw keypoints, motion, occlusion, features and the meta-memory per frame")
+    p.add_argument("--source", required=True, help="source image (a photo with a face)")
+    p.add_argument("--driving", help="driving video, or a still image (one row, written as .png)")
+    p.add_argument("-o", "--output", required=True, help=f"output: .png (one row per frame) or a video "
+                   f"({', '.join(VIDEO_EXTENSIONS)}) with the driving video's timestamps")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.add_argument("--memory", action="store_true", help="instead: the learned meta-memory and, for --source, the "
+                   "identity-conditioned memory and its attention at each scale (.png)")
+    p.add_argument("--panels", default="all", help="comma-separated panels from source, driving, transferred, "
+                   "sparse, mask, deformed, flow, occlusion, features, prediction (default all)")
+    p.add_argument("--height", type=int, metavar="PX", help="panel height (default the model's image size)")
+    add_model_options(p)
+    add_crop_options(p)
+    p.add_argument("--mode", choices=("relative", "absolute"), default="relative",
+                   help="relative: apply the driver's motion since its first face frame (default)")
+    p.add_argument("--no-adapt-scale", action="store_true", help="do not scale motion by the face-size ratio")
+    p.add_argument("--max-frames", type=int, metavar="N", help="draw only the first N driving frames")
+    p.add_argument("--max-seconds", type=float, metavar="S", help="draw only the first S seconds of the driver")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_visualize)  # eager only: the extra outputs are not part of the exported step
 
     p = sub.add_parser("live", help="drive an avatar from a camera or stream in real time (virtual camera, file)")
     p.add_argument("--source", required=True, help="avatar image (a photo with a face)")
