@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from ..errors import CheckpointError, InputError
 from ..models import MCNet
+from ..visualize.panels import TRAINING_PANELS, draw_grid, samples
 from . import state as ckpt
 from .config import TrainConfig, describe, differences
 from .data import EpochSampler, VideoFrameDataset, held_out_clips, split_videos
@@ -28,7 +28,7 @@ from .distributed import any_process, init_process, sync_batchnorm
 from .ema import WeightAverage
 from .losses import Objective
 from .schedule import set_learning_rates
-from .validation import Validator, is_improvement
+from .validation import GRID_TAG, Validator, is_improvement
 from .vgg import perceptual_network
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -305,7 +305,7 @@ class Trainer:
             self.writer.add_scalar(f"validation/{name}", value, step)
         if "akd" in result.metrics:
             self.writer.add_scalar("validation/akd_faces_missing", result.faces_missing, step)
-        self.writer.add_image("validation: source | driving | prediction", result.grid, step)
+        self.writer.add_image(GRID_TAG, result.grid, step, dataformats="HWC")
         if is_improvement(metric, result.metrics[metric], self.best["value"] if self.best else None):
             self.best = {"metric": metric, "value": result.metrics[metric], "step": step}
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -334,14 +334,12 @@ class Trainer:
             self.writer.add_scalar("train/skipped_steps", self.progress.skipped, step)
             self.writer.add_scalar("train/epoch", self.progress.epoch, step)
         if step % c.image_every == 0 or step == 1:
-            self.writer.add_image("source | driving | prediction | occlusion", self._grid(result), step)
+            self.writer.add_image("train: " + " | ".join(TRAINING_PANELS), self._grid(result), step,
+                                  dataformats="HWC")
 
-    def _grid(self, result: StepResult) -> torch.Tensor:
-        """Rows of up to 4 samples: source | driving | prediction | occlusion, as a (3, H, W) image."""
+    def _grid(self, result: StepResult) -> np.ndarray:
+        """Rows of up to 4 samples drawn as `mcnet-rt visualize` draws them (TRAINING_PANELS), (H, W, 3) uint8."""
         v = result.visuals
-        n = min(4, v["source"].shape[0])
-        occlusion = F.interpolate(v["occlusion"][:n].float(), size=v["source"].shape[-2:], mode="bilinear",
-                                  align_corners=False).expand(-1, 3, -1, -1)
-        panels = [v["source"][:n], v["driving"][:n], v["prediction"][:n], occlusion]
-        rows = torch.cat([p.float().cpu() for p in panels], dim=3)  # (n, 3, H, 4W)
-        return torch.cat(list(rows), dim=1).clamp(0, 1)
+        rows = samples(v["source"][:4], v["driving"][:4], v["prediction"][:4], v["kp_source"], v["kp_driving"],
+                       motion=v["motion"], deformed=v["deformed"])
+        return draw_grid(rows, TRAINING_PANELS)

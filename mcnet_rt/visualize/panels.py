@@ -12,16 +12,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from ..errors import InputError
 from ..io.frames import to_uint8
 from ..keypoints import Keypoints
+from ..models import DenseMotion
+from ..models.blocks import coordinate_grid
 
 # In drawing order. "features" expands to one panel before and one after the memory per compensated scale.
 PANELS = ("source", "driving", "transferred", "sparse", "mask", "deformed", "flow", "occlusion", "features",
           "prediction")
+# What training's TensorBoard images and the validation grid show: the panels that need no extra outputs.
+TRAINING_PANELS = ("source", "driving", "deformed", "flow", "occlusion", "prediction")
 LABEL_HEIGHT = 14
 # Flow colours saturate at this displacement (in [-1, 1] image units, 1/8 of the image side): a fixed scale, so
 # that colours compare across frames.
@@ -47,21 +50,23 @@ class Sample:
     compensated: list[torch.Tensor] = field(default_factory=list)
 
 
-def samples(source: torch.Tensor, driving: torch.Tensor, kp_source: Keypoints, kp_driving: Keypoints, decoded,
-            motion, kp_transferred: Keypoints | None = None) -> list[Sample]:
-    """Split a batch of model outputs (`Decoded`, `DenseMotion`) into `Sample`s; source and keypoints of batch 1
-    are shared by every sample."""
+def samples(source: torch.Tensor, driving: torch.Tensor, prediction: torch.Tensor, kp_source: Keypoints,
+            kp_driving: Keypoints, kp_transferred: Keypoints | None = None, motion: DenseMotion | None = None,
+            deformed: torch.Tensor | None = None, warped=(), compensated=()) -> list[Sample]:
+    """Split a batch of model outputs into `Sample`s; a source or keypoints of batch 1 are
+    shared by every sample."""
     def pick(t: torch.Tensor | None, i: int) -> torch.Tensor | None:
         return None if t is None else t[min(i, t.shape[0] - 1)].detach().float().cpu()
 
     def kp(k: Keypoints | None, i: int) -> Keypoints | None:
         return None if k is None else Keypoints(pick(k.value, i), pick(k.jacobian, i))
 
-    return [Sample(pick(source, i), pick(driving, i), pick(decoded.prediction, i), kp(kp_source, i),
-                   kp(kp_driving, i), kp(kp_transferred, i), pick(motion.deformation, i), pick(motion.occlusion, i),
-                   pick(motion.mask, i), pick(motion.sparse_deformed, i), pick(decoded.deformed, i),
-                   [pick(f, i) for f in decoded.warped], [pick(f, i) for f in decoded.compensated])
-            for i in range(decoded.prediction.shape[0])]
+    motion = motion or DenseMotion(None, None, None, None)
+    return [Sample(pick(source, i), pick(driving, i), pick(prediction, i), kp(kp_source, i), kp(kp_driving, i),
+                   kp(kp_transferred, i), pick(motion.deformation, i), pick(motion.occlusion, i),
+                   pick(motion.mask, i), pick(motion.sparse_deformed, i), pick(deformed, i),
+                   [pick(f, i) for f in warped], [pick(f, i) for f in compensated])
+            for i in range(prediction.shape[0])]
 
 
 def parse_panels(text: str) -> tuple[str, ...]:
@@ -113,9 +118,7 @@ def draw_keypoints(image: np.ndarray, keypoints: Keypoints, jacobians: bool = Tr
 def flow_colours(deformation: torch.Tensor) -> np.ndarray:
     """(h, w, 2) sampling grid -> (h, w, 3) uint8 colour wheel of its displacement from the identity: hue is the
     direction, saturation the length (white: no motion; full colour at FLOW_SATURATION)."""
-    h, w = deformation.shape[:2]
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    d = (deformation - torch.stack([xs, ys], dim=-1)).numpy()
+    d = (deformation - coordinate_grid(*deformation.shape[:2])).numpy()
     hue = (np.arctan2(d[..., 1], d[..., 0]) / (2 * np.pi)) % 1.0
     saturation = np.clip(np.hypot(d[..., 0], d[..., 1]) / FLOW_SATURATION, 0, 1)
     hsv = np.stack([hue, saturation, np.ones_like(hue)], axis=-1)

@@ -58,8 +58,10 @@ class FrameDrawer:
         if session.pose is None:
             return None
         outputs: FrameOutputs = step.render_outputs(*session.pose, *step.inputs(session.source, session.reference))
-        sample = samples(session.source.image, self.crop, session.source.keypoints, outputs.kp_driving,
-                         outputs.decoded, outputs.motion, outputs.kp_transferred)[0]
+        decoded = outputs.decoded
+        sample = samples(session.source.image, self.crop, decoded.prediction, session.source.keypoints,
+                         outputs.kp_driving, outputs.kp_transferred, outputs.motion, decoded.deformed,
+                         decoded.warped, decoded.compensated)[0]
         return draw_row(sample, self.options.panels, self.options.height)
 
 
