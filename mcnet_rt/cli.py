@@ -94,13 +94,15 @@ def cmd_animate(args: argparse.Namespace) -> None:
 
 def cmd_visualize(args: argparse.Namespace) -> None:
     from .visualize.panels import parse_panels
-    from .visualize.runner import IMAGE_OUTPUTS, VisualizeOptions, visualize
+    from .visualize.runner import IMAGE_OUTPUTS, VisualizeOptions, check_request, visualize
 
     if not args.memory and not args.driving:
         raise InputError("visualize needs --driving VIDEO_OR_IMAGE (or --memory for the memory figure)")
     outputs = IMAGE_OUTPUTS if args.memory else IMAGE_OUTPUTS + VIDEO_EXTENSIONS
     inputs = (args.source,) if args.memory else (args.source, args.driving)
     check_output_file(args.output, outputs, inputs=inputs, overwrite=args.overwrite)
+    if not args.memory:
+        check_request(args.driving, args.output)
     panels = parse_panels(args.panels)
     if args.paste_back:
         raise InputError("--paste-back does not apply to visualize: its panels show the model's crop")

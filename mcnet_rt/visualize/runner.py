@@ -41,6 +41,14 @@ def is_still_image(path: str | Path) -> bool:
     return suffix in Image.registered_extensions() and suffix != ".gif"
 
 
+def check_request(driving_path: str | Path, output_path: str | Path) -> bool:
+    """Whether the output is a PNG; refuses a still driving image written as a video (before any work)."""
+    to_png = Path(output_path).suffix.lower() in IMAGE_OUTPUTS
+    if is_still_image(driving_path) and not to_png:
+        raise InputError(f"{driving_path}: a still driving image gives one row: write it to a .png")
+    return to_png
+
+
 class FrameDrawer:
     """Driving frames -> panel rows through one `Session` (crop, reference, held pose), as `animate` runs them."""
 
@@ -48,8 +56,8 @@ class FrameDrawer:
         self.step, self.session, self.options = step, session, options
         self.crop: torch.Tensor | None = None  # the last driving crop with a face
 
-    def __call__(self, frame: np.ndarray) -> np.ndarray | None:
-        """The panel row of one driving frame, or None before the first frame with a face."""
+    def sample(self, frame: np.ndarray) -> Sample | None:
+        """What the panels of one driving frame show, or None before the first frame with a face."""
         session, step = self.session, self.step
         crop = session._crop(frame)
         if crop is not None:
@@ -59,10 +67,14 @@ class FrameDrawer:
             return None
         outputs: FrameOutputs = step.render_outputs(*session.pose, *step.inputs(session.source, session.reference))
         decoded = outputs.decoded
-        sample = samples(session.source.image, self.crop, decoded.prediction, session.source.keypoints,
-                         outputs.kp_driving, outputs.kp_transferred, outputs.motion, decoded.deformed,
-                         decoded.warped, decoded.compensated)[0]
-        return draw_row(sample, self.options.panels, self.options.height)
+        return samples(session.source.image, self.crop, decoded.prediction, session.source.keypoints,
+                       outputs.kp_driving, outputs.kp_transferred, outputs.motion, decoded.deformed,
+                       decoded.warped, decoded.compensated)[0]
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray | None:
+        """The panel row of one driving frame, or None before the first frame with a face."""
+        sample = self.sample(frame)
+        return None if sample is None else draw_row(sample, self.options.panels, self.options.height)
 
 
 @torch.no_grad()
@@ -71,12 +83,9 @@ def visualize(model: MCNet, source_path: str | Path, driving_path: str | Path, o
               dtype: torch.dtype = torch.float32, progress: bool = True) -> int:
     """Write the panel rows to `output_path` (.png, or a video); returns the number of rows written.
     Nothing is left at `output_path` unless all of it was written."""
+    to_png = check_request(driving_path, output_path)
     source = read_image(source_path)
-    still = is_still_image(driving_path)
-    to_png = Path(output_path).suffix.lower() in IMAGE_OUTPUTS
-    if still and not to_png:
-        raise InputError(f"{driving_path}: a still driving image gives one row: write it to a .png")
-    if still:
+    if is_still_image(driving_path):
         frames, fps, time_base = iter([(read_image(driving_path), None)]), Fraction(25), None
     else:
         info = probe_video(driving_path)
@@ -85,17 +94,22 @@ def visualize(model: MCNet, source_path: str | Path, driving_path: str | Path, o
                                                     rate=float(fps), detect_every=animate.detect_every),
                       dtype, source_name=str(source_path))
     draw = FrameDrawer(FrameStep(model, dtype, relative=animate.relative), session, options)
-    bar = tqdm(total=animate.max_frames, unit="frame", desc="visualize", disable=not progress)
-    rows = ((row, time) for frame, time in frames
-            if (row := draw(frame)) is not None and not bar.update(1))
-    if animate.label:
-        rows = ((burn_label(row, animate.label, bottom=True), time) for row, time in rows)
-    with bar:
+    with tqdm(total=animate.max_frames, unit="frame", desc="visualize", disable=not progress) as bar:
+        rows = _rows(draw, frames, animate.label, bar)
         written = _write_png(rows, output_path) if to_png else _write_video(rows, output_path, fps, time_base,
                                                                              driving_path)
     if not written:
         raise InputError(f"{driving_path}: no driving frame shows a face, so there is nothing to draw")
     return written
+
+
+def _rows(draw: FrameDrawer, frames, label: str | None, bar: tqdm):
+    """(row, time) for each driving frame from the first with a face, labelled when asked."""
+    for frame, time in frames:
+        row = draw(frame)
+        if row is not None:
+            bar.update(1)
+            yield (burn_label(row, label, bottom=True) if label else row), time
 
 
 def _write_png(rows, output_path: str | Path) -> int:
