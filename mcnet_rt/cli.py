@@ -261,7 +261,14 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_convert(args: argparse.Namespace) -> None:
     output = check_output_file(args.output, (".safetensors", *checkpoint.OFFICIAL_EXTENSIONS), inputs=(args.input,),
                                overwrite=args.overwrite)
+    target = preset(args.upscale_to) if args.upscale_to else None
     model = checkpoint.load(args.input)
+    if target is not None:
+        from .upscale import summary, upscale
+
+        upscaled = upscale(model, target)
+        model = upscaled.model
+        print(f"{args.input} -> {args.upscale_to}: {summary(upscaled)}")
     if output.name.lower().endswith(".safetensors"):
         checkpoint.save(model, output)
     else:
@@ -477,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help=".safetensors (mcnet_rt, configuration in its metadata) or .pth.tar (official "
                    "layout; other configurations than vox-256 are stored as an extra entry)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.add_argument("--upscale-to", choices=sorted(PRESETS), metavar="PRESET", help="start a higher-resolution model "
+                   "(e.g. vox-512 from a vox-256 checkpoint) for fine-tuning: the weights that have a place in it are "
+                   "kept, the rest initialised; says which")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("info", help="configuration, parameter counts and GFLOPs per frame")
