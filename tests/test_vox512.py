@@ -79,3 +79,19 @@ def test_a_256_model_continues_as_512(tmp_path, capsys):
         upscale(small256, narrow(preset("vox-256")))
     assert main(["convert", str(source_path), str(out), "--upscale-to", "vox-512"]) == 0
     assert "kept" in capsys.readouterr().out and checkpoint.load(out).config == preset("vox-512")
+
+
+def test_training_starts_from_given_weights(prepared, tmp_path):
+    from mcnet_rt.errors import InputError
+    from mcnet_rt.training.trainer import Trainer
+    from training_fixtures import quick_config
+
+    start = tmp_path / "start.safetensors"
+    torch.manual_seed(3)
+    config = Trainer(quick_config(prepared[0], tmp_path / "probe")).model.config
+    checkpoint.save(mcnet_rt.MCNet(config), start)
+    trainer = Trainer(quick_config(prepared[0], tmp_path / "run", f"model.init={start}"))
+    assert all(torch.equal(a, b) for a, b in zip(checkpoint.load(start).state_dict().values(),
+                                                 trainer.model.state_dict().values()))
+    with pytest.raises(InputError, match="convert it first"):
+        Trainer(quick_config(prepared[0], tmp_path / "other", f"model.init={start}", "model.image_size=128"))

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..errors import CheckpointError, InputError
+from .. import checkpoint as ckpt_io
 from ..models import MCNet
 from ..visualize.panels import TRAINING_PANELS, draw_grid, samples
 from . import state as ckpt
@@ -53,6 +54,16 @@ class StepResult:
     visuals: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def initial_weights(path: str, config) -> dict[str, torch.Tensor]:
+    """The state dict of the checkpoint at `path`, which must hold a model of `config` (memory noise aside)."""
+    loaded = ckpt_io.load(path)
+    if loaded.config.with_memory_noise(False) != config.with_memory_noise(False):
+        raise InputError(f"config model.init={path}: holds a {loaded.config.image_size} px model of another "
+                         "configuration than model.preset/model.image_size; convert it first (mcnet-rt convert "
+                         "--upscale-to PRESET)")
+    return loaded.state_dict()
+
+
 class Trainer:
     """Everything one process holds; `run()` trains until the epochs or `train.max_steps` are done, or a signal."""
 
@@ -84,6 +95,8 @@ class Trainer:
         self.model = MCNet(model_config).to(self.device, self.dtype).train()
         # Only the released noise uses this weight; with the noise off it would get no gradient, which DDP rejects.
         self.model.generator.memory.iicm.noise_strength.requires_grad_(c.model.memory_noise)
+        if c.model.init and resume_path is None:
+            self.model.load_state_dict(initial_weights(c.model.init, model_config))
         self.average = WeightAverage(self.model, c.train.ema) if c.train.ema else None
         vgg = perceptual_network(c.loss.vgg19_weights).to(self.device, self.dtype) if sum(c.loss.perceptual) else None
         objective = Objective(self.model, c.loss, vgg).to(self.device, self.dtype)
