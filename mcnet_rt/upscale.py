@@ -13,8 +13,6 @@ import math
 import re
 from typing import NamedTuple
 
-import torch
-
 from .config import MCNetConfig
 from .errors import InputError
 from .models import MCNet
