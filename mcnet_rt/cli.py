@@ -124,7 +124,7 @@ def cmd_visualize(args: argparse.Namespace) -> None:
                              detect_every=args.detect_every)
     rows = visualize(model, args.source, args.driving, args.output, options, VisualizeOptions(panels, args.height),
                      dtype, progress=not args.quiet)
-    print(f"wrote {args.output}: {rows} rows of {', '.join(panels)} ({device.type}, "
+    print(f"wrote {args.output}: {rows} row{'s' * (rows != 1)} of {', '.join(panels)} ({device.type}, "
           f"{str(dtype).removeprefix('torch.')}, eager)")
 
 

@@ -37,7 +37,7 @@ def bank_row(model: MCNet, height: int) -> np.ndarray:
     """The learned meta-memory: its first three principal components over its cells as RGB, and its channels."""
     bank = model.generator.memory.meta_memory[0].detach().float().cpu()
     c, s, _ = bank.shape
-    return np.concatenate([labelled(resize(pca_rgb(bank), height, nearest=True), f"meta-memory {c}x{s}x{s}"),
+    return np.concatenate([labelled(resize(pca_rgb(bank), height, nearest=True), f"meta-memory {c}ch"),
                            labelled(resize(channel_tiles(bank), height, nearest=True),
                                     f"channels 0-{min(c, CHANNELS_SHOWN) - 1}")], axis=1)
 
@@ -75,14 +75,14 @@ def attention_rows(model: MCNet, source: torch.Tensor, height: int, cells: int =
         side = memory.shape[-1]
         top = weights.sum(0).topk(min(cells, weights.shape[1])).indices.tolist()
         panels = [labelled(resize(mark_cells(resize(pca_rgb(memory[0].float().cpu()), height, nearest=True), top,
-                                             side), height), f"{h}: conditioned memory")]
+                                             side), height), f"M_s, scale {h}")]
         for n, cell in enumerate(top):
             heat = weights[:, cell].view(1, 1, h, w)
             heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp_min(1e-12)
             heat = F.interpolate(heat, size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
             blend = (0.45 * image + 0.55 * heat_colours(heat)).astype(np.uint8)
             y, x = divmod(cell, side)
-            panels.append(labelled(resize(blend, height), f"{h}: attention to cell {n} ({y},{x})"))
+            panels.append(labelled(resize(blend, height), f"cell {n} ({y},{x})"))
         rows.append(np.concatenate(panels, axis=1))
     return rows
 

@@ -210,11 +210,11 @@ def panel_images(sample: Sample, panels: tuple[str, ...] = PANELS) -> list[tuple
     out = []
     for name in panels:
         if name == "source":
-            out.append(("source + keypoints", draw_keypoints(to_image(sample.source), sample.kp_source), False))
+            out.append(("source + kp", draw_keypoints(to_image(sample.source), sample.kp_source), False))
         elif name == "driving":
-            out.append(("driving + keypoints", draw_keypoints(to_image(sample.driving), sample.kp_driving), False))
+            out.append(("driving + kp", draw_keypoints(to_image(sample.driving), sample.kp_driving), False))
         elif name == "transferred" and sample.kp_transferred is not None:
-            out.append(("transferred keypoints", draw_keypoints(to_image(sample.source), sample.kp_transferred),
+            out.append(("transferred kp", draw_keypoints(to_image(sample.source), sample.kp_transferred),
                         False))
         elif name == "sparse" and sample.sparse_deformed is not None:
             out.append(("sparse motions", sparse_mosaic(sample.sparse_deformed), True))
@@ -226,7 +226,7 @@ def panel_images(sample: Sample, panels: tuple[str, ...] = PANELS) -> list[tuple
             out.append(("flow", flow_colours(sample.deformation), True))
         elif name == "occlusion" and sample.occlusion is not None:
             # MCNet predicts one occlusion map; every scale uses it, resized.
-            out.append((f"occlusion {sample.occlusion.shape[-1]} (all scales)", to_image(sample.occlusion), True))
+            out.append((f"occlusion {sample.occlusion.shape[-1]}", to_image(sample.occlusion), True))
         elif name == "features":
             for before, after in zip(sample.warped, sample.compensated):
                 out.append((f"{before.shape[-1]}: warped", pca_rgb(before), True))
