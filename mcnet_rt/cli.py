@@ -72,15 +72,20 @@ def model_from_args(args: argparse.Namespace, device: torch.device) -> tuple[MCN
                      "training/), or --untrained PRESET to exercise the pipeline with random weights")
 
 
+def check_frame_limits(args: argparse.Namespace) -> None:
+    """--max-frames and --max-seconds, where a command takes them."""
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        raise InputError(f"--max-seconds must be a positive number of seconds, got {args.max_seconds}")
+
+
 def cmd_animate(args: argparse.Namespace) -> None:
     check_output_file(args.output, VIDEO_EXTENSIONS, inputs=(args.source, args.driving), overwrite=args.overwrite)
     device = pick_device(args.device)
     dtype = pick_dtype(args.precision, device)
     check_batch_size(args.batch_size)
-    if args.max_frames is not None and args.max_frames < 1:
-        raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
-    if args.max_seconds is not None and not args.max_seconds > 0:
-        raise InputError(f"--max-seconds must be a positive number of seconds, got {args.max_seconds}")
+    check_frame_limits(args)
     model, label = model_from_args(args, device)
     options = AnimateOptions(relative=args.mode == "relative", adapt_scale=not args.no_adapt_scale,
                              batch_size=args.batch_size, panels=args.panels, label=label,
@@ -106,8 +111,7 @@ def cmd_visualize(args: argparse.Namespace) -> None:
     panels = parse_panels(args.panels)
     if args.paste_back:
         raise InputError("--paste-back does not apply to visualize: its panels show the model's crop")
-    if args.max_frames is not None and args.max_frames < 1:
-        raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
+    check_frame_limits(args)
     if args.height is not None and not 32 <= args.height <= 1024:
         raise InputError(f"--height must be from 32 to 1024 pixels, got {args.height}")
     device = pick_device(args.device)

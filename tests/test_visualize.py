@@ -102,6 +102,7 @@ def test_visualize_refuses_bad_requests_before_any_work(tmp_path, feat_data, cap
             (("--driving", driving, "-o", tmp_path / "x.png", "--panels", "source,nonsense"), "unknown panel nonsense"),
             (("--driving", driving, "-o", tmp_path / "x.gif"), "cannot write this file type"),
             (("--driving", driving, "-o", tmp_path / "x.png", "--paste-back"), "does not apply"),
+            (("--driving", driving, "-o", tmp_path / "x.png", "--max-seconds", "0"), "--max-seconds must be"),
             (("-o", tmp_path / "x.png"), "needs --driving"),
             (("--memory", "-o", tmp_path / "x.mp4"), "cannot write this file type")):
         # A model is never built: no UNTRAINED note before the refusal.
