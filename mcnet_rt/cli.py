@@ -1,4 +1,4 @@
-"""The `mcnet-rt` command: animate, convert, info, doctor, evaluate, prepare-data, serve, cluster."""
+"""The `mcnet-rt` command: animate, visualize, convert, info, doctor, evaluate, prepare-data, serve, cluster."""
 from __future__ import annotations
 
 import argparse
@@ -74,15 +74,20 @@ def model_from_args(args: argparse.Namespace, device: torch.device) -> tuple[MCN
                      "training/), or --untrained PRESET to exercise the pipeline with random weights")
 
 
+def check_frame_limits(args: argparse.Namespace) -> None:
+    """--max-frames and --max-seconds, where a command takes them."""
+    if args.max_frames is not None and args.max_frames < 1:
+        raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
+    if args.max_seconds is not None and not 0 < args.max_seconds < math.inf:
+        raise InputError(f"--max-seconds must be a positive number of seconds, got {args.max_seconds}")
+
+
 def cmd_animate(args: argparse.Namespace) -> None:
     check_output_file(args.output, VIDEO_EXTENSIONS, inputs=(args.source, args.driving), overwrite=args.overwrite)
     device = pick_device(args.device)
     dtype = pick_dtype(args.precision, device)
     check_batch_size(args.batch_size)
-    if args.max_frames is not None and args.max_frames < 1:
-        raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
-    if args.max_seconds is not None and not 0 < args.max_seconds < math.inf:
-        raise InputError(f"--max-seconds must be a positive number of seconds, got {args.max_seconds}")
+    check_frame_limits(args)
     model, label = model_from_args(args, device)
     options = AnimateOptions(relative=args.mode == "relative", adapt_scale=not args.no_adapt_scale,
                              batch_size=args.batch_size, panels=args.panels, label=label,
@@ -93,6 +98,42 @@ def cmd_animate(args: argparse.Namespace) -> None:
     frames = animate_video(model, args.source, args.driving, args.output, options, dtype,
                            progress=not args.quiet)
     print(f"wrote {args.output}: {frames} frames ({device.type}, {str(dtype).removeprefix('torch.')})")
+
+
+def cmd_visualize(args: argparse.Namespace) -> None:
+    from .visualize.panels import parse_panels
+    from .visualize.runner import IMAGE_OUTPUTS, VisualizeOptions, check_request, visualize
+
+    if not args.memory and not args.driving:
+        raise InputError("visualize needs --driving VIDEO_OR_IMAGE (or --memory for the memory figure)")
+    outputs = IMAGE_OUTPUTS if args.memory else IMAGE_OUTPUTS + VIDEO_EXTENSIONS
+    inputs = (args.source,) if args.memory else (args.source, args.driving)
+    check_output_file(args.output, outputs, inputs=inputs, overwrite=args.overwrite)
+    if not args.memory:
+        check_request(args.driving, args.output)
+    panels = parse_panels(args.panels)
+    if args.paste_back:
+        raise InputError("--paste-back does not apply to visualize: its panels show the model's crop")
+    check_frame_limits(args)
+    if args.height is not None and not 32 <= args.height <= 1024:
+        raise InputError(f"--height must be from 32 to 1024 pixels, got {args.height}")
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.precision, device)
+    model, label = model_from_args(args, device)
+    if args.memory:
+        from .visualize.memory import write_memory_figure
+
+        write_memory_figure(model, args.source, args.output,
+                            SessionOptions(crop=args.crop, face=args.face, align=args.align), args.height, label)
+        print(f"wrote {args.output}: the meta-memory and its attention for {args.source}")
+        return
+    options = AnimateOptions(relative=args.mode == "relative", adapt_scale=not args.no_adapt_scale, label=label,
+                             max_frames=args.max_frames, max_seconds=args.max_seconds, crop=args.crop,
+                             detect_every=args.detect_every, face=args.face, align=args.align)
+    rows = visualize(model, args.source, args.driving, args.output, options, VisualizeOptions(panels, args.height),
+                     dtype, progress=not args.quiet)
+    print(f"wrote {args.output}: {rows} row{'s' * (rows != 1)} of {', '.join(panels)} ({device.type}, "
+          f"{str(dtype).removeprefix('torch.')}, eager)")
 
 
 def add_weight_options(p: argparse.ArgumentParser) -> None:
@@ -246,7 +287,14 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_convert(args: argparse.Namespace) -> None:
     output = check_output_file(args.output, (".safetensors", *checkpoint.OFFICIAL_EXTENSIONS), inputs=(args.input,),
                                overwrite=args.overwrite)
+    target = preset(args.upscale_to) if args.upscale_to else None
     model = checkpoint.load(args.input)
+    if target is not None:
+        from .upscale import summary, upscale
+
+        upscaled = upscale(model, target)
+        model = upscaled.model
+        print(f"{args.input} -> {args.upscale_to}: {summary(upscaled)}")
     if output.name.lower().endswith(".safetensors"):
         checkpoint.save(model, output)
     else:
@@ -434,6 +482,27 @@ def build_parser() -> argparse.ArgumentParser:
     add_backend_argument(p)
     p.set_defaults(func=cmd_animate)
 
+    p = sub.add_parser("visualize", help="draw keypoints, motion, occlusion, features and the meta-memory per frame")
+    p.add_argument("--source", required=True, help="source image (a photo with a face)")
+    p.add_argument("--driving", help="driving video, or a still image (one row, written as .png)")
+    p.add_argument("-o", "--output", required=True, help=f"output: .png (one row per frame) or a video "
+                   f"({', '.join(VIDEO_EXTENSIONS)}) with the driving video's timestamps")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.add_argument("--memory", action="store_true", help="instead: the learned meta-memory and, for --source, the "
+                   "identity-conditioned memory and its attention at each scale (.png)")
+    p.add_argument("--panels", default="all", help="comma-separated panels from source, driving, transferred, "
+                   "sparse, mask, deformed, flow, occlusion, features, prediction (default all)")
+    p.add_argument("--height", type=int, metavar="PX", help="panel height (default the model's image size)")
+    add_model_options(p)
+    add_crop_options(p)
+    p.add_argument("--mode", choices=("relative", "absolute"), default="relative",
+                   help="relative: apply the driver's motion since its first face frame (default)")
+    p.add_argument("--no-adapt-scale", action="store_true", help="do not scale motion by the face-size ratio")
+    p.add_argument("--max-frames", type=int, metavar="N", help="draw only the first N driving frames")
+    p.add_argument("--max-seconds", type=float, metavar="S", help="draw only the first S seconds of the driver")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_visualize)  # eager only: the extra outputs are not part of the exported step
+
     p = sub.add_parser("live", help="drive an avatar from a camera or stream in real time (virtual camera, file)")
     p.add_argument("--source", required=True, help="avatar image (a photo with a face)")
     camera = p.add_mutually_exclusive_group()
@@ -481,6 +550,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help=".safetensors (mcnet_rt, configuration in its metadata) or .pth.tar (official "
                    "layout; other configurations than vox-256 are stored as an extra entry)")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
+    p.add_argument("--upscale-to", choices=sorted(PRESETS), metavar="PRESET", help="start a higher-resolution model "
+                   "(e.g. vox-512 from a vox-256 checkpoint) for fine-tuning: the weights that have a place in it are "
+                   "kept, the rest initialised; says which")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("info", help="configuration, parameter counts and GFLOPs per frame")

@@ -2,7 +2,11 @@
 
 `vox-256` is the released configuration (config/vox-256.yaml with the command-line overrides the authors
 used: num_kp=15, ExpendMemoryUnit, 32×32×512 memory). `small` keeps every mechanism at a fraction of the
-width and at 128 px, for tests and CPU experiments.
+width and at 128 px, for tests and CPU experiments. `vox-512` is the 256 model at twice the resolution: one more
+down/up block in the generator keeps its bottleneck, and the memory it attends to, at 32×32; the keypoint detector
+and the dense motion network downscale by 1/8 instead of 1/4, so they still run at 64×64 with the 256 model's
+layers. Every level of the 256 generator reappears at twice its resolution (see `mcnet_rt.upscale`); the new
+coarsest level is compensated by the same memory, like the others.
 """
 from __future__ import annotations
 
@@ -113,6 +117,11 @@ def check_bounds(config, prefix: str = "") -> None:
 
 PRESETS: dict[str, MCNetConfig] = {
     "vox-256": MCNetConfig(),
+    "vox-512": MCNetConfig(
+        image_size=512,
+        keypoint_detector=KeypointDetectorConfig(scale_factor=0.125),
+        generator=GeneratorConfig(num_down_blocks=4, dense_motion=DenseMotionConfig(scale_factor=0.125)),
+    ),
     "small": MCNetConfig(
         image_size=128,
         keypoint_detector=KeypointDetectorConfig(block_expansion=16, max_features=256, num_blocks=4),

@@ -74,7 +74,7 @@ def test_every_term_is_present_and_scales_with_its_weight(model64, vgg16):
     assert set(base) == TERMS and all(torch.isfinite(v) and v > 0 for v in base.values())
     for name in TERMS:
         assert torch.allclose(twice[name], 2 * base[name], rtol=1e-5), name
-    assert visuals["prediction"].shape == (2, 3, 64, 64) and visuals["occlusion"].shape[1] == 1
+    assert visuals["prediction"].shape == (2, 3, 64, 64) and visuals["motion"].occlusion.shape[1] == 1
     zero = LossSection(scales=[1.0], perceptual=[0.0] * 5, equivariance_value=0, kp_distance=0)
     with torch.no_grad():
         assert set(Objective(model64, zero, None)(source, driving, seeds)[0]) == {"equivariance_jacobian",

@@ -2,6 +2,7 @@
 checkpoint, and held-out identities or clips."""
 from __future__ import annotations
 
+import io
 import math
 import shutil
 import sys
@@ -19,7 +20,8 @@ from mcnet_rt.training import state as train_state
 from mcnet_rt.training.config import AugmentationSection, ValidationSection
 from mcnet_rt.training.data import VideoFrameDataset, held_out_clips, split_videos
 from mcnet_rt.training.trainer import Trainer
-from mcnet_rt.training.validation import ValidationResult, Validator, is_improvement
+from mcnet_rt.training.validation import GRID_TAG, ValidationResult, Validator, is_improvement
+from mcnet_rt.visualize.panels import LABEL_HEIGHT, TRAINING_PANELS, keypoint_colours
 from training_fixtures import SIZE, held_out_identity_split, quick_config
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
@@ -42,9 +44,18 @@ def test_validation_logs_metrics_and_grid_and_keeps_the_best_checkpoint(prepared
     missing = [e.value for e in board.Scalars("validation/akd_faces_missing")]
     assert all(m in (0, 1, 2) for m in missing)
     assert all(math.isnan(akd) == (m == 2) for akd, m in zip(logged["akd"], missing))  # NaN only without any face
-    images = board.Images("validation: source | driving | prediction")
+    images = board.Images(GRID_TAG)
     assert [e.step for e in images] == [1, 2, 3]
-    assert (images[0].height, images[0].width) == (2 * SIZE, 3 * SIZE)  # 2 pairs × (source | driving | prediction)
+    # 2 pairs × the training panels (visualize's renderer), each labelled above.
+    assert (images[0].height, images[0].width) == (2 * (SIZE + LABEL_HEIGHT), len(TRAINING_PANELS) * SIZE)
+    # The training step's images are drawn by the same renderer: keypoints in their fixed colours on the source.
+    train_images = board.Images("train: " + " | ".join(TRAINING_PANELS))
+    assert train_images[0].step == 1 and train_images[0].width == len(TRAINING_PANELS) * SIZE
+    for image in (images[0], train_images[0]):
+        pixels = np.asarray(Image.open(io.BytesIO(image.encoded_image_string)).convert("RGB"))
+        source_panel = pixels[LABEL_HEIGHT:SIZE + LABEL_HEIGHT, :SIZE].reshape(-1, 3)
+        colours = keypoint_colours(trainer.model.config.num_kp)
+        assert (source_panel[:, None] == colours[None]).all(-1).any(0).sum() >= 2  # keypoints overlap when untrained
     # best.pt is the step with the highest PSNR (higher is better), with that value recorded.
     best_step = max(range(3), key=lambda i: logged["psnr"][i]) + 1
     best = train_state.load(tmp_path / "run" / "checkpoints" / "best.pt")

@@ -1,5 +1,5 @@
 """Render a training run's TensorBoard log to one PNG: the total loss, every validation metric, and the latest
-validation grid (source | driving | prediction), read from the event files without a browser.
+validation grid (mcnet_rt.visualize.panels.TRAINING_PANELS), read from the event files without a browser.
 
     python training/render_run.py runs/small run.png
 """
@@ -18,8 +18,7 @@ from PIL import Image  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from mcnet_rt.errors import InputError  # noqa: E402
-
-GRID = "validation: source | driving | prediction"
+from mcnet_rt.training.validation import GRID_TAG as GRID  # noqa: E402
 
 
 def render(log_dir: Path, output: Path) -> Path:

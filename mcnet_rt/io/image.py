@@ -1,11 +1,13 @@
 """Still images in and out, refusing inputs that would silently produce a wrong animation."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from mcnet_rt.errors import InputError
+from mcnet_rt.io.atomic import atomic_output, write_failed
 from mcnet_rt.io.inputs import check_input_file
 
 MIN_SIDE = 32
@@ -75,3 +77,12 @@ def fit_square(frame: np.ndarray, size: int) -> tuple[np.ndarray, str | None]:
         notes.append(f"resized to {size}×{size}" if notes else f"resized {width}×{height} to {size}×{size}")
     return np.ascontiguousarray(square), " and ".join(notes)
 
+
+
+def write_png(image: np.ndarray, path: str | os.PathLike) -> None:
+    """Save an (H, W, 3) uint8 image as PNG; nothing is left at `path` if the write fails."""
+    with atomic_output(path) as tmp:
+        try:
+            Image.fromarray(image).save(tmp, format="PNG")
+        except OSError as e:
+            raise write_failed(Path(path), e) from None

@@ -26,6 +26,9 @@ class Decoded(NamedTuple):
     deformed: torch.Tensor  # the source warped by the deformation (B, 3, H, W)
     projected: list[torch.Tensor]  # per compensated scale, coarse to fine: the projected warped feature
     values: list[torch.Tensor]  # per compensated scale: the memory value (targets of the consistency loss)
+    # With `keep_features` (visualisation), per compensated scale: the warped feature before and after the memory.
+    warped: tuple[torch.Tensor, ...] = ()
+    compensated: tuple[torch.Tensor, ...] = ()
 
 
 class Generator(nn.Module):
@@ -56,14 +59,19 @@ class Generator(nn.Module):
         return self.dense_motion_network(source_image, kp_source, kp_driving)
 
     def decode(self, source_image: torch.Tensor, features: list[torch.Tensor], motion: DenseMotion,
-               kp_source_value: torch.Tensor) -> Decoded:
+               kp_source_value: torch.Tensor, keep_features: bool = False) -> Decoded:
+        """`keep_features` also returns the warped features around the memory (references to tensors computed
+        anyway: no extra work, but they stay alive until the caller drops them)."""
         deformation, occlusion = motion.deformation, motion.occlusion
-        projected, values = [], []
+        projected, values, warped, compensated = [], [], [], []
 
         def compensate(feature: torch.Tensor) -> torch.Tensor:
             out, proj, value = self.memory(feature, kp_source_value)
             projected.append(proj)
             values.append(value)
+            if keep_features:
+                warped.append(feature)
+                compensated.append(out)
             return out
 
         out = compensate(warp_features(features[-1], deformation, occlusion))
@@ -77,9 +85,9 @@ class Generator(nn.Module):
         out = torch.sigmoid(self.final(out * (1 - occlusion_full) + skip))
         deformed = warp_features(source_image, deformation)
         prediction = out * (1 - occlusion_full) + deformed * occlusion_full
-        return Decoded(prediction, deformed, projected, values)
+        return Decoded(prediction, deformed, projected, values, tuple(warped), tuple(compensated))
 
-    def forward(self, source_image: torch.Tensor, kp_source: Keypoints, kp_driving: Keypoints
-                ) -> tuple[Decoded, DenseMotion]:
+    def forward(self, source_image: torch.Tensor, kp_source: Keypoints, kp_driving: Keypoints,
+                keep_features: bool = False) -> tuple[Decoded, DenseMotion]:
         motion = self.estimate_motion(source_image, kp_source, kp_driving)
-        return self.decode(source_image, self.encode(source_image), motion, kp_source.value), motion
+        return self.decode(source_image, self.encode(source_image), motion, kp_source.value, keep_features), motion

@@ -8,7 +8,8 @@ from torch import nn
 
 from ..config import MCNetConfig
 from ..keypoints import Keypoints
-from .generator import Generator
+from .dense_motion import DenseMotion
+from .generator import Decoded, Generator
 from .keypoint_detector import KeypointDetector
 
 
@@ -58,9 +59,14 @@ class MCNet(nn.Module):
 
     def animate(self, cache: SourceCache, kp_driving: Keypoints) -> torch.Tensor:
         """The per-frame step: prediction (B,3,H,W) for driving keypoints, with the source cached."""
+        return self.animate_outputs(cache, kp_driving)[0].prediction
+
+    def animate_outputs(self, cache: SourceCache, kp_driving: Keypoints, keep_features: bool = False
+                        ) -> tuple[Decoded, DenseMotion]:
+        """`animate` with everything the generator computed on the way (what the visualiser draws)."""
         cache = cache.expand(kp_driving.value.shape[0])
         motion = self.generator.estimate_motion(cache.image, cache.keypoints, kp_driving)
-        return self.generator.decode(cache.image, cache.features, motion, cache.keypoints.value).prediction
+        return self.generator.decode(cache.image, cache.features, motion, cache.keypoints.value, keep_features), motion
 
     def generate(self, source: torch.Tensor, kp_source: Keypoints, kp_driving: Keypoints) -> torch.Tensor:
         """Prediction (B,3,H,W) in [0,1]: `source` animated from `kp_source` to `kp_driving`."""

@@ -113,9 +113,14 @@ class MemoryCompensationModule(nn.Module):
         self.out_convs = nn.ModuleDict({r: nn.Conv2d(c, n, 3, padding=1) for r, n in out_channels.items()})
         self.out_norms = nn.ModuleDict({r: nn.InstanceNorm2d(n, affine=True) for r, n in out_channels.items()})
 
-    def forward(self, projected: torch.Tensor, memory: torch.Tensor, scale: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def query_key_value(self, projected: torch.Tensor, memory: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The attention's queries (from the projected feature), keys and values (from the conditioned memory)."""
         key, value = F.relu(self.kv_conv(projected, memory)).chunk(2, dim=1)
-        query = F.relu(self.query_conv(projected))
+        return F.relu(self.query_conv(projected)), key, value
+
+    def forward(self, projected: torch.Tensor, memory: torch.Tensor, scale: str) -> tuple[torch.Tensor, torch.Tensor]:
+        query, key, value = self.query_key_value(projected, memory)
         residual = memory_attention(query, key, value, self.attention_scale)
         out = F.relu(self.diff_conv(projected - residual)) + projected
         return F.relu(self.out_norms[scale](self.out_convs[scale](out))), value

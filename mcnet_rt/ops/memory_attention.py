@@ -25,11 +25,15 @@ def memory_attention_reference(query: torch.Tensor, key: torch.Tensor, value: to
                                scale: float = 0.25) -> torch.Tensor:
     """softmax(q·kᵀ·scale)·v with q (B,C,H,W) and k, v (B,C,h,w) as maps; returns (B,C,H,W)."""
     b, c, h, w = query.shape
+    v = value.flatten(2).transpose(1, 2)
+    return torch.bmm(attention_weights(query, key, scale), v).transpose(1, 2).reshape(b, c, h, w)
+
+
+def attention_weights(query: torch.Tensor, key: torch.Tensor, scale: float = 0.25) -> torch.Tensor:
+    """softmax(q·kᵀ·scale): (B, H·W, h·w), each query position's weights over the key positions."""
     q = query.flatten(2).transpose(1, 2)
     k = key.flatten(2).transpose(1, 2)
-    v = value.flatten(2).transpose(1, 2)
-    attn = torch.softmax(torch.bmm(q, k.transpose(1, 2)) * scale, dim=-1)
-    return torch.bmm(attn, v).transpose(1, 2).reshape(b, c, h, w)
+    return torch.softmax(torch.bmm(q, k.transpose(1, 2)) * scale, dim=-1)
 
 
 def _check(op: str, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ndim: int = 3) -> None:

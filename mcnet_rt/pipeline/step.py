@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..keypoints import Keypoints, movement_scale, relative_keypoints
-from ..models import MCNet, SourceCache
+from ..models import DenseMotion, Decoded, MCNet, SourceCache
 from ..precision import autocast, full_precision
 
 
@@ -56,6 +56,16 @@ def reference_from_keypoints(source: SourceCache, keypoints: Keypoints, adapt_sc
     return MotionReference(keypoints, torch.tensor(scales, dtype=torch.float32, device=keypoints.value.device))
 
 
+class FrameOutputs(NamedTuple):
+    """What one step computed, for drawing: the detected and the transferred driving keypoints, the dense motion
+    and the generator's outputs with the features around the memory."""
+
+    kp_driving: Keypoints
+    kp_transferred: Keypoints
+    motion: DenseMotion
+    decoded: Decoded
+
+
 class FrameStep(nn.Module):
     """prediction (B,3,H,W) float32 in [0,1] = step(driving (B,3,H,W) in [0,1], *source, *reference).
 
@@ -88,6 +98,25 @@ class FrameStep(nn.Module):
                kp_source_value: torch.Tensor, kp_source_jacobian: torch.Tensor, kp_reference_value: torch.Tensor,
                kp_reference_jacobian: torch.Tensor, scale: torch.Tensor, *features: torch.Tensor) -> torch.Tensor:
         """The prediction for driving keypoints: motion transfer, then the generator with the cached source."""
+        cache, kp_driving = self._transfer(kp_driving_value, kp_driving_jacobian, source_image, kp_source_value,
+                                           kp_source_jacobian, kp_reference_value, kp_reference_jacobian, scale,
+                                           *features)
+        with autocast(source_image.device, self.dtype):
+            return self.model.animate(cache, kp_driving).float()
+
+    def render_outputs(self, kp_driving_value: torch.Tensor, kp_driving_jacobian: torch.Tensor,
+                       *inputs: torch.Tensor) -> FrameOutputs:
+        """`render` returning everything it computed (eager only: the exported step is `render`, unchanged)."""
+        cache, kp_transferred = self._transfer(kp_driving_value, kp_driving_jacobian, *inputs)
+        with autocast(cache.image.device, self.dtype):
+            decoded, motion = self.model.animate_outputs(cache, kp_transferred, keep_features=True)
+        return FrameOutputs(Keypoints(kp_driving_value, kp_driving_jacobian), kp_transferred, motion, decoded)
+
+    def _transfer(self, kp_driving_value: torch.Tensor, kp_driving_jacobian: torch.Tensor, source_image: torch.Tensor,
+                  kp_source_value: torch.Tensor, kp_source_jacobian: torch.Tensor, kp_reference_value: torch.Tensor,
+                  kp_reference_jacobian: torch.Tensor, scale: torch.Tensor, *features: torch.Tensor
+                  ) -> tuple[SourceCache, Keypoints]:
+        """The source cache at the driving batch and the keypoints the generator is given (relative or not)."""
         kp_driving = Keypoints(kp_driving_value, kp_driving_jacobian)
         cache = SourceCache(source_image, Keypoints(kp_source_value, kp_source_jacobian), list(features))
         cache = cache.expand(kp_driving_value.shape[0])
@@ -95,8 +124,7 @@ class FrameStep(nn.Module):
             with full_precision(source_image.device):
                 reference = Keypoints(kp_reference_value, kp_reference_jacobian)
                 kp_driving = relative_keypoints(cache.keypoints, kp_driving, reference, scale.view(-1, 1, 1))
-        with autocast(source_image.device, self.dtype):
-            return self.model.animate(cache, kp_driving).float()
+        return cache, kp_driving
 
     def forward(self, driving: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
         return self.render(*self.detect(driving), *inputs)

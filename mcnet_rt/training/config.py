@@ -23,6 +23,9 @@ class ModelSection:
     preset: str = "vox-256"
     image_size: int = 0  # 0: the preset's; smaller sizes make quick CPU experiments
     memory_noise: bool = False  # the released StyleConv noise; off by default (see mcnet_rt.config.MemoryConfig)
+    # Weights to start from (a checkpoint of this configuration, e.g. `mcnet-rt convert --upscale-to vox-512` of a
+    # vox-256 one for a 512 fine-tune); empty: random. A resumed run takes its own weights instead.
+    init: str = ""
 
 
 @dataclass

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..keypoints import Keypoints, inverse_2x2
+from ..models import DenseMotion
 from ..models.blocks import AntiAliasDownsample, coordinate_grid
 from .config import LossSection
 from .vgg import VGGFeatures
@@ -139,7 +140,7 @@ class Objective(nn.Module):
         self.pyramid = ImagePyramid(config.scales, model.config.num_channels)
 
     def forward(self, source: torch.Tensor, driving: torch.Tensor, seeds: torch.Tensor
-                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                ) -> tuple[dict[str, torch.Tensor], dict]:
         c = self.config
         kp_detector, generator = self.model.kp_detector, self.model.generator
         kp_source, kp_driving = kp_detector(source), kp_detector(driving)
@@ -162,5 +163,9 @@ class Objective(nn.Module):
                 for kp in (kp_source, kp_driving))
         if c.feat_consistent:
             losses["feat_consistent"] = c.feat_consistent * sum(consistency_loss(decoded.projected, decoded.values))
-        visuals = {"prediction": decoded.prediction.detach(), "occlusion": motion.occlusion.detach()}
+        # What the TensorBoard images draw (mcnet_rt.visualize.panels), detached from the graph.
+        visuals = {"prediction": decoded.prediction.detach(), "deformed": decoded.deformed.detach(),
+                   "motion": DenseMotion(*(t.detach() for t in motion)),
+                   "kp_source": Keypoints(*(t.detach() for t in kp_source)),
+                   "kp_driving": Keypoints(*(t.detach() for t in kp_driving))}
         return losses, visuals

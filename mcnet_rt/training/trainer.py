@@ -13,14 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..errors import CheckpointError, InputError
+from .. import checkpoint as ckpt_io
 from ..models import MCNet
+from ..visualize.panels import TRAINING_PANELS, draw_grid, samples
 from . import state as ckpt
 from .config import TrainConfig, describe, differences
 from .data import EpochSampler, VideoFrameDataset, held_out_clips, split_videos
@@ -28,7 +29,7 @@ from .distributed import any_process, init_process, sync_batchnorm
 from .ema import WeightAverage
 from .losses import Objective
 from .schedule import set_learning_rates
-from .validation import Validator, is_improvement
+from .validation import GRID_TAG, Validator, is_improvement
 from .vgg import perceptual_network
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -51,6 +52,16 @@ class StepResult:
     skipped: bool
     grad_norms: tuple[float, float]
     visuals: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def initial_weights(path: str, config) -> dict[str, torch.Tensor]:
+    """The state dict of the checkpoint at `path`, which must hold a model of `config` (memory noise aside)."""
+    loaded = ckpt_io.load(path)
+    if loaded.config.with_memory_noise(False) != config.with_memory_noise(False):
+        raise InputError(f"config model.init={path}: holds a {loaded.config.image_size} px model of another "
+                         "configuration than model.preset/model.image_size; convert it first (mcnet-rt convert "
+                         "--upscale-to PRESET)")
+    return loaded.state_dict()
 
 
 class Trainer:
@@ -84,6 +95,8 @@ class Trainer:
         self.model = MCNet(model_config).to(self.device, self.dtype).train()
         # Only the released noise uses this weight; with the noise off it would get no gradient, which DDP rejects.
         self.model.generator.memory.iicm.noise_strength.requires_grad_(c.model.memory_noise)
+        if c.model.init and resume_path is None:
+            self.model.load_state_dict(initial_weights(c.model.init, model_config))
         self.average = WeightAverage(self.model, c.train.ema) if c.train.ema else None
         vgg = perceptual_network(c.loss.vgg19_weights).to(self.device, self.dtype) if sum(c.loss.perceptual) else None
         objective = Objective(self.model, c.loss, vgg).to(self.device, self.dtype)
@@ -305,7 +318,7 @@ class Trainer:
             self.writer.add_scalar(f"validation/{name}", value, step)
         if "akd" in result.metrics:
             self.writer.add_scalar("validation/akd_faces_missing", result.faces_missing, step)
-        self.writer.add_image("validation: source | driving | prediction", result.grid, step)
+        self.writer.add_image(GRID_TAG, result.grid, step, dataformats="HWC")
         if is_improvement(metric, result.metrics[metric], self.best["value"] if self.best else None):
             self.best = {"metric": metric, "value": result.metrics[metric], "step": step}
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -334,14 +347,12 @@ class Trainer:
             self.writer.add_scalar("train/skipped_steps", self.progress.skipped, step)
             self.writer.add_scalar("train/epoch", self.progress.epoch, step)
         if step % c.image_every == 0 or step == 1:
-            self.writer.add_image("source | driving | prediction | occlusion", self._grid(result), step)
+            self.writer.add_image("train: " + " | ".join(TRAINING_PANELS), self._grid(result), step,
+                                  dataformats="HWC")
 
-    def _grid(self, result: StepResult) -> torch.Tensor:
-        """Rows of up to 4 samples: source | driving | prediction | occlusion, as a (3, H, W) image."""
+    def _grid(self, result: StepResult) -> np.ndarray:
+        """Rows of up to 4 samples drawn as `mcnet-rt visualize` draws them (TRAINING_PANELS), (H, W, 3) uint8."""
         v = result.visuals
-        n = min(4, v["source"].shape[0])
-        occlusion = F.interpolate(v["occlusion"][:n].float(), size=v["source"].shape[-2:], mode="bilinear",
-                                  align_corners=False).expand(-1, 3, -1, -1)
-        panels = [v["source"][:n], v["driving"][:n], v["prediction"][:n], occlusion]
-        rows = torch.cat([p.float().cpu() for p in panels], dim=3)  # (n, 3, H, 4W)
-        return torch.cat(list(rows), dim=1).clamp(0, 1)
+        rows = samples(v["source"][:4], v["driving"][:4], v["prediction"][:4], v["kp_source"], v["kp_driving"],
+                       motion=v["motion"], deformed=v["deformed"])
+        return draw_grid(rows, TRAINING_PANELS)

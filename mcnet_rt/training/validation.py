@@ -19,10 +19,12 @@ from .. import faces
 from ..evaluation import image_metrics, motion_metrics
 from ..evaluation.perceptual import lpips
 from ..models import MCNet
+from ..visualize.panels import TRAINING_PANELS, draw_grid, samples
 from .config import LOWER_IS_BETTER, ValidationSection
 from .data import held_out_clips, read_chosen, split_videos, to_model_size
 
 BATCH = 8  # pairs per forward pass
+GRID_TAG = "validation: " + " | ".join(TRAINING_PANELS)  # the grid's TensorBoard tag
 
 
 def validation_videos(root: str | Path, holdout: str) -> list[Path]:
@@ -52,7 +54,7 @@ def is_improvement(metric: str, value: float, best: float | None) -> bool:
 @dataclass
 class ValidationResult:
     metrics: dict[str, float]  # mean over the pairs (AKD: over the pairs where FaceMesh found both faces)
-    grid: torch.Tensor  # (3, H, W): rows of source | driving | prediction
+    grid: np.ndarray  # (H, W, 3) uint8: one row of TRAINING_PANELS per pair
     faces_missing: int  # AKD pairs without a face in the prediction or the driving frame
 
 
@@ -73,11 +75,16 @@ class Validator:
         device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
         training = model.training
         model.eval()
-        predictions = []
+        predictions, rows = [], []
         for start in range(0, len(self.source), BATCH):
             source = self.source[start:start + BATCH].to(device, dtype)
             driving = self.driving[start:start + BATCH].to(device, dtype)
-            predictions.append(model.generate(source, model.kp_detector(source), model.kp_detector(driving)).float())
+            kp_source, kp_driving = model.kp_detector(source), model.kp_detector(driving)
+            decoded, motion = model.generator(source, kp_source, kp_driving)
+            predictions.append(decoded.prediction.float())
+            if len(rows) < self.config.grid_pairs:
+                rows += samples(source, driving, decoded.prediction, kp_source, kp_driving, motion=motion,
+                                deformed=decoded.deformed)[:self.config.grid_pairs - len(rows)]
         model.train(training)
         prediction = torch.cat(predictions).clamp(0, 1)
         driving = self.driving.to(device)
@@ -93,9 +100,4 @@ class Validator:
                 metrics[name] = lpips(prediction, driving).mean().item()
             else:
                 metrics[name] = getattr(image_metrics, name)(prediction, driving).mean().item()
-        return ValidationResult(metrics, self._grid(prediction.cpu()), missing)
-
-    def _grid(self, prediction: torch.Tensor) -> torch.Tensor:
-        n = min(self.config.grid_pairs, len(prediction))
-        rows = torch.cat([self.source[:n], self.driving[:n], prediction[:n]], dim=3)  # (n, 3, H, 3W)
-        return torch.cat(list(rows), dim=1)
+        return ValidationResult(metrics, draw_grid(rows, TRAINING_PANELS), missing)
