@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -446,7 +447,7 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from .cluster import deploy  # Ray loads only for this command
 
-    raise Terminated(deploy.run(args, token))
+    raise Terminated(deploy.run(args, token, functools.partial(serve_session_functions, args)))
 
 
 class Parser(argparse.ArgumentParser):

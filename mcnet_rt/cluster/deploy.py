@@ -3,7 +3,6 @@ page (serve's ingress app, with its token and checks) is served from this proces
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -79,17 +78,15 @@ def gpus_in_cluster() -> int:
     return count
 
 
-def run(args: argparse.Namespace, token: str | None) -> int:
+def run(args: argparse.Namespace, token: str | None, session_functions: Callable[[], tuple]) -> int:
     """`mcnet-rt cluster`: join the cluster, deploy one engine per GPU, serve the page until a signal; the
-    deployment is removed at the end (its GPUs freed)."""
-    from ..cli import serve_session_functions
-
+    deployment is removed at the end (its GPUs freed). `session_functions` makes a replica's (make_session,
+    process) on its GPU (the command's model options, bound by the CLI)."""
     servers = ice_servers(args.ice_server, args.ice_username, args.ice_credential)
     ray.init(address=args.address, include_dashboard=False, logging_level=logging.WARNING)
     try:
         replicas = args.gpus if args.gpus is not None else gpus_in_cluster()
-        options = EngineOptions(functools.partial(serve_session_functions, args), replicas, args.sessions_per_gpu,
-                                servers)
+        options = EngineOptions(session_functions, replicas, args.sessions_per_gpu, servers)
         handle = deploy(options)
         log.info("%d engines, %d sessions each", replicas, args.sessions_per_gpu)
         return serve_app(ingress_app(ClusterCalls(handle), token, servers), args.host, args.port, token)
