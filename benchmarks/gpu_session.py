@@ -13,6 +13,7 @@ MCNET_RT_COMMIT (the commit, recorded where the tree travels without .git).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -267,7 +268,8 @@ def run_step(step: Step, s: Session, left_s: float) -> dict:
 
 
 def stop(process: subprocess.Popen) -> None:
-    """End the step's process group: SIGTERM, then SIGKILL after 5 s."""
+    """End the step's process group: SIGTERM, then SIGKILL after 5 s; what of the group outlives its leader (a
+    child that was still starting, or one that ignores SIGTERM) is killed with it."""
     for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
         try:
             os.killpg(process.pid, sig)
@@ -275,9 +277,11 @@ def stop(process: subprocess.Popen) -> None:
             return
         try:
             process.wait(timeout=grace)
-            return
+            break
         except subprocess.TimeoutExpired:
             continue
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 def write_out(summary: dict, s: Session) -> None:

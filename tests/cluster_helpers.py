@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import sys
 
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # before Ray loads: no usage report
@@ -14,6 +15,7 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # before Ray loads: no usage report
 import pytest  # noqa: E402
 
 ray = pytest.importorskip("ray", exc_type=ImportError)  # absent from the GPU image: the cluster tests skip there
+pytest.importorskip("aiortc", exc_type=ImportError)
 from ray import serve  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
@@ -44,6 +46,7 @@ def local_cluster(nodes: int = 2, node: dict = NODE):
     """A Ray cluster of `nodes` simulated nodes on this machine, this process connected as its driver; yields its
     address."""
     saved = os.environ.get("PYTHONPATH")
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     os.environ["PYTHONPATH"] = os.pathsep.join(sys.path)  # the replicas import this module
     cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     try:
@@ -57,6 +60,8 @@ def local_cluster(nodes: int = 2, node: dict = NODE):
             serve.shutdown()
         ray.shutdown()
         cluster.shutdown()
+        for number, handler in handlers.items():  # ray.init installs its own, which outlive ray.shutdown
+            signal.signal(number, handler)
         if saved is None:
             os.environ.pop("PYTHONPATH", None)
         else:

