@@ -632,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_face_options(p)
     p.add_argument("--sessions-per-gpu", type=int, default=8, help="callers per GPU; when every GPU is full the "
                    "next caller is told to retry (default 8)")
-    p.add_argument("--gpus", type=int, help="engines to start, one per GPU (default: every GPU in the cluster)")
+    p.add_argument("--gpus", type=number(int, 1, what="a number of GPUs, at least 1"), help="engines to start, one per GPU (default: every GPU in the cluster)")
     p.add_argument("--ice-server", action="append", default=[], metavar="URL", help="a stun: or turn: server "
                    "for the page and the engines (repeatable); needed when a GPU machine is behind NAT")
     p.add_argument("--ice-username", help="username for the turn: servers")

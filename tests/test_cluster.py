@@ -109,6 +109,9 @@ def test_turn_servers_need_credentials():
 def test_cluster_command_refuses_bad_options(capsys):
     assert main(["cluster", "--untrained", "small", "--sessions-per-gpu", "0"]) == 2
     assert "--sessions-per-gpu must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:  # zero engines would refuse every caller for good
+        main(["cluster", "--untrained", "small", "--gpus", "0"])
+    assert stop.value.code == 2 and "--gpus: expected a number of GPUs, at least 1, got '0'" in capsys.readouterr().err
     assert main(["cluster", "--untrained", "small", "--ice-server", "turn:turn.example.org"]) == 2
     assert "a TURN server needs --ice-username and --ice-credential" in capsys.readouterr().err
 
