@@ -29,9 +29,9 @@ import torch
 from aiohttp import ClientSession
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-from cluster_helpers import ingress, local_engines, replica_actor  # noqa: E402  (first: Ray's usage report off)
+from support.cluster_helpers import ingress, local_engines, replica_actor  # noqa: E402  (first: Ray's usage report off)
 import ray  # noqa: E402
-from serve_helpers import (INTERFACES, clip_frames, frames_flow, reconnect_when_silent, serve_process,  # noqa: E402
+from support.serve_helpers import (INTERFACES, clip_frames, frames_flow, reconnect_when_silent, serve_process,  # noqa: E402
                            start_call)
 from timing import percentiles, stamp, write_report  # noqa: E402
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 import mcnet_rt
-from mcnet_rt.pipeline import FrameStep, motion_reference, prepare_source
+from mcnet_rt.pipeline.step import FrameStep, motion_reference, prepare_source
 from timing import Timer, percentiles, stamp, write_report
 
 
@@ -28,7 +28,7 @@ def measure(name: str, device: torch.device, warmup: int, iterations: int) -> di
     step = FrameStep(model)
     inputs = step.inputs(cache, motion_reference(model, cache, source))
     calls = {"step": lambda: step(driving, *inputs),
-             "step_with_extra_outputs": lambda: step.render_outputs(*step.detect(driving), *inputs)}
+             "step_with_extra_outputs": lambda: step.render_outputs(*step.keypoints(driving), *inputs)}
     for _ in range(warmup):
         for call in calls.values():
             call()

@@ -40,7 +40,7 @@ from mcnet_rt.package_weights import package_folder
 from timing import Timer, percentiles, stamp, write_report
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-import media_fixtures as media  # noqa: E402
+import support.media_fixtures as media  # noqa: E402
 
 BASELINE = "e051539"
 

@@ -18,7 +18,8 @@ import torch
 
 import mcnet_rt
 from mcnet_rt.errors import InputError
-from mcnet_rt.pipeline import PRECISIONS, FrameStep, autocast, motion_reference, prepare_source
+from mcnet_rt.precision import PRECISIONS, autocast
+from mcnet_rt.pipeline.step import FrameStep, motion_reference, prepare_source
 from mcnet_rt.engine import BACKENDS, load_backend
 from mcnet_rt.ops import use_impl
 from timing import Timer, percentiles, stamp, write_report

@@ -25,7 +25,8 @@ from mcnet_rt.io.capture import StreamCapture
 from mcnet_rt.io.image import read_image
 from mcnet_rt.io.sinks import NullSink
 from mcnet_rt.io.video import read_frames
-from mcnet_rt.pipeline import FrameStep, Session, SessionOptions
+from mcnet_rt.pipeline.step import FrameStep
+from mcnet_rt.pipeline.session import Session, SessionOptions
 from mcnet_rt.pipeline.live import LiveRunner
 from faces import default_clip
 from timing import stamp, write_report

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from mcnet_rt.pipeline import PRECISIONS
+from mcnet_rt.precision import PRECISIONS
 from mcnet_rt.ops import missing_kernel
 from timing import RESULTS, measure, stamp
 

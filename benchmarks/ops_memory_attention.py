@@ -18,7 +18,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from mcnet_rt.pipeline import PRECISIONS
+from mcnet_rt.precision import PRECISIONS
 from mcnet_rt.ops import memory_attention, memory_attention_reference, missing_kernel
 from ops import bench_case
 from timing import stamp

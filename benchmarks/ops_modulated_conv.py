@@ -20,7 +20,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from mcnet_rt.pipeline import PRECISIONS
+from mcnet_rt.precision import PRECISIONS
 from mcnet_rt.ops import missing_kernel
 from mcnet_rt.ops.modulated_conv import (dynamic_conv2d, dynamic_conv2d_reference, modulated_conv2d,
                                          modulated_conv2d_reference)

@@ -37,7 +37,7 @@ ANGLES = (0, 5, 10, 15, 20, 30, 45, 60, 90)
 def fixture_model() -> mcnet_rt.MCNet:
     """The equivalence fixture's weights, written as a released file and loaded as one."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-    from official_fixture import official_checkpoint_dict
+    from support.official_fixture import official_checkpoint_dict
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "fixture.pth.tar"

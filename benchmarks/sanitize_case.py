@@ -13,7 +13,7 @@ import sys
 import torch
 
 from mcnet_rt.ops import dynamic_conv2d, memory_attention, missing_kernel, modulated_conv2d, warp_features
-from mcnet_rt.pipeline import PRECISIONS
+from mcnet_rt.precision import PRECISIONS
 
 
 def run_warp(device, dtype, g):

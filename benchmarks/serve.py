@@ -23,7 +23,8 @@ import mcnet_rt
 from mcnet_rt import checkpoint
 from mcnet_rt.io.video import read_frames
 from mcnet_rt.package_weights import package_folder
-from mcnet_rt.pipeline import PRECISIONS, FrameStep
+from mcnet_rt.precision import PRECISIONS
+from mcnet_rt.pipeline.step import FrameStep
 from mcnet_rt.serve import avatars
 from mcnet_rt.serve.scheduler import BatchScheduler
 from mcnet_rt.serve.server import model_session_functions

@@ -26,7 +26,7 @@ import torch
 from aiohttp import ClientSession
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "tests"))
-from serve_helpers import INTERFACES, call_server, clip_frames, process_memory, serve_process  # noqa: E402
+from support.serve_helpers import INTERFACES, call_server, clip_frames, process_memory, serve_process  # noqa: E402
 from timing import stamp, write_report  # noqa: E402
 
 from mcnet_rt.package_weights import package_folder  # noqa: E402

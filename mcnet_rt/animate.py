@@ -28,7 +28,8 @@ from . import faces
 from .engine import load_backend
 from .errors import InputError
 from .models import MCNet
-from .pipeline import FrameStep, Session, SessionOptions, process_batch
+from .pipeline.step import FrameStep
+from .pipeline.session import Session, SessionOptions, process_batch
 from .io.image import fit_square, read_image
 from .io.video import VideoWriter, even_size, probe_video, read_timed_frames
 

@@ -6,7 +6,9 @@ memory unit's keys are renamed so that the paper's parts (meta-memory, IICM, MCM
 """
 from __future__ import annotations
 
+import hashlib
 import pickle
+import weakref
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -277,3 +279,16 @@ def _write(path: str | Path, write) -> None:
         except (OSError, RuntimeError, SafetensorError) as e:
             raise write_failed(path, e) from None
 
+
+_weights_hashes: weakref.WeakKeyDictionary[MCNet, str] = weakref.WeakKeyDictionary()
+
+
+def weights_hash(model: MCNet) -> str:
+    """SHA-256 of the configuration and every parameter and buffer (computed once per model object)."""
+    if model not in _weights_hashes:
+        digest = hashlib.sha256(model.config.to_json().encode())
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        _weights_hashes[model] = digest.hexdigest()
+    return _weights_hashes[model]

@@ -26,7 +26,9 @@ from .io.inputs import STREAM_SCHEMES, check_input
 from .io.sinks import VIRTUAL_CAMERA
 from .faces import ALIGNS
 from .io.video import STREAM_TIMEOUT
-from .pipeline import CROPS, PRECISIONS, FrameStep, Session, SessionOptions
+from .pipeline.session import CROPS, Session, SessionOptions
+from .precision import PRECISIONS
+from .pipeline.step import FrameStep
 from .profile import gflops_per_frame, parameter_counts
 
 SOURCE_CACHE = Path.home() / ".cache" / "mcnet_rt" / "sources"

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .models import MCNet
-from .pipeline import FrameStep, motion_reference, prepare_source
+from .pipeline.step import FrameStep, motion_reference, prepare_source
 
 
 def parameter_counts(model: MCNet) -> dict[str, int]:

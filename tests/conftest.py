@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import mcnet_rt  # noqa: E402
 from mcnet_rt.package_weights import package_folder  # noqa: E402
-from official_fixture import official_checkpoint_dict  # noqa: E402
+from support.official_fixture import official_checkpoint_dict  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
@@ -93,7 +93,7 @@ def prepared(tmp_path_factory, raw_videos) -> tuple[Path, str]:
     import io
 
     from mcnet_rt.cli import main
-    from training_fixtures import FRAMES, SIZE
+    from support.training_fixtures import FRAMES, SIZE
 
     out = tmp_path_factory.mktemp("prepared") / "data"
     printed = io.StringIO()

@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 from aiohttp import ClientSession
 
-from cluster_helpers import ingress, local_engines, ray, replica_actor  # first: it keeps Ray's usage report off
+from support.cluster_helpers import ingress, local_engines, ray, replica_actor  # first: it keeps Ray's usage report off
 pytest.importorskip("playwright.sync_api", exc_type=ImportError)
-from browser_helpers import avatar_changes, browser, fake_camera, wait_for  # noqa: F401 (fixtures)
-from browser_helpers import start_call as open_page
+from support.browser_helpers import avatar_changes, browser, fake_camera, wait_for  # noqa: F401 (fixtures)
+from support.browser_helpers import start_call as open_page
 from mcnet_rt.cli import main
 from mcnet_rt.cluster.deploy import ice_servers
 from mcnet_rt.cluster.replica import health_problem
 from mcnet_rt.serve.scheduler import BatchScheduler
 from mcnet_rt.errors import InputError
-from serve_helpers import (INTERFACES, StandInSession, call_until_answered, clip_frames, frames_flow, loopback_ice,
+from support.serve_helpers import (INTERFACES, StandInSession, call_until_answered, clip_frames, frames_flow, loopback_ice,
                            needs_isolation, reconnect_when_silent, start_call, until)
 
 FREEZE_LIMIT_S = 60.0  # kill -> frames again on the caller's new call; measured and printed, far below this

@@ -10,9 +10,9 @@ import subprocess
 import sys
 import urllib.request
 
-from cluster_helpers import NODE, local_cluster  # first: it keeps Ray's usage report off
+from support.cluster_helpers import NODE, local_cluster  # first: it keeps Ray's usage report off
 from ray import serve
-from serve_helpers import SERVE_ON_LOOPBACK, needs_isolation, seconds_to_stop
+from support.serve_helpers import SERVE_ON_LOOPBACK, needs_isolation, seconds_to_stop
 
 
 @needs_isolation

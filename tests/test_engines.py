@@ -15,7 +15,7 @@ from mcnet_rt.engine.onnx_export import export_step
 from mcnet_rt.errors import InputError
 from mcnet_rt.keypoints import Keypoints
 from mcnet_rt.config import DenseMotionConfig, GeneratorConfig, KeypointDetectorConfig, MCNetConfig, MemoryConfig
-from mcnet_rt.pipeline import FrameStep
+from mcnet_rt.pipeline.step import FrameStep
 
 TINY = MCNetConfig(
     image_size=64, num_kp=5,
@@ -84,8 +84,8 @@ def test_onnxruntime_backend_equals_pytorch_at_any_batch(small_step, standard_gr
     for n in (1, 3):
         (driving,), inputs = halves.example_inputs(small_step, batch=n, seed=n)
         with torch.no_grad():
-            kp = small_step.detect(driving)
-        got = step.detect(driving)
+            kp = small_step.keypoints(driving)
+        got = step.keypoints(driving)
         torch.testing.assert_close(got.value, kp.value, atol=1e-4, rtol=0)
         # live smoothing runs between the halves: render takes keypoints it did not detect
         smoothed = Keypoints(kp.value * 0.9, kp.jacobian)
@@ -131,11 +131,11 @@ def test_fp16_graphs_in_onnxruntime_err_no_more_than_eager_fp16(small_step, half
     eager_error = (eager(half_step, half_inputs) - expected).abs().max()
     assert (runtime.render(*half_inputs) - expected).abs().max() <= 2 * eager_error + 1e-4
     with torch.no_grad():
-        assert (runtime.detect(driving).value - small_step.detect(driving).value).abs().max() <= 1e-3
+        assert (runtime.keypoints(driving).value - small_step.keypoints(driving).value).abs().max() <= 1e-3
 
 
 def test_plugin_graph_has_the_plugin_nodes_and_their_numerics(small_step, plugin_graphs):
-    from onnx_reference_ops import reference_session
+    from support.onnx_reference_ops import reference_session
 
     model = onnx.load(str(plugin_graphs["render"]))
     custom = {n.op_type for n in model.graph.node if n.domain == plugin_ops.DOMAIN}
@@ -156,7 +156,7 @@ def test_fp16_plugin_graph_runs_the_kernels_half_paths_within_eager_fp16_error(s
     weights, float32 coordinates, scales and mixes, as `plugin_ops.FLOAT32_INPUTS` says and the TensorRT plugins
     require. Its numerics (nodes as float32 references on float16 storage) err against float32 eager at most twice
     eager fp16's own error."""
-    from onnx_reference_ops import reference_session
+    from support.onnx_reference_ops import reference_session
 
     types = value_types(half_plugin_graphs["render"])
     custom = [n for n in onnx.load(str(half_plugin_graphs["render"])).graph.node if n.domain == plugin_ops.DOMAIN]
@@ -206,7 +206,7 @@ def test_aoti_packages_load_in_a_fresh_process_at_any_batch(tiny_step, tmp_path,
     for batch in (1, 3):
         (driving,), inputs = halves.example_inputs(tiny_step, batch=batch, seed=6)
         cases.append({"driving": driving, "inputs": inputs, "expected": eager(tiny_step, inputs),
-                      "kp": tiny_step.detect(driving).value.detach()})
+                      "kp": tiny_step.keypoints(driving).value.detach()})
     torch.save(cases, tmp_path / "cases.pt")
     script = f"""
 import sys, torch
@@ -397,17 +397,17 @@ def test_export_refuses_a_folder_it_cannot_write_or_replace_before_any_work(tmp_
 @torch.no_grad()
 def test_onnxruntime_reproduces_the_released_code_on_the_equivalence_fixture(official_checkpoint, tmp_path):
     """The vox-256 fixture once: ONNX Runtime's keypoints and prediction against the released code's arrays."""
-    from official_fixture import fixture_arrays, image_tensor
+    from support.official_fixture import fixture_arrays, image_tensor
 
     arrays = fixture_arrays()
     model = mcnet_rt.load(official_checkpoint)
     step = FrameStep(model, relative=False)  # absolute: the generator gets the released driving keypoints
     runtime = load_backend("onnxruntime", step, work_dir=tmp_path)
     source = image_tensor(arrays["source"])
-    from mcnet_rt.pipeline import motion_reference, prepare_source
+    from mcnet_rt.pipeline.step import motion_reference, prepare_source
     prepared = prepare_source(model, source)
     inputs = step.inputs(prepared, motion_reference(model, prepared, source))
-    kp = runtime.detect(image_tensor(arrays["driving"]))
+    kp = runtime.keypoints(image_tensor(arrays["driving"]))
     assert (kp.value[0] - torch.from_numpy(arrays["kp_driving_value"])).abs().max() <= 1e-4
     released = Keypoints(torch.from_numpy(arrays["kp_driving_value"])[None],
                          torch.from_numpy(arrays["kp_driving_jacobian"])[None])

@@ -6,7 +6,7 @@ import torch
 import mcnet_rt
 from mcnet_rt.cli import main
 from mcnet_rt.ops import use_impl
-from official_fixture import fixture_arrays, image_tensor
+from support.official_fixture import fixture_arrays, image_tensor
 
 KP_TOL = 1e-5
 PRED_TOL = 1e-4

@@ -12,7 +12,7 @@ import torch
 
 from PIL import Image
 
-import media_fixtures as media
+import support.media_fixtures as media
 from mcnet_rt import faces
 from mcnet_rt.errors import InputError
 from mcnet_rt.faces import (CropTransform, FaceDetector, FaceFinder, FaceTracker, OneEuroFilter, choose, crop_frame,

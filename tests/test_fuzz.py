@@ -12,7 +12,7 @@ import mcnet_rt
 from mcnet_rt.errors import CheckpointError, InputError
 from mcnet_rt.io.image import read_image
 from mcnet_rt.io.video import VideoWriter, probe_video, read_timed_frames
-from media_fixtures import pattern, write_video
+from support.media_fixtures import pattern, write_video
 
 
 def mutate(data: bytes, rng: random.Random) -> bytes:

@@ -28,7 +28,7 @@ from mcnet_rt import checkpoint
 from mcnet_rt.animate import burn_label
 from mcnet_rt.cli import main
 from mcnet_rt.evaluation.protocols import read_pairs
-from media_fixtures import latin1_title_video, undecodable_audio_video, write_image, write_video
+from support.media_fixtures import latin1_title_video, undecodable_audio_video, write_image, write_video
 
 
 @pytest.fixture(scope="module")

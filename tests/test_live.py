@@ -23,7 +23,8 @@ from mcnet_rt.io.capture import CameraCapture, StreamCapture
 from mcnet_rt.io.image import read_image
 from mcnet_rt.io.sinks import FileSink, VirtualCameraSink
 from mcnet_rt.io.video import read_frames, read_timed_frames
-from mcnet_rt.pipeline import FrameStep, Session, SessionOptions, process_batch
+from mcnet_rt.pipeline.step import FrameStep
+from mcnet_rt.pipeline.session import Session, SessionOptions, process_batch
 from mcnet_rt.pipeline.live import LatestSlot, LiveRunner
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,7 +68,7 @@ def test_frames_come_out_in_order_and_counted_into_a_real_mp4(small_model, feat_
     times = [t for _, t in written]
     assert times == sorted(times) and len(set(times)) == 6
     assert {"p50_ms", "p95_ms", "p99_ms"} <= stats["latency"].keys()
-    assert {"crop", "detect", "render", "output", "inference", "sink"} <= stats["stages"].keys()
+    assert {"crop", "keypoints", "render", "output", "inference", "sink"} <= stats["stages"].keys()
 
 
 class SlowStep(FrameStep):
@@ -360,7 +361,7 @@ def test_silent_stream_times_out_with_one_line_and_no_output(feat_data, tmp_path
 
 
 def test_a_stream_that_stalls_mid_way_ends_after_its_read_timeout(tmp_path):
-    from media_fixtures import write_video
+    from support.media_fixtures import write_video
 
     stream = write_video(tmp_path / "clip.ts", frames=50).read_bytes()
     header = b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n\r\n"

@@ -4,7 +4,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from mcnet_rt.keypoints import Keypoints, movement_scale, relative_keypoints
-from mcnet_rt.pipeline import FrameStep, motion_reference, prepare_source
+from mcnet_rt.pipeline.step import FrameStep, motion_reference, prepare_source
 
 
 def images(n, size=128, seed=0):

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from mcnet_rt.cli import main
-from training_fixtures import FRAMES, SIZE
+from support.training_fixtures import FRAMES, SIZE
 
 
 def run(*args) -> tuple[int, str]:

@@ -23,7 +23,7 @@ from mcnet_rt.errors import InputError
 from mcnet_rt.serve import avatars, security
 from mcnet_rt.serve.scheduler import BatchScheduler, ServerFull
 from mcnet_rt.serve.server import STATE, build_app
-from serve_helpers import (ClipTrack, StandInSession, call_server, caller_offer, clip_frames, loopback_ice,
+from support.serve_helpers import (ClipTrack, StandInSession, call_server, caller_offer, clip_frames, loopback_ice,
                            needs_isolation, stand_in_process)
 
 

@@ -14,10 +14,10 @@ import torch
 playwright = pytest.importorskip("playwright.sync_api", exc_type=ImportError)
 
 import mcnet_rt  # noqa: E402
-from mcnet_rt.pipeline import FrameStep  # noqa: E402
+from mcnet_rt.pipeline.step import FrameStep  # noqa: E402
 from mcnet_rt.serve.server import build_app, model_session_functions  # noqa: E402
-from browser_helpers import avatar_changes, browser, fake_camera, launch, start_call, wait_for  # noqa: E402,F401
-from serve_helpers import loopback_ice, needs_isolation, running_server, seconds_to_stop, serve_process  # noqa: E402
+from support.browser_helpers import avatar_changes, browser, fake_camera, launch, start_call, wait_for  # noqa: E402,F401
+from support.serve_helpers import loopback_ice, needs_isolation, running_server, seconds_to_stop, serve_process  # noqa: E402
 pytestmark = needs_isolation
 
 
@@ -52,7 +52,7 @@ def test_two_pages_animate_and_closing_one_frees_its_session(browser, monkeypatc
 
 
 def test_pages_and_api_need_the_token_when_one_is_set(browser, monkeypatch):
-    from serve_helpers import StandInSession, stand_in_process
+    from support.serve_helpers import StandInSession, stand_in_process
 
     token = "browser-test-token-0123456789"
     with running_server(build_app(StandInSession, stand_in_process, 1, token)) as (url, _):

@@ -17,7 +17,7 @@ from aiortc import MediaStreamTrack  # noqa: E402
 
 from mcnet_rt.serve import limits, security  # noqa: E402
 from mcnet_rt.serve.server import STATE, build_app, page_url  # noqa: E402
-from serve_helpers import (StandInSession, call_server, caller_offer, clip_frames, loopback_ice,  # noqa: E402
+from support.serve_helpers import (StandInSession, call_server, caller_offer, clip_frames, loopback_ice,  # noqa: E402
                            needs_isolation, stand_in_process, until)
 
 TOKEN = "hostile-test-token-0123456789"

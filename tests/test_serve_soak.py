@@ -10,7 +10,7 @@ import io
 from aiohttp import ClientSession
 from PIL import Image
 
-from serve_helpers import (ClipTrack, call_server, caller_offer, clip_frames, loopback_ice, needs_isolation,
+from support.serve_helpers import (ClipTrack, call_server, caller_offer, clip_frames, loopback_ice, needs_isolation,
                            process_memory, serve_process, until)
 
 pytestmark = needs_isolation

@@ -9,7 +9,7 @@ import socket
 import time
 
 from mcnet_rt.serve.limits import HEADER_TIMEOUT_S
-from serve_helpers import (call_server, clip_frames, loopback_ice, needs_isolation, seconds_to_stop, serve_process,
+from support.serve_helpers import (call_server, clip_frames, loopback_ice, needs_isolation, seconds_to_stop, serve_process,
                            until)
 
 pytestmark = needs_isolation

@@ -14,7 +14,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from mcnet_rt.pipeline import FrameStep, Session, SessionOptions, process_batch
+from mcnet_rt.pipeline.step import FrameStep
+
+from mcnet_rt.pipeline.session import Session, SessionOptions, process_batch
 
 PACKAGE = str(Path(__file__).resolve().parent.parent / "mcnet_rt")
 VALUE_READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
@@ -97,8 +99,8 @@ def test_a_batch_waits_on_the_device_only_for_its_frames(small_model, feat_data,
     frames = len(batch)
     assert counter.waits == {".to(device) in to_tensor": frames, ".cpu() in to_uint8": frames,
                              ".numpy() in to_uint8": frames}
-    assert {"crop", "detect", "render", "output"} <= sessions[0].stats()["stages"].keys()
-    assert sessions[0].stats()["stages"]["detect"]["iterations"] == 3
+    assert {"crop", "keypoints", "render", "output"} <= sessions[0].stats()["stages"].keys()
+    assert sessions[0].stats()["stages"]["keypoints"]["iterations"] == 3
 
 
 def test_the_counter_sees_each_kind_of_wait(host_waits):

@@ -15,7 +15,7 @@ import torch
 import mcnet_rt
 from mcnet_rt.training import state as train_state
 from mcnet_rt.training.trainer import Trainer
-from training_fixtures import quick_config
+from support.training_fixtures import quick_config
 
 TERMS = {"perceptual", "equivariance_value", "equivariance_jacobian", "kp_distance", "feat_consistent"}
 REPO = Path(__file__).parents[1]
@@ -144,7 +144,7 @@ def test_overfitting_one_clip_reconstructs_a_held_out_frame(prepared, tmp_path):
 def test_torchrun_two_processes_match_one_process_with_the_combined_batch(prepared, tmp_path):
     root, _ = prepared
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
-    script = str(REPO / "tests" / "ddp_step.py")
+    script = str(REPO / "tests" / "support" / "ddp_step.py")
     # float64: the one-step gradient of this model is ill-conditioned in float32 (5e-4 from its float64 value), so
     # DDP and one process are compared where rounding cannot hide a wrong average or unsynchronised statistics.
     common = ["train.max_steps=2", "train.lr_generator=1e-5", "train.lr_kp_detector=1e-5", "train.dtype=float64"]

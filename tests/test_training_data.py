@@ -9,7 +9,7 @@ from mcnet_rt.errors import InputError
 from mcnet_rt.training.augment import adjust_hue, augment
 from mcnet_rt.training.config import AugmentationSection
 from mcnet_rt.training.data import EpochSampler, VideoFrameDataset
-from training_fixtures import SIZE
+from support.training_fixtures import SIZE
 
 NO_JITTER = AugmentationSection(horizontal_flip=False, time_flip=False, brightness=0, contrast=0, saturation=0, hue=0)
 

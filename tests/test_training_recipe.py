@@ -16,7 +16,7 @@ from mcnet_rt.training import state as train_state
 from mcnet_rt.training.config import OptimSection
 from mcnet_rt.training.schedule import lr_factor
 from mcnet_rt.training.trainer import Trainer
-from training_fixtures import quick_config
+from support.training_fixtures import quick_config
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
 import train as train_entry  # noqa: E402

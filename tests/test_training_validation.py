@@ -22,7 +22,7 @@ from mcnet_rt.training.data import VideoFrameDataset, held_out_clips, split_vide
 from mcnet_rt.training.trainer import Trainer
 from mcnet_rt.training.validation import GRID_TAG, ValidationResult, Validator, is_improvement
 from mcnet_rt.visualize.panels import LABEL_HEIGHT, TRAINING_PANELS, keypoint_colours
-from training_fixtures import SIZE, held_out_identity_split, quick_config
+from support.training_fixtures import SIZE, held_out_identity_split, quick_config
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "training"))
 import render_run  # noqa: E402

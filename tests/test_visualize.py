@@ -10,12 +10,13 @@ av = pytest.importorskip("av", exc_type=ImportError)  # absent from some GPU ima
 import mcnet_rt  # noqa: E402
 from mcnet_rt import checkpoint  # noqa: E402
 from mcnet_rt.cli import main  # noqa: E402
-from mcnet_rt.pipeline import FrameStep, Session, SessionOptions, motion_reference, prepare_source  # noqa: E402
+from mcnet_rt.pipeline.step import FrameStep, motion_reference, prepare_source  # noqa: E402
+from mcnet_rt.pipeline.session import Session, SessionOptions  # noqa: E402
 from mcnet_rt.io.image import read_image  # noqa: E402
 from mcnet_rt.io.video import read_frames  # noqa: E402
 from mcnet_rt.visualize.panels import LABEL_HEIGHT, PANELS, keypoint_colours, panel_images  # noqa: E402
 from mcnet_rt.visualize.runner import FrameDrawer, VisualizeOptions  # noqa: E402
-from media_fixtures import write_video  # noqa: E402
+from support.media_fixtures import write_video  # noqa: E402
 from test_cli import run  # noqa: E402
 
 # One label per panel with the small model (3 compensated scales: before and after the memory at each).
@@ -136,7 +137,7 @@ def test_extra_outputs_leave_the_prediction_unchanged(small_model):
     inputs = step.inputs(cache, motion_reference(model, cache, driving[:1]))
     with torch.no_grad():
         prediction = step(driving, *inputs)
-        outputs = step.render_outputs(*step.detect(driving), *inputs)
+        outputs = step.render_outputs(*step.keypoints(driving), *inputs)
     assert torch.equal(outputs.decoded.prediction, prediction)
     assert [f.shape[-1] for f in outputs.decoded.warped] == [16, 32, 64]
     assert [f.shape for f in outputs.decoded.warped] == [f.shape for f in outputs.decoded.compensated]

@@ -84,7 +84,7 @@ def test_a_256_model_continues_as_512(tmp_path, capsys):
 def test_training_starts_from_given_weights(prepared, tmp_path):
     from mcnet_rt.errors import InputError
     from mcnet_rt.training.trainer import Trainer
-    from training_fixtures import quick_config
+    from support.training_fixtures import quick_config
 
     start = tmp_path / "start.safetensors"
     torch.manual_seed(3)

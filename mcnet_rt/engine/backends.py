@@ -19,7 +19,7 @@ import torch
 
 from ..errors import InputError
 from ..keypoints import Keypoints
-from ..pipeline import FrameStep
+from ..pipeline.step import FrameStep
 from . import cache, halves
 
 BACKENDS = ("eager", "compiled", "aoti", "onnxruntime", "tensorrt")
@@ -38,14 +38,14 @@ class ExportedStep:
         """`function` with the sources shared by the batch (batch 1) repeated to the driving batch."""
         return function(*halves.batched(inputs, inputs[0].shape[0]))
 
-    def detect(self, driving: torch.Tensor) -> Keypoints:
+    def keypoints(self, driving: torch.Tensor) -> Keypoints:
         return Keypoints(*self._run(self._detect, (driving,)))
 
     def render(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self._run(self._render, inputs)
 
     def __call__(self, driving: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.render(*self.detect(driving), *inputs)
+        return self.render(*self.keypoints(driving), *inputs)
 
 
 def compiled(step: FrameStep) -> FrameStep:

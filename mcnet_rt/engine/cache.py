@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..checkpoint import weights_hash
 from ..errors import InputError
 from ..io.atomic import atomic_directory
-from ..pipeline import FrameStep
-from ..pipeline.prepared import weights_hash
+from ..pipeline.step import FrameStep
 
 PACKAGE = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..pipeline import FrameStep, motion_reference, prepare_source
+from ..pipeline.step import FrameStep, motion_reference, prepare_source
 
 DETECT_INPUTS = ("driving",)
 TRACE_BATCH = 2  # the halves are traced with a batch of 2: torch.export would specialise a batch of 1 as a constant
@@ -25,7 +25,7 @@ class Detect(nn.Module):
         self.step = step
 
     def forward(self, driving: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return tuple(self.step.detect(driving))
+        return tuple(self.step.keypoints(driving))
 
 
 class Render(nn.Module):
@@ -49,7 +49,7 @@ def example_inputs(step: FrameStep, batch: int = 2, seed: int = 0
     prepared = prepare_source(model, source, step.dtype)
     reference = motion_reference(model, prepared, driving[:1], dtype=step.dtype)
     with torch.no_grad():
-        keypoints = tuple(step.detect(driving))
+        keypoints = tuple(step.keypoints(driving))
     return (driving,), (*keypoints, *batched(step.inputs(prepared, reference), batch))
 
 

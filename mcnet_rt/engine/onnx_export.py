@@ -15,7 +15,7 @@ import torch
 from ..errors import InputError
 from ..ops import use_impl
 from ..ops._native import not_built_message, ops_loaded, traced_for
-from ..pipeline import FrameStep
+from ..pipeline.step import FrameStep
 from . import halves, plugin_ops
 
 FLAVOURS = ("standard", "plugin")

@@ -204,7 +204,7 @@ class LiveRunner:
 
     def overlay_text(self) -> str:
         stages = self.session.times
-        parts = " ".join(f"{name} {stages.last(name):.0f}" for name in ("crop", "detect", "render", "output"))
+        parts = " ".join(f"{name} {stages.last(name):.0f}" for name in ("crop", "keypoints", "render", "output"))
         return (f"{self.fps():.1f} fps | ms: {parts} sink {self.times.last('sink'):.0f} | "
                 f"latency {self.times.last('latency'):.0f} ms | dropped {self.inputs.dropped + self.outputs.dropped}")
 

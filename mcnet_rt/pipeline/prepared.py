@@ -8,7 +8,6 @@ loading one cannot run code.
 from __future__ import annotations
 
 import hashlib
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,25 +21,12 @@ from ..faces import CropTransform
 from ..io.atomic import atomic_output
 from ..io.frames import to_tensor
 from ..keypoints import Keypoints
+from ..checkpoint import weights_hash
 from ..models import MCNet, SourceCache
 from .step import prepare_source
 
 if TYPE_CHECKING:
     from .session import SessionOptions
-
-_weights_hashes: weakref.WeakKeyDictionary[MCNet, str] = weakref.WeakKeyDictionary()
-
-
-def weights_hash(model: MCNet) -> str:
-    """SHA-256 of the configuration and every parameter and buffer (computed once per model object)."""
-    if model not in _weights_hashes:
-        digest = hashlib.sha256(model.config.to_json().encode())
-        for name, tensor in sorted(model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        _weights_hashes[model] = digest.hexdigest()
-    return _weights_hashes[model]
-
 
 def source_key(model: MCNet, image: np.ndarray, options: "SessionOptions", dtype: torch.dtype) -> str:
     digest = hashlib.sha256(weights_hash(model).encode())

@@ -7,7 +7,7 @@ on the driving keypoints, the last good pose (frames without a face hold it) and
 
 `process_batch(step, sessions, frames)` takes one frame per entry: each session crops its frame (in list order,
 so one session may appear several times for consecutive frames, as animate batches a video); the crops go through
-ONE `step.detect`; each session fixes its reference and filters its keypoints; ONE `step.render` runs with the
+ONE `step.keypoints`; each session fixes its reference and filters its keypoints; ONE `step.render` runs with the
 sessions' sources and references concatenated; each session pastes back / resizes its output.
 
 On a GPU the only waits for the device in a batch are the upload of the driving frames and the download of the
@@ -188,7 +188,7 @@ class Session:
         if crop is None:
             raise InputError("the chosen reference frame has no face")
         with torch.no_grad():
-            keypoints = self.step.detect(crop)
+            keypoints = self.step.keypoints(crop)
         self.reference = reference_from_keypoints(self.source, keypoints, self.options.adapt_scale)
 
     def set_smoothing(self, seconds: float) -> None:
@@ -275,16 +275,16 @@ def process_batch(step: FrameStep, sessions: list[Session], frames: list[np.ndar
         session.frames += 1
         session.no_face_frames += crops[-1] is None
     seen = [i for i, crop in enumerate(crops) if crop is not None]
-    start_detect = mark(device)
-    detected = step.detect(torch.cat([crops[i] for i in seen])) if seen else None
-    detected_at = mark(device)
+    start_keypoints = mark(device)
+    found = step.keypoints(torch.cat([crops[i] for i in seen])) if seen else None
+    keypoints_at = mark(device)
     poses: list[Keypoints | None] = []
     references: list[MotionReference | None] = []
     for i, session in enumerate(sessions):  # in list order: a session's reference and filter follow its frames
         if i in seen:
             j = seen.index(i)
-            session._observe(Keypoints(detected.value[j:j + 1], detected.jacobian[j:j + 1]))
-            session.times.add_span("detect", start_detect, detected_at)
+            session._observe(Keypoints(found.value[j:j + 1], found.jacobian[j:j + 1]))
+            session.times.add_span("keypoints", start_keypoints, keypoints_at)
         poses.append(session.pose)
         references.append(session.reference)
     posed = [i for i, pose in enumerate(poses) if pose is not None]

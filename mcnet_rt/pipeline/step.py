@@ -71,7 +71,7 @@ class FrameStep(nn.Module):
 
     The keypoint detector and the generator run at `dtype` (autocast); the motion transfer always runs in
     float32. `relative=False` feeds the driving keypoints directly (absolute motion); the reference inputs are then
-    ignored. Call it with `step(driving, *step.inputs(source, reference))`. `forward` is `render(*detect(...))`:
+    ignored. Call it with `step(driving, *step.inputs(source, reference))`. `forward` is `render(*keypoints(...))`:
     a caller that filters the driving keypoints over time (live smoothing) runs the two halves with its filter
     between them.
     """
@@ -89,7 +89,7 @@ class FrameStep(nn.Module):
         reference keypoints (value, jacobian), movement scale, then the encoder features, finest first."""
         return (source.image, *source.keypoints, *reference.keypoints, reference.scale, *source.features)
 
-    def detect(self, driving: torch.Tensor) -> Keypoints:
+    def keypoints(self, driving: torch.Tensor) -> Keypoints:
         """The driving keypoints, float32."""
         with autocast(driving.device, self.dtype):
             return self.model.kp_detector(driving).to(torch.float32)
@@ -127,4 +127,4 @@ class FrameStep(nn.Module):
         return cache, kp_driving
 
     def forward(self, driving: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.render(*self.detect(driving), *inputs)
+        return self.render(*self.keypoints(driving), *inputs)

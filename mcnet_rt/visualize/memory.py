@@ -19,7 +19,8 @@ from ..animate import burn_label
 from ..io.image import read_image, write_png
 from ..models import MCNet
 from ..ops.memory_attention import attention_weights
-from ..pipeline import FrameStep, MotionReference, Session, SessionOptions, prepare_source
+from ..pipeline.step import FrameStep, MotionReference, prepare_source
+from ..pipeline.session import Session, SessionOptions
 from .panels import heat_colours, labelled, mosaic, pca_rgb, resize, to_image
 
 CHANNELS_SHOWN = 64  # the bank's first channels, one grey tile each

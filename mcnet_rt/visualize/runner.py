@@ -24,7 +24,8 @@ from ..errors import InputError
 from ..io.image import read_image, write_png
 from ..io.video import VideoWriter, even_size, probe_video, read_timed_frames
 from ..models import MCNet
-from ..pipeline import FrameStep, Session, SessionOptions
+from ..pipeline.step import FrameStep
+from ..pipeline.session import Session, SessionOptions
 from ..pipeline.step import FrameOutputs
 from .panels import PANELS, Sample, draw_row, samples
 
@@ -63,7 +64,7 @@ class FrameDrawer:
         session, step = self.session, self.step
         crop = session._crop(frame)
         if crop is not None:
-            session._observe(step.detect(crop))
+            session._observe(step.keypoints(crop))
             self.crop = crop
         if session.pose is None:
             return None

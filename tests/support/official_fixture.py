@@ -15,7 +15,7 @@ import torch
 from mcnet_rt.checkpoint import official_state
 from mcnet_rt.models import MCNet
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 WEIGHTS = DATA / "official_vox256_seed1.weights.json"
 ARRAYS = DATA / "official_vox256_seed1.npz"
 

@@ -23,7 +23,7 @@ from mcnet_rt.cli import build_parser  # noqa: E402
 from mcnet_rt.cluster.calls import ClusterCalls  # noqa: E402
 from mcnet_rt.cluster.deploy import EngineOptions, deploy  # noqa: E402
 from mcnet_rt.serve.server import ingress_app  # noqa: E402
-from serve_helpers import running_server  # noqa: E402
+from support.serve_helpers import running_server  # noqa: E402
 
 GPU = "fake_gpu"
 NODE = {"num_cpus": 1, "resources": {GPU: 1}, "node_ip_address": "127.0.0.1",

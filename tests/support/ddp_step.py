@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from training_fixtures import quick_config  # noqa: E402
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from support.training_fixtures import quick_config  # noqa: E402
 
 from mcnet_rt.training.trainer import Trainer  # noqa: E402
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from playwright.sync_api import sync_playwright
 
-from serve_helpers import clip_frames, write_y4m
+from support.serve_helpers import clip_frames, write_y4m
 
 CHROMIUM = "/usr/bin/chromium"
 

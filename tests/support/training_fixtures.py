@@ -12,7 +12,7 @@ SIZE = 64
 def quick_config(root: Path, log_dir: Path, *overrides: str):
     """The small preset at 64 px on the CPU: one batch of 2, no workers, every loss of the released recipe, no
     validation (the tests of validation switch it on)."""
-    return load_config(Path(__file__).parents[1] / "training" / "configs" / "small.yaml", [
+    return load_config(Path(__file__).parents[2] / "training" / "configs" / "small.yaml", [
         f"data.root={root}", f"log.dir={log_dir}", f"model.image_size={SIZE}", "loss.scales=[1, 0.5, 0.25]",
         "data.num_workers=0", "data.num_repeats=2", "train.batch_size=2", "train.device=cpu", "log.progress=false",
         "validation.every=0", *overrides])
