@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import itertools
 import json
 import logging
@@ -340,8 +339,8 @@ def model_session_functions(model, step, dtype,
     from ..pipeline.session import Session, SessionOptions, process_batch
 
     options = SessionOptions() if options is None else options
-    return (lambda image: Session(model, image, options, dtype=dtype, source_name="avatar"),
-            functools.partial(process_batch, step))
+    return (lambda image: Session(model, image, options, dtype=dtype, step=step, source_name="avatar"),
+            process_batch)
 
 
 def serve(app: web.Application, host: str, port: int, token: str | None) -> int:
