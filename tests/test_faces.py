@@ -295,10 +295,12 @@ def test_several_faces_are_chosen_deliberately_and_the_choice_is_said(feat_data,
     assert centre[0] > left.shape[1]  # the right-hand face
     said = capsys.readouterr().err.strip().splitlines()
     assert said == [said[0]] and "two.jpg: face 2 of 2 from the left" in said[0]
-    with pytest.raises(InputError, match="face 3 was asked for but only 2 face"):
+    with pytest.raises(InputError, match="face 3 was asked for but only 2 face") as refused:
         source_crop(image, CropOptions(face="3"), 64, "two.jpg")
-    with pytest.raises(InputError, match="face choice must be"):
+    assert refused.value.options == ("face",) and "--" not in str(refused.value)  # the API's words, not flags
+    with pytest.raises(InputError, match="face choice must be") as refused:
         CropOptions(face="biggest")
+    assert refused.value.options == ("face",)
 
 
 def test_phone_photo_stored_sideways_with_an_orientation_tag_is_read_upright_everywhere(portrait, tmp_path):
@@ -332,6 +334,7 @@ def test_non_faces_stay_refused_with_what_was_tried_and_what_to_do(package, part
     with pytest.raises(InputError) as refused:
         source_crop(image, CropOptions(), 64, parts[-1])
     message = str(refused.value)
+    assert refused.value.options == ("crop",) and 'crop="centre"' in message and "--" not in message
     assert "no face found after upright, rotated, padded and tiled passes" in message
     assert "short-range frame" in message and "full-range 90" in message and "pixels wide" in message
 
