@@ -146,7 +146,7 @@ class Session:
         self.model = model
         self.options = options
         self.dtype = dtype
-        # process() and set_reference() run eager; an exported step does not say its motion mode: relative
+        # process() and set_reference() run eager, in the step's motion mode (an exported step states none: relative)
         self.eager = FrameStep(model, dtype, relative=getattr(step, "relative", True))
         self.step = self.eager if step is None else step
         self.device = next(model.parameters()).device

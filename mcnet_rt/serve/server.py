@@ -334,8 +334,8 @@ async def page_config(request: web.Request) -> web.Response:
 
 def model_session_functions(model, step, dtype,
                             options: SessionOptions | None = None) -> tuple[MakeSession, Process]:
-    """The real thing: one `Session` per caller (with `options`, default SessionOptions()) and `process_batch`
-    with one shared per-frame step (a `FrameStep` or a backend's)."""
+    """The real thing: one `Session` per caller (with `options`, default SessionOptions()), every one running the
+    shared per-frame `step` (a `FrameStep` or a backend's), and `process_batch`."""
     from ..pipeline.session import Session, SessionOptions, process_batch
 
     options = SessionOptions() if options is None else options
