@@ -1,6 +1,6 @@
 """The per-frame step's latency with and without the extra outputs that `mcnet-rt visualize` draws.
 
-`FrameStep.__call__` (what animate, live, serve and the exporters run) against `detect` + `render_outputs` (the same
+`FrameStep.__call__` (what animate, live, serve and the exporters run) against `keypoints` + `render_outputs` (the same
 work, returning the motion, occlusion, deformed source and the features around the memory). Both are timed in
 turn, one call each per round, so that a machine shared with other work slows both alike.
 

@@ -25,7 +25,6 @@ from mcnet_rt.io.capture import StreamCapture
 from mcnet_rt.io.image import read_image
 from mcnet_rt.io.sinks import NullSink
 from mcnet_rt.io.video import read_frames
-from mcnet_rt.pipeline.step import FrameStep
 from mcnet_rt.pipeline.session import Session, SessionOptions
 from mcnet_rt.pipeline.live import LiveRunner
 from faces import default_clip
@@ -41,8 +40,8 @@ def rss_mib() -> float:
 
 def live_run(model, source, video: Path, frames: int, dtype, loop: bool = False, rss_warmup: int = 0) -> dict:
     capture = StreamCapture(str(video), pace=True, loop=loop)
-    session = Session(model, source, SessionOptions(crop="auto", smoothing=0.05, rate=capture.rate), dtype)
-    runner = LiveRunner(session, FrameStep(model, dtype), capture, NullSink(), overlay=True, max_frames=frames)
+    session = Session(model, source, SessionOptions(smoothing=0.05, rate=capture.rate), dtype)
+    runner = LiveRunner(session, capture, NullSink(), overlay=True, max_frames=frames)
     samples: list[tuple[int, float]] = []
     done = threading.Event()
 

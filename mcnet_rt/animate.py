@@ -58,11 +58,12 @@ class Animator:
 
     def __init__(self, model: MCNet, source: np.ndarray, options: AnimateOptions,
                  dtype: torch.dtype = torch.float32):
-        self.step = load_backend(options.backend, FrameStep(model, dtype, relative=options.relative))
-        self.session = Session(model, source, SessionOptions(crop="none", adapt_scale=options.adapt_scale), dtype)
+        step = load_backend(options.backend, FrameStep(model, dtype, relative=options.relative))
+        self.session = Session(model, source, SessionOptions(crop=faces.CropOptions("none"),
+                                                             adapt_scale=options.adapt_scale), dtype, step=step)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        return np.stack(process_batch(self.step, [self.session] * len(frames), list(frames)))
+        return np.stack(process_batch([self.session] * len(frames), list(frames)))
 
 
 def burn_label(frame: np.ndarray, text: str, bottom: bool = False, colour: tuple[int, int, int] = (255, 64, 64)
@@ -136,12 +137,12 @@ def animate_video(model: MCNet, source_path: str | Path, driving_path: str | Pat
     """
     source = read_image(source_path)
     info = probe_video(driving_path)
-    session = Session(model, source, SessionOptions(crop=options.crop, paste_back=options.paste_back,
-                                                    adapt_scale=options.adapt_scale, rate=float(info.fps),
-                                                    detect_every=options.detect_every, face=options.face,
-                                                    align=options.align),
-                      dtype, source_name=str(source_path))
     step = load_backend(options.backend, FrameStep(model, dtype, relative=options.relative))
+    crop = faces.CropOptions(options.crop, face=options.face, align=options.align)
+    session = Session(model, source, SessionOptions(crop=crop, paste_back=options.paste_back,
+                                                    adapt_scale=options.adapt_scale, rate=float(info.fps),
+                                                    detect_every=options.detect_every),
+                      dtype, step=step, source_name=str(source_path))
     if options.best_frame:
         reference = best_frame(source, (f for f, _ in _limited(read_timed_frames(driving_path), options, info.fps)))
         if reference is None:
@@ -160,7 +161,7 @@ def animate_video(model: MCNet, source_path: str | Path, driving_path: str | Pat
             as writer, tqdm(total=total, unit="frame", desc="animate", disable=not progress) as bar:
         for batch in batches(itertools.chain([(first, first_time)], frames), options.batch_size):
             images = [frame for frame, _ in batch]
-            results = process_batch(step, [session] * len(images), images)
+            results = process_batch([session] * len(images), images)
             for frame, (_, time) in zip(compose(source, images, results, options), batch):
                 writer.write(np.ascontiguousarray(frame[:height, :width]),
                              None if time is None or first_time is None else time - first_time)

@@ -24,9 +24,9 @@ from .models import MCNet
 from .io.image import read_image
 from .io.inputs import STREAM_SCHEMES, check_input
 from .io.sinks import VIRTUAL_CAMERA
-from .faces import ALIGNS
+from .faces import ALIGNS, CROPS, CropOptions
 from .io.video import STREAM_TIMEOUT
-from .pipeline.session import CROPS, Session, SessionOptions
+from .pipeline.session import MAX_SMOOTHING, Session, SessionOptions
 from .precision import PRECISIONS
 from .pipeline.step import FrameStep
 from .profile import gflops_per_frame, parameter_counts
@@ -127,7 +127,8 @@ def cmd_visualize(args: argparse.Namespace) -> None:
         from .visualize.memory import write_memory_figure
 
         write_memory_figure(model, args.source, args.output,
-                            SessionOptions(crop=args.crop, face=args.face, align=args.align), args.height, label)
+                            SessionOptions(crop=CropOptions(args.crop, face=args.face, align=args.align)),
+                            args.height, label)
         print(f"wrote {args.output}: the meta-memory and its attention for {args.source}")
         return
     options = AnimateOptions(relative=args.mode == "relative", adapt_scale=not args.no_adapt_scale, label=label,
@@ -204,7 +205,6 @@ def add_crop_options(p: argparse.ArgumentParser) -> None:
     add_face_options(p)
 
 
-MAX_SMOOTHING = 10.0  # seconds: a longer time constant at rest would freeze the avatar for the whole call
 MAX_SIDE = 8192  # pixels per side of a typed output size: a frame of 8192x8192 is already 200 MB in RGB
 
 
@@ -234,14 +234,13 @@ def cmd_live(args: argparse.Namespace) -> None:
     capture = StreamCapture(args.input, pace=not args.no_pace, loop=args.loop, timeout=args.input_timeout) \
         if args.input else CameraCapture(args.camera)
     model, label = model_from_args(args, device)
-    options = SessionOptions(crop=args.crop, paste_back=args.paste_back, output_size=args.output_size,
-                             smoothing=args.smoothing, rate=capture.rate, detect_every=args.detect_every,
-                             face=args.face, align=args.align)
-    session = Session(model, source, options, dtype, cache_dir=None if args.no_cache else args.cache_dir,
-                      source_name=args.source)
+    options = SessionOptions(crop=CropOptions(args.crop, face=args.face, align=args.align),
+                             paste_back=args.paste_back, output_size=args.output_size, smoothing=args.smoothing,
+                             rate=capture.rate, detect_every=args.detect_every)
+    session = Session(model, source, options, dtype, step=load_backend(args.backend, FrameStep(model, dtype)),
+                      cache_dir=None if args.no_cache else args.cache_dir, source_name=args.source)
     sink = open_sink(args.output, *session.output_size, capture.rate)
-    step = load_backend(args.backend, FrameStep(model, dtype))
-    runner = LiveRunner(session, step, capture, sink, overlay=args.overlay, label=label,
+    runner = LiveRunner(session, capture, sink, overlay=args.overlay, label=label,
                         max_frames=args.max_frames, lossless=bool(args.input) and args.no_pace)
     print(f"mcnet-rt: live from {args.input or f'camera {args.camera}'} to {args.output} "
           f"({device.type}, {str(dtype).removeprefix('torch.')}); press r (or send SIGUSR1) to reset the reference "
@@ -434,8 +433,9 @@ def serve_session_functions(args: argparse.Namespace):
     dtype = pick_dtype(args.precision, device)
     model, _ = model_from_args(args, device)
     step = load_backend(args.backend, FrameStep(model, dtype))
-    return server.model_session_functions(model, step, dtype, SessionOptions(detect_every=args.detect_every,
-                                                                             face=args.face, align=args.align))
+    crop = CropOptions(face=args.face, align=args.align)
+    return server.model_session_functions(model, step, dtype, SessionOptions(crop=crop,
+                                                                             detect_every=args.detect_every))
 
 
 def cmd_cluster(args: argparse.Namespace) -> None:

@@ -15,13 +15,13 @@ from PIL import Image
 import support.media_fixtures as media
 from mcnet_rt import faces
 from mcnet_rt.errors import InputError
-from mcnet_rt.faces import (CropTransform, FaceDetector, FaceFinder, FaceTracker, OneEuroFilter, choose, crop_frame,
-                            face_runs, normalised_landmarks)
+from mcnet_rt.faces import (CropOptions, CropTransform, FaceDetector, FaceFinder, FaceTracker, OneEuroFilter, choose,
+                            crop_frame, face_runs, normalised_landmarks)
 from mcnet_rt.faces.finding import MESH_EYES
 from mcnet_rt.io.frames import to_tensor, to_uint8
 from mcnet_rt.io.image import read_image
 from mcnet_rt.io.video import read_frames
-from mcnet_rt.pipeline.session import SessionOptions, source_crop
+from mcnet_rt.pipeline.session import source_crop
 
 CPU = torch.device("cpu")
 
@@ -290,15 +290,17 @@ def test_several_faces_are_chosen_deliberately_and_the_choice_is_said(feat_data,
     assert _holds(found.faces[0], to_left, _reference(left)) and _holds(found.faces[1], to_right, _reference(right))
     assert choose(found.faces, "largest", image.shape[:2])[0] == 0
     assert choose(found.faces, "right", image.shape[:2])[0] == choose(found.faces, "2", image.shape[:2])[0] == 1
-    transform = source_crop(image, SessionOptions(face="2"), 64, "two.jpg")
+    transform = source_crop(image, CropOptions(face="2"), 64, "two.jpg")
     centre = transform.to_frame(np.array([[32.0, 32.0]]))[0]
     assert centre[0] > left.shape[1]  # the right-hand face
     said = capsys.readouterr().err.strip().splitlines()
     assert said == [said[0]] and "two.jpg: face 2 of 2 from the left" in said[0]
-    with pytest.raises(InputError, match="face 3 was asked for but only 2 face"):
-        source_crop(image, SessionOptions(face="3"), 64, "two.jpg")
-    with pytest.raises(InputError, match="face choice must be"):
-        SessionOptions(face="biggest")
+    with pytest.raises(InputError, match="face 3 was asked for but only 2 face") as refused:
+        source_crop(image, CropOptions(face="3"), 64, "two.jpg")
+    assert refused.value.options == ("face",) and "--" not in str(refused.value)  # the API's words, not flags
+    with pytest.raises(InputError, match="face choice must be") as refused:
+        CropOptions(face="biggest")
+    assert refused.value.options == ("face",)
 
 
 def test_phone_photo_stored_sideways_with_an_orientation_tag_is_read_upright_everywhere(portrait, tmp_path):
@@ -316,7 +318,7 @@ def test_phone_photo_stored_sideways_with_an_orientation_tag_is_read_upright_eve
         (clip / "0000000.jpg").write_bytes(path.read_bytes())
         for image in (read_image(path), decode_image(path.read_bytes()), read_chosen(clip, lambda n: [0])[0]):
             assert image.shape == portrait.shape and np.abs(image.astype(float) - portrait).mean() < 4
-        transform = source_crop(read_image(path), SessionOptions(), 64, path.name)
+        transform = source_crop(read_image(path), CropOptions(), 64, path.name)
         assert abs(np.degrees(np.arctan2(transform.matrix[0, 1], transform.matrix[0, 0]))) < 6  # upright face
 
 
@@ -330,8 +332,9 @@ def test_non_faces_stay_refused_with_what_was_tried_and_what_to_do(package, part
     if max(image.shape) > 800:
         image = np.asarray(Image.fromarray(image).reduce(3))
     with pytest.raises(InputError) as refused:
-        source_crop(image, SessionOptions(), 64, parts[-1])
+        source_crop(image, CropOptions(), 64, parts[-1])
     message = str(refused.value)
+    assert refused.value.options == ("crop",) and 'crop="centre"' in message and "--" not in message
     assert "no face found after upright, rotated, padded and tiled passes" in message
     assert "short-range frame" in message and "full-range 90" in message and "pixels wide" in message
 
@@ -348,7 +351,7 @@ def test_live_tracker_keeps_its_person_when_a_larger_second_face_enters(feat_dat
     second = [_half(f) for f in itertools.islice(read_frames(feat_data / "WolfgangLanger_Pexels.mp4"), 24)]
     empty = _half(next(iter(read_frames(feat_data / "no_face.mp4"))))
     clip = [np.concatenate([a, empty if i < 8 else b], axis=1) for i, (a, b) in enumerate(zip(first, second))]
-    tracker, fresh = FaceTracker(smoothing=OneEuroFilter()), FaceTracker()
+    tracker, fresh = FaceTracker(steadying=OneEuroFilter()), FaceTracker()
     try:
         tracks = [tracker.update(frame) for frame in clip]
         assert all(t is not None and t.detected for t in tracks)
@@ -381,13 +384,13 @@ def test_live_tracker_finds_a_webcam_close_up_within_a_frame_or_two_and_follows_
 
 def test_a_sideways_avatar_reaches_the_model_level_and_is_turned_back_on_paste_back(portrait):
     image, _ = media.turned(portrait, 90)
-    transform = source_crop(image, SessionOptions(), 256, "sideways.jpg")
+    transform = source_crop(image, CropOptions(), 256, "sideways.jpg")
     assert abs(abs(np.degrees(np.arctan2(transform.matrix[0, 1], transform.matrix[0, 0]))) - 90) < 6
     source = to_tensor(image[None], CPU)
     pasted = transform.paste(transform.crop(source), source, feather=0.1)
     face = transform.to_frame(np.array([[128.0, 128.0]]))[0].astype(int)
     window = (slice(None), slice(face[1] - 40, face[1] + 40), slice(face[0] - 40, face[0] + 40))
     assert (pasted[0][window] - source[0][window]).abs().mean() < 0.02  # back in place, turned back
-    level = SessionOptions(align="none")
+    level = CropOptions(align="none")
     assert np.allclose(source_crop(image, level, 256, "sideways.jpg").matrix[:, :2],
                        np.eye(2) * transform.scale)  # --align none: an upright crop

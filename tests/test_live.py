@@ -19,6 +19,7 @@ import pytest
 
 from mcnet_rt.cli import main
 from mcnet_rt.errors import InputError
+from mcnet_rt.faces import CropOptions
 from mcnet_rt.io.capture import CameraCapture, StreamCapture
 from mcnet_rt.io.image import read_image
 from mcnet_rt.io.sinks import FileSink, VirtualCameraSink
@@ -35,7 +36,7 @@ def frames_of(path, start=0, stop=None, step=1):
 
 
 def run_live(session, capture, sink, **kwargs):
-    return LiveRunner(session, FrameStep(session.model), capture, sink, **kwargs)
+    return LiveRunner(session, capture, sink, **kwargs)
 
 
 class Recorder:
@@ -54,7 +55,7 @@ class Recorder:
 
 def test_frames_come_out_in_order_and_counted_into_a_real_mp4(small_model, feat_data, tmp_path):
     source = read_image(feat_data / "single_face.jpg")
-    session = Session(small_model, source, SessionOptions(crop="centre"))
+    session = Session(small_model, source, SessionOptions(crop=CropOptions("centre")))
     output = tmp_path / "out.mp4"
     capture = StreamCapture(str(feat_data / "single_face.mp4"), pace=False)
     runner = run_live(session, capture, FileSink(str(output), *session.output_size, capture.rate), max_frames=6,
@@ -78,10 +79,11 @@ class SlowStep(FrameStep):
 
 
 def test_latest_frame_policy_drops_stale_frames_under_a_slow_model(small_model, feat_data):
-    session = Session(small_model, read_image(feat_data / "single_face.jpg"), SessionOptions(crop="none"))
+    session = Session(small_model, read_image(feat_data / "single_face.jpg"),
+                      SessionOptions(crop=CropOptions("none")), step=SlowStep(small_model))
     capture = StreamCapture(str(feat_data / "single_face.mp4"), pace=True)  # 30 fps, as a camera
     sink = Recorder()
-    runner = LiveRunner(session, SlowStep(small_model), capture, sink, max_frames=24)
+    runner = LiveRunner(session, capture, sink, max_frames=24)
     stats = runner.run()
     assert stats["frames_captured"] == 24
     assert stats["dropped_before_inference"] > 0
@@ -95,7 +97,8 @@ def test_smoothing_that_is_not_a_finite_time_is_refused_by_the_api_too(small_mod
     """The CLI refuses these at parse time; a Python or browser caller must not get nan silently as 'off'."""
     with pytest.raises(InputError, match="smoothing"):
         SessionOptions(smoothing=smoothing)
-    session = Session(small_model, read_image(feat_data / "single_face.jpg"), SessionOptions(crop="none"))
+    session = Session(small_model, read_image(feat_data / "single_face.jpg"),
+                      SessionOptions(crop=CropOptions("none")))
     with pytest.raises(InputError, match="smoothing must be a finite number of seconds"):
         session.set_smoothing(smoothing)
     session.close()
@@ -112,7 +115,7 @@ def test_latest_slot_holds_one_item_and_counts_the_replaced():
 
 def test_no_face_segment_runs_through_and_holds_the_pose(small_model, feat_data):
     # face_noface.mov: a face until about frame 70, then an empty room; the real MediaPipe models decide.
-    session = Session(small_model, read_image(feat_data / "single_face.jpg"), SessionOptions(crop="auto"))
+    session = Session(small_model, read_image(feat_data / "single_face.jpg"), SessionOptions())
     frames = frames_of(feat_data / "face_noface.mov", 60, 90, 2)
     outputs, missing = [], []
     for frame in frames:
@@ -125,7 +128,7 @@ def test_no_face_segment_runs_through_and_holds_the_pose(small_model, feat_data)
 
 
 def test_reference_reset_returns_the_avatar_to_its_source_pose(small_model, carphone):
-    session = Session(small_model, frames_of(carphone, 0, 1)[0], SessionOptions(crop="centre"))
+    session = Session(small_model, frames_of(carphone, 0, 1)[0], SessionOptions(crop=CropOptions("centre")))
     first, moved = frames_of(carphone, 0, 80, 79)
     at_rest = session.process(first)  # the first frame is the reference: the source pose
     before = session.process(moved)
@@ -138,12 +141,13 @@ def test_reference_reset_returns_the_avatar_to_its_source_pose(small_model, carp
 
 def test_batch_of_sessions_matches_each_session_alone(small_model, feat_data, carphone):
     clip = frames_of(carphone, 0, 3)
-    sessions = [Session(small_model, read_image(feat_data / "single_face.jpg"), SessionOptions(crop="centre")),
-                Session(small_model, clip[0], SessionOptions(crop="none", paste_back=True))]
+    step = FrameStep(small_model)
+    sessions = [Session(small_model, read_image(feat_data / "single_face.jpg"),
+                        SessionOptions(crop=CropOptions("centre")), step=step),
+                Session(small_model, clip[0], SessionOptions(crop=CropOptions("none"), paste_back=True), step=step)]
     alone = [[s.process(f) for f in clip] for s in
              [Session(small_model, s.source_image, s.options) for s in sessions]]
-    step = FrameStep(small_model)
-    together = [process_batch(step, sessions, [f, f]) for f in clip]
+    together = [process_batch(sessions, [f, f]) for f in clip]
     for t, frame_outputs in enumerate(together):
         for k, output in enumerate(frame_outputs):
             assert output.shape == alone[k][t].shape
@@ -152,7 +156,7 @@ def test_batch_of_sessions_matches_each_session_alone(small_model, feat_data, ca
 
 def test_prepared_source_is_cached_on_disk_without_pickle(small_model, feat_data, tmp_path):
     source = read_image(feat_data / "single_face.jpg")
-    options = SessionOptions(crop="auto", paste_back=True)
+    options = SessionOptions(paste_back=True)
     first = Session(small_model, source, options, cache_dir=tmp_path)
     (entry,) = tmp_path.glob("*.safetensors")
     second = Session(small_model, source, options, cache_dir=tmp_path)

@@ -1,9 +1,10 @@
-"""The per-frame path never makes the host wait for the device, except to upload the driving frames and to download
-the output frames. There is no GPU here, so the test counts, on the CPU, every call that would wait on one: reading
+"""A session's per-frame path: which step runs what, the prepared-source store's key, and that the path never makes
+the host wait for the device, except to upload the driving frames and to download the output frames. There is no GPU here, so the test counts, on the CPU, every call that would wait on one: reading
 a tensor's value (.item(), bool(), float(): aten._local_scalar_dense; ops whose output shape depends on values,
 like nonzero), copies to the host (.cpu(), .numpy(), .tolist(), np.asarray), blocking copies to a device
 (.to(device), torch.as_tensor(..., device=)) and explicit synchronisation — each with the mcnet_rt function that
 made it."""
+import dataclasses
 import sys
 import warnings
 from collections import Counter
@@ -14,9 +15,10 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from mcnet_rt.faces import CropOptions
 from mcnet_rt.pipeline.step import FrameStep
-
 from mcnet_rt.pipeline.session import Session, SessionOptions, process_batch
+from mcnet_rt.pipeline.source_store import source_key
 
 PACKAGE = str(Path(__file__).resolve().parent.parent / "mcnet_rt")
 VALUE_READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.nonzero.default,
@@ -87,14 +89,14 @@ def test_a_batch_waits_on_the_device_only_for_its_frames(small_model, feat_data,
     from mcnet_rt.io.video import read_frames  # PyAV: imported where it is needed
 
     clip = list(read_frames(carphone))[:6]
-    options = SessionOptions(crop="none", paste_back=True, smoothing=0.05, output_size=(96, 80))
-    sessions = [Session(small_model, read_image(feat_data / "single_face.jpg"), options),
-                Session(small_model, clip[0], SessionOptions(crop="centre", smoothing=0.1))]
+    options = SessionOptions(crop=CropOptions("none"), paste_back=True, smoothing=0.05, output_size=(96, 80))
     step = FrameStep(small_model)
-    process_batch(step, sessions, clip[:2])  # the first face fixes each reference (its hull is measured once)
+    sessions = [Session(small_model, read_image(feat_data / "single_face.jpg"), options, step=step),
+                Session(small_model, clip[0], SessionOptions(crop=CropOptions("centre"), smoothing=0.1), step=step)]
+    process_batch(sessions, clip[:2])  # the first face fixes each reference (its hull is measured once)
     batch = [sessions[0], sessions[0], sessions[1]]  # consecutive frames of one session, and another session
     with host_waits() as counter:
-        outputs = process_batch(step, batch, clip[2:5])
+        outputs = process_batch(batch, clip[2:5])
     assert [o.shape for o in outputs] == [(80, 96, 3), (80, 96, 3), (128, 128, 3)]
     frames = len(batch)
     assert counter.waits == {".to(device) in to_tensor": frames, ".cpu() in to_uint8": frames,
@@ -124,19 +126,75 @@ def test_on_a_gpu_a_batch_synchronises_only_for_its_frames(small_model):
     grid = np.linspace(0, 255, 96 * 120, dtype=np.float32).reshape(96, 120)
     frames = [np.stack([np.roll(grid, 7 * i, axis=1), np.roll(grid, 5 * i, axis=0), grid[::-1]],
                        axis=-1).astype(np.uint8) for i in range(4)]
-    sessions = [Session(model, frames[0], SessionOptions(crop="none", paste_back=True, smoothing=0.05)),
-                Session(model, frames[1], SessionOptions(crop="centre", smoothing=0.1))]
     step = FrameStep(model)
+    sessions = [Session(model, frames[0], SessionOptions(crop=CropOptions("none"), paste_back=True, smoothing=0.05),
+                        step=step),
+                Session(model, frames[1], SessionOptions(crop=CropOptions("centre"), smoothing=0.1), step=step)]
     batch = [sessions[0], sessions[0], sessions[1]]
     for _ in range(2):  # references fixed, the ops' dispatch decided for these shapes
-        process_batch(step, batch, frames[:3])
+        process_batch(batch, frames[:3])
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("warn")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            process_batch(step, batch, frames[1:])
+            process_batch(batch, frames[1:])
     finally:
         torch.cuda.set_sync_debug_mode("default")
     waits = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
     assert len(waits) == 2 * len(batch), waits
+
+
+def count_calls(monkeypatch, step) -> Counter:
+    """Counts the calls of `step`'s two halves (which object runs is the point, not what it computes)."""
+    calls = Counter()
+    for name in ("keypoints", "render"):
+        method = getattr(step, name)
+        monkeypatch.setattr(step, name, lambda *args, name=name, method=method: (calls.update([name]),
+                                                                                 method(*args))[1])
+    return calls
+
+
+def test_a_session_measures_its_reference_eagerly_and_runs_batches_on_its_own_step(small_model, carphone,
+                                                                                   monkeypatch):
+    from mcnet_rt.io.video import read_frames
+
+    clip = list(read_frames(carphone))[:3]
+    step = FrameStep(small_model)  # a backend's step in use; a separate object from the session's eager one
+    session = Session(small_model, clip[0], SessionOptions(crop=CropOptions("centre")), step=step)
+    assert session.step is step and type(session.eager) is FrameStep and session.eager is not step
+    batched, eager = count_calls(monkeypatch, step), count_calls(monkeypatch, session.eager)
+    session.set_reference(clip[1])
+    assert eager == {"keypoints": 1} and not batched and session.reference is not None
+    process_batch([session, session], clip[1:3])
+    assert batched == {"keypoints": 1, "render": 1} and eager == {"keypoints": 1}
+    session.process(clip[0])
+    assert eager == {"keypoints": 2, "render": 1} and batched == {"keypoints": 1, "render": 1}
+    absolute = Session(small_model, clip[0], SessionOptions(crop=CropOptions("none")),
+                       step=FrameStep(small_model, relative=False))
+    assert absolute.eager.relative is False  # the eager step keeps the step's motion mode
+
+
+def test_a_batch_refuses_sessions_that_run_different_steps(small_model, carphone):
+    from mcnet_rt.io.video import read_frames
+
+    clip = list(read_frames(carphone))[:2]
+    options = SessionOptions(crop=CropOptions("centre"))
+    one, other = (Session(small_model, clip[0], options, step=FrameStep(small_model)) for _ in range(2))
+    with pytest.raises(ValueError, match="the sessions run different steps"):
+        process_batch([one, other], clip)
+    assert one.frames == other.frames == 0  # refused before any work
+    assert len(process_batch([one, Session(small_model, clip[1], options, step=one.step)], clip)) == 2
+
+
+# One other valid value per CropOptions field: a field added without one fails here by name.
+CHANGED = {"mode": "centre", "margin": 0.5, "face": "left", "align": "none"}
+
+
+def test_the_source_store_key_changes_with_every_crop_option(small_model):
+    image = np.arange(40 * 60 * 3, dtype=np.uint8).reshape(40, 60, 3)
+    key = source_key(small_model, image, CropOptions(), torch.float32)
+    assert source_key(small_model, image, CropOptions(), torch.float32) == key
+    for field in dataclasses.fields(CropOptions):
+        changed = dataclasses.replace(CropOptions(), **{field.name: CHANGED[field.name]})
+        assert source_key(small_model, image, changed, torch.float32) != key, field.name

@@ -7,11 +7,12 @@ Public API (frames are (H, W, 3) uint8 RGB; pixel coordinates span [0, W] × [0,
     FaceFinder(min_score).find(frame) -> Found(faces left to right, passes tried)   every confirmed face of a still:
                                                       upright, padded, tiled and turned passes; .look/.run/.confirm
     choose(faces, choice, frame_size) -> (index, why) choice: largest | centre | left | right | N (1 = leftmost)
-    FaceTracker(margin, min_score, ..., smoothing=OneEuroFilter(...), choice, align=roll|none).update(frame)
+    CropOptions(mode=auto|centre|none, margin, face, align)  what decides a crop (frozen; SessionOptions.crop)
+    FaceTracker(margin, min_score, ..., steadying=OneEuroFilter(...), choice, align=roll|none).update(frame)
                                                       -> Track | None, causal, keeps the person; Track(detection,
                                                       square (cx, cy, side), frame_size, detected, roll),
                                                       Track.crop(out_size) -> CropTransform; reset(); close()
-    track_clip(frames, tracker, smooth_frames) -> (squares or None per frame, frame size)   whole-clip mode
+    track_clip(frames, tracker, steady_frames) -> (squares or None per frame, frame size)   whole-clip mode
     face_runs(tracks, min_length) -> [(start, stop)]  runs of consecutive face frames
     CropTransform.from_box(box, frame_size, margin, out_size, roll=0) / .from_square(square, frame_size, out_size,
         roll=0)  a similarity map (the crop turned by roll levels the face)
@@ -36,10 +37,11 @@ from .observation import ANALYSIS_SIZE, FaceObservation, observe, observe_batch,
 from .one_euro import OneEuroFilter
 from .finding import CHOICES, FaceFinder, Found, check_choice, choose, iou
 from .tracking import ALIGNS, FaceTracker, Track, face_runs, track_clip
+from .crop_options import CROPS, CropOptions
 
 __all__ = ["CropTransform", "crop_frame", "feather_mask", "keep_inside", "square_from_box",
            "Detection", "FaceDetector", "quiet_stderr", "DlibFaces", "FaceMesh", "dlib_faces", "face_mesh",
            "normalised_landmarks",
            "ANALYSIS_SIZE", "FaceObservation", "observe", "observe_batch", "to_analysis_image", "OneEuroFilter",
            "CHOICES", "FaceFinder", "Found", "check_choice", "choose", "iou",
-           "ALIGNS", "FaceTracker", "Track", "face_runs", "track_clip"]
+           "ALIGNS", "FaceTracker", "Track", "face_runs", "track_clip", "CROPS", "CropOptions"]

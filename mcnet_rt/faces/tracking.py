@@ -54,10 +54,10 @@ class Track:
     """The tracked face in one frame."""
 
     detection: Detection
-    square: np.ndarray  # (3,) crop square (cx, cy, side) in frame pixels, smoothed if the tracker smooths
+    square: np.ndarray  # (3,) crop square (cx, cy, side) in frame pixels, steadied if the tracker steadies
     frame_size: tuple[int, int]  # (height, width)
     detected: bool  # False: carried from the last detection (detect_every > 1), not seen in this frame
-    roll: float = 0.0  # radians the crop turns to level the face (0 with align="none"), smoothed with the square
+    roll: float = 0.0  # radians the crop turns to level the face (0 with align="none"), steadied with the square
 
     def crop(self, out_size: int, inside: bool = True) -> CropTransform:
         return CropTransform.from_square(self.square, self.frame_size, out_size, inside, self.roll)
@@ -70,7 +70,7 @@ class FaceTracker:
 
     def __init__(self, margin: float = 0.4, min_score: float = 0.75, confirm_with_mesh: bool = True,
                  min_iou: float = 0.2, lost_after: int = 5, detect_every: int = 1,
-                 smoothing: OneEuroFilter | None = None, detector: FaceDetector | None = None,
+                 steadying: OneEuroFilter | None = None, detector: FaceDetector | None = None,
                  choice: str = "largest", align: str = "roll"):
         if detect_every < 1 or lost_after < 0:
             raise ValueError(f"need detect_every >= 1 and lost_after >= 0, got {detect_every}, {lost_after}")
@@ -79,7 +79,7 @@ class FaceTracker:
         self.margin, self.min_score, self.confirm_with_mesh = margin, min_score, confirm_with_mesh
         self.min_iou, self.lost_after, self.detect_every = min_iou, lost_after, detect_every
         self.choice, self.align = check_choice(choice), align
-        self.smoothing = smoothing
+        self.steadying = steadying
         self.finder = FaceFinder(min_score, detector)
         self.detector = self.finder.detector("full")
         self._identity: np.ndarray | None = None
@@ -97,8 +97,8 @@ class FaceTracker:
         self._since_detection = 0
         self._searches = 0
         self._seen = 0
-        if self.smoothing:
-            self.smoothing.reset()
+        if self.steadying:
+            self.steadying.reset()
 
     def close(self) -> None:
         """Close the graphs of the detectors this tracker made (the garbage collector does not free their native
@@ -152,7 +152,7 @@ class FaceTracker:
         self._seen += 1
 
     def update(self, frame: np.ndarray, dt: float | None = None) -> Track | None:
-        """The face in this frame, or None. `dt`: seconds since the previous frame, for the smoothing."""
+        """The face in this frame, or None. `dt`: seconds since the previous frame, for the steadying."""
         if self._last is not None and self._since_detection + 1 < self.detect_every:
             self._since_detection += 1
             last = self._last
@@ -170,8 +170,8 @@ class FaceTracker:
         if self._last is not None:  # no jump of 2π between -179° and 179°
             roll = self._last.roll + float(np.angle(np.exp(1j * (roll - self._last.roll))))
         state = np.array([*square_from_box(detection.box, self.margin), roll])
-        if self.smoothing:
-            state = self.smoothing(state, dt)
+        if self.steadying:
+            state = self.steadying(state, dt)
         self._last = Track(detection, state[:3], tuple(frame.shape[:2]), detected=True, roll=float(state[3]))
         return self._last
 
@@ -189,7 +189,7 @@ def face_runs(tracks: list[Track | None], min_length: int = 1) -> list[tuple[int
     return runs
 
 
-def smooth_squares(squares: np.ndarray, window: int) -> np.ndarray:
+def steady_squares(squares: np.ndarray, window: int) -> np.ndarray:
     """(N, 3) squares averaged over a centred window (edges repeated): offline, so the crop does not lag."""
     window = max(1, min(window, len(squares)))
     padded = np.pad(squares, ((window // 2, window - 1 - window // 2), (0, 0)), mode="edge")
@@ -198,9 +198,9 @@ def smooth_squares(squares: np.ndarray, window: int) -> np.ndarray:
 
 
 def track_clip(frames: Iterable[np.ndarray], tracker: FaceTracker,
-               smooth_frames: int = 15) -> tuple[list[np.ndarray | None], tuple[int, int]]:
-    """The whole-clip mode: per frame the crop square, smoothed within each run of face frames, or None where the
-    tracker saw no face; and the frame (height, width). The tracker should not smooth itself."""
+               steady_frames: int = 15) -> tuple[list[np.ndarray | None], tuple[int, int]]:
+    """The whole-clip mode: per frame the crop square, steadied within each run of face frames, or None where the
+    tracker saw no face; and the frame (height, width). The tracker should not steady itself."""
     tracker.reset()
     tracks, size = [], (0, 0)
     for frame in frames:
@@ -208,6 +208,6 @@ def track_clip(frames: Iterable[np.ndarray], tracker: FaceTracker,
         tracks.append(tracker.update(frame))
     squares: list[np.ndarray | None] = [None] * len(tracks)
     for start, stop in face_runs(tracks):
-        smoothed = smooth_squares(np.stack([t.square for t in tracks[start:stop]]), smooth_frames)
-        squares[start:stop] = list(smoothed)
+        steadied = steady_squares(np.stack([t.square for t in tracks[start:stop]]), steady_frames)
+        squares[start:stop] = list(steadied)
     return squares, size

@@ -22,7 +22,6 @@ from ..animate import burn_label
 from ..io.atomic import interrupts_held
 from .session import Session, process_batch
 from .stats import StageTimes, percentiles
-from .step import FrameStep
 
 
 class LatestSlot:
@@ -82,7 +81,6 @@ class LiveRunner:
     goes, every frame)."""
 
     session: Session
-    step: FrameStep
     capture: object
     sink: object
     overlay: bool = False
@@ -169,7 +167,7 @@ class LiveRunner:
             if self._errors:
                 return
             start = time.perf_counter()
-            frame.image = process_batch(self.step, [self.session], [frame.image])[0]
+            frame.image = process_batch([self.session], [frame.image])[0]
             self.times.add("inference", (time.perf_counter() - start) * 1e3)
             self.processed += 1
             self.outputs.put(frame, wait=self.lossless)

@@ -3,12 +3,15 @@ serve all run.
 
 A `Session` is an avatar driven by one camera or video: the source image cropped to its face and prepared once,
 the face tracker of the driving frames, the reference pose of relative motion (reset on demand), a One-Euro filter
-on the driving keypoints, the last good pose (frames without a face hold it) and per-stage timings.
+on the driving keypoints, the last good pose (frames without a face hold it) and per-stage timings. It runs the
+step it was built with (a backend's, `engine.load_backend`) in batches, and a private eager `FrameStep` of the same
+model and precision for `process()` and `set_reference()`, so a reference is measured alike on every backend.
 
-`process_batch(step, sessions, frames)` takes one frame per entry: each session crops its frame (in list order,
-so one session may appear several times for consecutive frames, as animate batches a video); the crops go through
-ONE `step.keypoints`; each session fixes its reference and filters its keypoints; ONE `step.render` runs with the
-sessions' sources and references concatenated; each session pastes back / resizes its output.
+`process_batch(sessions, frames)` takes one frame per entry; the sessions share one step: each session crops its
+frame (in list order, so one session may appear several times for consecutive frames, as animate batches a video);
+the crops go through ONE `step.keypoints`; each session fixes its reference and filters its keypoints; ONE
+`step.render` runs with the sessions' sources and references concatenated; each session pastes back / resizes its
+output.
 
 On a GPU the only waits for the device in a batch are the upload of the driving frames and the download of the
 output frames: stages are timed with events read later (`stats.StageTimes.add_span`), the keypoints are smoothed on
@@ -32,53 +35,53 @@ from ..errors import InputError
 from ..io.frames import to_tensor, to_uint8
 from ..keypoints import Keypoints
 from ..models import MCNet
-from .prepared import load_or_prepare
+from .source_store import load_or_prepare
 from .stats import StageTimes, mark
 from .step import FrameStep, MotionReference, reference_from_keypoints
-
-CROPS = ("auto", "centre", "none")
 
 # Keypoints live in [-1, 1]; a head turn moves them by about one unit per second. beta lets the cut-off rise with
 # that speed so that motion follows with little lag while a still face stays steady.
 KEYPOINT_BETA = 2.0
+MAX_SMOOTHING = 10.0  # seconds: a longer time constant at rest would freeze the avatar for the whole call
+
+
+def check_smoothing(seconds: float) -> float:
+    """The keypoints' smoothing time constant, refused unless a finite number of seconds within the bound."""
+    if not 0 <= seconds <= MAX_SMOOTHING:  # nan too
+        raise InputError(f"smoothing must be a finite number of seconds from 0 to {MAX_SMOOTHING:g}, got {seconds}",
+                         options=("smoothing",))
+    return seconds
 
 
 @dataclass(frozen=True)
 class SessionOptions:
-    """crop: auto (the face, found and tracked), centre (the centre square) or none (the whole frame, resized).
-    smoothing: seconds of One-Euro smoothing of the driving keypoints at rest (0 = off); rate: the expected frame
-    rate in Hz (the filters' time step). output_size: (width, height); default the crop, or the source image with
-    paste_back. detect_every: run the face detector on every n-th driving frame (the crop is held in between).
-    face: which face to animate when several are found (largest, centre, left, right or N from the left; the
-    avatar's and the first driving face's; a driving frame with fewer than N faces uses its largest). align: roll
-    (level the crops by the eyes, turned back on paste-back) or none."""
+    """crop: what decides the avatar's and the driving frames' crops (`faces.CropOptions`: mode, margin, face,
+    align). smoothing: seconds of One-Euro smoothing of the driving keypoints at rest (0 = off, at most
+    MAX_SMOOTHING); rate: the expected frame rate in Hz (the filters' time step). output_size: (width, height);
+    default the crop, or the source image with paste_back. detect_every: run the face detector on every n-th driving
+    frame (the crop is held in between)."""
 
-    crop: str = "auto"
+    crop: faces.CropOptions = faces.CropOptions()
     paste_back: bool = False
     output_size: tuple[int, int] | None = None
     adapt_scale: bool = True
     smoothing: float = 0.0
     rate: float = 30.0
-    margin: float = 0.4
     feather: float = 0.1
     detect_every: int = 1
-    face: str = "largest"
-    align: str = "roll"
 
     def __post_init__(self):
-        if self.crop not in CROPS:
-            raise InputError(f"crop must be one of {', '.join(CROPS)}, got {self.crop!r}")
-        if self.align not in faces.ALIGNS:
-            raise InputError(f"align must be one of {', '.join(faces.ALIGNS)}, got {self.align!r}")
-        try:
-            faces.check_choice(self.face)
-        except ValueError as e:
-            raise InputError(str(e)) from None
-        if not (0 <= self.smoothing < math.inf and 0 < self.rate < math.inf) or self.detect_every < 1:  # nan too
-            raise InputError(f"need smoothing >= 0, rate > 0 and detect_every >= 1, got {self.smoothing}, "
-                             f"{self.rate}, {self.detect_every}")
+        if not isinstance(self.crop, faces.CropOptions):
+            raise InputError(f"crop must be a faces.CropOptions, e.g. CropOptions(mode=\"centre\"), got "
+                             f"{self.crop!r}", options=("crop",))
+        check_smoothing(self.smoothing)
+        if not 0 < self.rate < math.inf:  # nan too
+            raise InputError(f"rate must be a finite number of frames per second > 0, got {self.rate}")
+        if self.detect_every < 1:
+            raise InputError(f"detect_every must be at least 1, got {self.detect_every}", options=("detect_every",))
         if self.output_size is not None and min(self.output_size) < 2:
-            raise InputError(f"output size must be at least 2×2 pixels, got {self.output_size}")
+            raise InputError(f"output size must be at least 2×2 pixels, got {self.output_size}",
+                             options=("output_size",))
 
 
 def frame_crop(mode: str, frame_size: tuple[int, int], size: int) -> faces.CropTransform:
@@ -99,28 +102,28 @@ class NoSourceFace(InputError):
 MIN_FACE_PIXELS = 40
 
 
-def source_crop(image: np.ndarray, options: SessionOptions, size: int, name: str) -> faces.CropTransform:
-    """The crop of the avatar image; with crop=auto its face must be found (a clear error otherwise) and the
+def source_crop(image: np.ndarray, crop: faces.CropOptions, size: int, name: str) -> faces.CropTransform:
+    """The crop of the avatar image; with mode auto its face must be found (a clear error otherwise) and the
     choice among several is said on stderr (one line)."""
-    if options.crop != "auto":
-        return frame_crop(options.crop, image.shape[:2], size)
+    if crop.mode != "auto":
+        return frame_crop(crop.mode, image.shape[:2], size)
     with contextlib.closing(faces.FaceFinder()) as finder:
         found = finder.find(image)
     if not found.faces:
         raise NoSourceFace(f"{name}: no face found after upright, rotated, padded and tiled passes "
                            f"({', '.join(found.passes)}; MediaPipe BlazeFace, confirmed by FaceMesh); use a photo "
                            f"where the face is clearly visible and at least {MIN_FACE_PIXELS} pixels wide, or "
-                           "--crop centre to use the centre of the image as it is")
+                           'crop="centre" to use the centre of the image as it is', options=("crop",))
     try:
-        index, why = faces.choose(found.faces, options.face, image.shape[:2])
+        index, why = faces.choose(found.faces, crop.face, image.shape[:2])
     except ValueError as e:
-        raise InputError(f"{name}: {e}; pass --face with a number from 1 to {len(found.faces)}, or largest, "
-                         "centre, left or right") from None
+        raise InputError(f"{name}: {e}; face must be a number from 1 to {len(found.faces)}, or largest, centre, "
+                         "left or right", options=("face",)) from None
     face = found.faces[index]
-    roll = face.roll if options.align == "roll" else 0.0
-    print(f"mcnet-rt: {name}: face {index + 1} of {len(found.faces)} from the left ({why}; --face to choose), "
-          f"{face.box[2]:.0f} px wide, turned {np.degrees(roll):.0f}°", file=sys.stderr)
-    return faces.CropTransform.from_box(face.box, image.shape[:2], options.margin, size, roll=roll)
+    roll = face.roll if crop.align == "roll" else 0.0
+    print(f"mcnet-rt: {name}: face {index + 1} of {len(found.faces)} from the left ({why}; the face setting "
+          f"chooses another), {face.box[2]:.0f} px wide, turned {np.degrees(roll):.0f}°", file=sys.stderr)
+    return faces.CropTransform.from_box(face.box, image.shape[:2], crop.margin, size, roll=roll)
 
 
 def _is_identity(transform: faces.CropTransform) -> bool:
@@ -132,31 +135,34 @@ class Session:
 
     `process(frame)` returns the output frame (uint8 RGB); `reset_reference()` makes the next frame with a face the
     reference pose (the avatar then shows its source pose); `set_smoothing(seconds)`; `stats()`; `close()` when
-    done (it owns its face tracker's MediaPipe graphs). With `cache_dir` the prepared source is kept on disk, keyed
-    by the image's and the weights' hashes.
+    done (it owns its face tracker's MediaPipe graphs). `step`: what `process_batch` runs (a backend's step over
+    this model at `dtype`; default the session's eager step). With `cache_dir` the prepared source is kept on disk,
+    keyed by the image's and the weights' hashes.
     """
 
     def __init__(self, model: MCNet, source_image: np.ndarray, options: SessionOptions = SessionOptions(),
-                 dtype: torch.dtype = torch.float32, cache_dir: str | Path | None = None,
+                 dtype: torch.dtype = torch.float32, step=None, cache_dir: str | Path | None = None,
                  source_name: str = "source image"):
         self.model = model
         self.options = options
         self.dtype = dtype
-        self.step = FrameStep(model, dtype)  # for process() and set_reference(); batches bring their own
+        # process() and set_reference() run eager, in the step's motion mode (an exported step states none: relative)
+        self.eager = FrameStep(model, dtype, relative=getattr(step, "relative", True))
+        self.step = self.eager if step is None else step
         self.device = next(model.parameters()).device
         self.size = model.config.image_size
         self.source_image = source_image
         self.source_transform, self.source = load_or_prepare(
-            model, source_image, lambda: source_crop(source_image, options, self.size, source_name), options,
-            dtype, cache_dir)
+            model, source_image, lambda: source_crop(source_image, options.crop, self.size, source_name),
+            options.crop, dtype, cache_dir)
         self.source_full = to_tensor(source_image[None], self.device) if options.paste_back else None
         # The source transform never changes: its paste-back is prepared once.
         self.paste_back = self.source_transform.paste_back(options.feather, self.source_full) \
             if options.paste_back else None
-        self.tracker = faces.FaceTracker(margin=options.margin, detect_every=options.detect_every,
-                                         smoothing=faces.OneEuroFilter(rate=options.rate), choice=options.face,
-                                         align=options.align) \
-            if options.crop == "auto" else None
+        self.tracker = faces.FaceTracker(margin=options.crop.margin, detect_every=options.detect_every,
+                                         steadying=faces.OneEuroFilter(rate=options.rate), choice=options.crop.face,
+                                         align=options.crop.align) \
+            if options.crop.mode == "auto" else None
         self.keypoint_filter: faces.OneEuroFilter | None = None
         self.set_smoothing(options.smoothing)
         self.reference: MotionReference | None = None
@@ -181,26 +187,26 @@ class Session:
         self._reset_requested = True
 
     def set_reference(self, frame: np.ndarray) -> None:
-        """Make `frame` (a driving frame with a face) the reference pose now (animate's --best-frame)."""
+        """Make `frame` (a driving frame with a face) the reference pose now (animate's best frame), measured
+        by the eager step whatever step the batches run."""
         crop = self._crop(frame)
         if self.tracker is not None:
             self.tracker.reset()
         if crop is None:
             raise InputError("the chosen reference frame has no face")
         with torch.no_grad():
-            keypoints = self.step.keypoints(crop)
+            keypoints = self.eager.keypoints(crop)
         self.reference = reference_from_keypoints(self.source, keypoints, self.options.adapt_scale)
 
     def set_smoothing(self, seconds: float) -> None:
         """One-Euro smoothing of the driving keypoints: seconds of time constant at rest, 0 = off."""
-        if not 0 <= seconds < math.inf:  # nan too
-            raise InputError(f"smoothing must be a finite number of seconds >= 0, got {seconds}")
+        check_smoothing(seconds)
         self.keypoint_filter = faces.OneEuroFilter(min_cutoff=1 / (2 * np.pi * seconds), beta=KEYPOINT_BETA,
                                                    rate=self.options.rate) if seconds > 0 else None
 
     def process(self, frame: np.ndarray) -> np.ndarray:
-        """The output frame for one driving frame."""
-        return process_batch(self.step, [self], [frame])[0]
+        """The output frame for one driving frame, by the eager step."""
+        return _process(self.eager, [self], [frame])[0]
 
     def close(self) -> None:
         """Release the face tracker's graphs (native threads and tens of MB each); idempotent."""
@@ -219,7 +225,7 @@ class Session:
                 return None
             transform = track.crop(self.size)
         else:
-            transform = frame_crop(self.options.crop, frame.shape[:2], self.size)
+            transform = frame_crop(self.options.crop.mode, frame.shape[:2], self.size)
         image = to_tensor(frame[None], self.device)
         return image if _is_identity(transform) else transform.crop(image)
 
@@ -260,12 +266,21 @@ def _inputs(step: FrameStep, sessions: list[Session], references: list[MotionRef
     return _cat([step.inputs(s.source, r) for s, r in zip(sessions, references)])
 
 
-@torch.no_grad()
-def process_batch(step: FrameStep, sessions: list[Session], frames: list[np.ndarray]) -> list[np.ndarray]:
-    """The output frame of each (session, frame) pair; see the module doc. A session whose frame shows no face
-    holds its last pose; before its first face it shows its source crop unchanged."""
+def process_batch(sessions: list[Session], frames: list[np.ndarray]) -> list[np.ndarray]:
+    """The output frame of each (session, frame) pair, through the one step the sessions share; see the module
+    doc. A session whose frame shows no face holds its last pose; before its first face it shows its source crop
+    unchanged."""
     if len(sessions) != len(frames):
         raise ValueError(f"process_batch: {len(sessions)} sessions but {len(frames)} frames")
+    if any(session.step is not sessions[0].step for session in sessions):
+        raise ValueError("process_batch: the sessions run different steps; build the sessions of one batch with "
+                         "one step (Session(..., step=step))")
+    return _process(sessions[0].step, sessions, frames)
+
+
+@torch.no_grad()
+def _process(step, sessions: list[Session], frames: list[np.ndarray]) -> list[np.ndarray]:
+    """`process_batch` through `step`."""
     device = sessions[0].device
     crops = []
     for session, frame in zip(sessions, frames):

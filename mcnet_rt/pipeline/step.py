@@ -46,7 +46,7 @@ def motion_reference(model: MCNet, source: SourceCache, driving: torch.Tensor, a
 
 
 def reference_from_keypoints(source: SourceCache, keypoints: Keypoints, adapt_scale: bool = True) -> MotionReference:
-    """`motion_reference` for driving keypoints already detected (live: the frame the user resets to)."""
+    """`motion_reference` for driving keypoints already computed (live: the frame the user resets to)."""
     count = keypoints.value.shape[0]
     sources = source.keypoints if source.keypoints.value.shape[0] == count else \
         Keypoints(*(t.expand(count, *t.shape[1:]) for t in source.keypoints))
@@ -57,7 +57,7 @@ def reference_from_keypoints(source: SourceCache, keypoints: Keypoints, adapt_sc
 
 
 class FrameOutputs(NamedTuple):
-    """What one step computed, for drawing: the detected and the transferred driving keypoints, the dense motion
+    """What one step computed, for drawing: the driving keypoints and the transferred ones, the dense motion
     and the generator's outputs with the features around the memory."""
 
     kp_driving: Keypoints

@@ -14,12 +14,12 @@ from aiortc import MediaStreamTrack, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 
+from ..errors import InputError
 from .limits import MAX_MESSAGE_BYTES, parse_json
 from .scheduler import BatchScheduler, Slot, SlotClosed
 
 log = logging.getLogger("mcnet_rt.serve")
 RTP_TIME_BASE = Fraction(1, 90000)
-MAX_SMOOTHING = 1.0
 
 
 class AvatarTrack(MediaStreamTrack):
@@ -110,13 +110,13 @@ class Peer:
             if "reset" in command:
                 self.scheduler.control(self.slot, lambda session: session.reset_reference())
             elif "smoothing" in command:
-                value = float(command["smoothing"])
-                if not 0 <= value <= MAX_SMOOTHING:
-                    raise ValueError(f"smoothing must be in [0, {MAX_SMOOTHING}], got {value}")
+                from ..pipeline.session import check_smoothing  # the serve stack loads no face stack on import
+
+                value = check_smoothing(float(command["smoothing"]))
                 self.scheduler.control(self.slot, lambda session: session.set_smoothing(value))
             else:
                 raise ValueError(f"unknown command {sorted(command)}")
-        except (ValueError, TypeError, AttributeError) as e:
+        except (InputError, ValueError, TypeError, AttributeError) as e:
             log.warning("%s: bad control message: %s", self.name, e)
             channel.send(json.dumps({"error": f"bad control message: {e}"}))
 

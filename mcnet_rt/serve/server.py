@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import itertools
 import json
 import logging
@@ -335,13 +334,13 @@ async def page_config(request: web.Request) -> web.Response:
 
 def model_session_functions(model, step, dtype,
                             options: SessionOptions | None = None) -> tuple[MakeSession, Process]:
-    """The real thing: one `Session` per caller (with `options`, default SessionOptions()) and `process_batch`
-    with one shared per-frame step (a `FrameStep` or a backend's)."""
+    """The real thing: one `Session` per caller (with `options`, default SessionOptions()), every one running the
+    shared per-frame `step` (a `FrameStep` or a backend's), and `process_batch`."""
     from ..pipeline.session import Session, SessionOptions, process_batch
 
     options = SessionOptions() if options is None else options
-    return (lambda image: Session(model, image, options, dtype=dtype, source_name="avatar"),
-            functools.partial(process_batch, step))
+    return (lambda image: Session(model, image, options, dtype=dtype, step=step, source_name="avatar"),
+            process_batch)
 
 
 def serve(app: web.Application, host: str, port: int, token: str | None) -> int:

@@ -4,7 +4,7 @@ folders of PNG frames), cropped to a square around the face track at a fixed siz
 The face is tracked with `mcnet_rt.faces` (MediaPipe detection, confirmed by FaceMesh, followed by overlap), and
 only frames in which it was seen are written: a clip whose face leaves and comes back is split into one folder per
 run of face frames, named as VoxCeleb names clips, `<id>#<video>#<first frame>#<end frame>.mp4`, unless one run
-covers the whole clip. Within a run the crop square is smoothed over time so that it does not jitter. Videos that
+covers the whole clip. Within a run the crop square is steadied over time so that it does not jitter. Videos that
 cannot be read or show a face in too few frames are skipped and reported; they never stop the run.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ class PrepareOptions:
     test_fraction: float = 0.0  # of the identities, held out in test/
     min_face_fraction: float = 0.5  # skip videos with a face in fewer of their frames
     min_run_frames: int = 8  # shorter runs of face frames are left out (a training pair needs a stretch of motion)
-    smooth_frames: int = 15  # moving-average window over the crop squares of a run
+    steady_frames: int = 15  # moving-average window over the crop squares of a run (steadying)
 
     def check(self) -> None:
         """Refuse values that would write nothing sensible, naming the option."""
@@ -104,7 +104,7 @@ def prepare_video(video: Path, split_dir: Path, base: str, tracker: FaceTracker,
     """Write one video's face runs as frame folders in split_dir (all of them or none); returns the folders, the
     frames written and the frames left out."""
     squares, frame_size = track_clip(itertools.islice(read_frames(video), options.max_frames or None), tracker,
-                                     options.smooth_frames)
+                                     options.steady_frames)
     found = sum(s is not None for s in squares)
     if found < max(1, options.min_face_fraction * len(squares)):
         raise InputError(f"no face found in {len(squares) - found} of {len(squares)} frames "

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ..animate import AnimateOptions, _limited, burn_label, note
 from ..errors import InputError
+from ..faces import CropOptions
 from ..io.image import read_image, write_png
 from ..io.video import VideoWriter, even_size, probe_video, read_timed_frames
 from ..models import MCNet
@@ -93,11 +94,12 @@ def visualize(model: MCNet, source_path: str | Path, driving_path: str | Path, o
     else:
         info = probe_video(driving_path)
         frames, fps, time_base = _limited(read_timed_frames(driving_path), animate, info.fps), info.fps, info.time_base
-    session = Session(model, source, SessionOptions(crop=animate.crop, adapt_scale=animate.adapt_scale,
-                                                    rate=float(fps), detect_every=animate.detect_every,
-                                                    face=animate.face, align=animate.align),
-                      dtype, source_name=str(source_path))
-    draw = FrameDrawer(FrameStep(model, dtype, relative=animate.relative), session, options)
+    step = FrameStep(model, dtype, relative=animate.relative)
+    crop = CropOptions(animate.crop, face=animate.face, align=animate.align)
+    session = Session(model, source, SessionOptions(crop=crop, adapt_scale=animate.adapt_scale, rate=float(fps),
+                                                    detect_every=animate.detect_every),
+                      dtype, step=step, source_name=str(source_path))
+    draw = FrameDrawer(step, session, options)
     with contextlib.closing(session), tqdm(total=animate.max_frames, unit="frame", desc="visualize",
                                            disable=not progress) as bar:
         rows = _rows(draw, frames, animate.label, bar)

@@ -1,8 +1,9 @@
-"""The prepared source (its crop, keypoints and encoder features) kept on disk, so that a restart of `live` with
-the same avatar and weights skips the face search and the encoder.
+"""The disk store of prepared sources (their crop, keypoints and encoder features), so that a restart of `live`
+with the same avatar and weights skips the face search and the encoder (`models.SourceCache` is one prepared source
+in memory).
 
-The key is a hash of the image's pixels, the model's weights and configuration, and the options that change the
-crop, so a changed file or checkpoint never meets a stale entry. Entries are safetensors files (no pickle):
+The key is a hash of the image's pixels, the model's weights and configuration, and the whole `faces.CropOptions`,
+so a changed file, checkpoint or crop setting never meets a stale entry. Entries are safetensors files (no pickle):
 loading one cannot run code.
 """
 from __future__ import annotations
@@ -10,14 +11,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..faces import CropTransform
+from ..faces import CropOptions, CropTransform
 from ..io.atomic import atomic_output
 from ..io.frames import to_tensor
 from ..keypoints import Keypoints
@@ -25,12 +25,11 @@ from ..checkpoint import weights_hash
 from ..models import MCNet, SourceCache
 from .step import prepare_source
 
-if TYPE_CHECKING:
-    from .session import SessionOptions
 
-def source_key(model: MCNet, image: np.ndarray, options: "SessionOptions", dtype: torch.dtype) -> str:
+def source_key(model: MCNet, image: np.ndarray, crop: CropOptions, dtype: torch.dtype) -> str:
+    """The entry's name: the frozen `crop` enters whole (its repr names every field)."""
     digest = hashlib.sha256(weights_hash(model).encode())
-    digest.update(repr((image.shape, options.crop, options.margin, options.face, options.align, str(dtype))).encode())
+    digest.update(repr((image.shape, crop, str(dtype))).encode())
     digest.update(np.ascontiguousarray(image).tobytes())
     return digest.hexdigest()[:32]
 
@@ -55,20 +54,19 @@ def _load(path: Path, out_size: int, device: torch.device) -> tuple[CropTransfor
 
 
 def load_or_prepare(model: MCNet, image: np.ndarray, find_crop: Callable[[], CropTransform],
-                    options: "SessionOptions", dtype: torch.dtype,
+                    crop: CropOptions, dtype: torch.dtype,
                     cache_dir: str | Path | None) -> tuple[CropTransform, SourceCache]:
     """The source's crop transform and prepared cache: from `cache_dir` when an entry for this image, these weights
-    and options exists, else computed (`find_crop`, then the encoder) and stored there."""
+    and crop options exists, else computed (`find_crop`, then the encoder) and stored there."""
     device = next(model.parameters()).device
     size = model.config.image_size
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"{source_key(model, image, options, dtype)}.safetensors"
+        path = Path(cache_dir) / f"{source_key(model, image, crop, dtype)}.safetensors"
         if path.is_file() and (found := _load(path, size, device)) is not None:
             return found
     transform = find_crop()
-    crop = transform.crop(to_tensor(image[None], device))
-    cache = prepare_source(model, crop, dtype)
+    cache = prepare_source(model, transform.crop(to_tensor(image[None], device)), dtype)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         _save(path, transform, cache)
