@@ -1,8 +1,12 @@
 """Export of the per-frame step and the backends behind `--backend`: each reproduces eager PyTorch."""
+import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import onnx
@@ -285,6 +289,101 @@ def test_a_cache_entry_published_first_by_another_process_is_used_and_ours_disca
     assert os.listdir(tmp_path) == ["key"]  # a failed build leaves no entry and no temporary
 
 
+def test_concurrent_builders_of_one_entry_use_their_own_temporaries_and_publish_one(tmp_path, monkeypatch):
+    """Two builds of the same entry at once (as two runs of one model would): each fills a temporary of its own,
+    one is published whole, the other discarded, and both callers get the published entry."""
+    monkeypatch.setenv("MCNET_RT_ENGINE_CACHE", str(tmp_path))
+    both_building = threading.Barrier(2)
+    folders = []
+
+    def build(folder):
+        folders.append(folder)
+        (folder / "keypoints.onnx").write_text(folder.name)
+        both_building.wait(timeout=60)
+
+    with ThreadPoolExecutor(2) as pool:
+        entries = list(pool.map(lambda _: cache.cached_folder("key", build), range(2)))
+    assert len(set(folders)) == 2 and entries == [tmp_path / "key"] * 2
+    assert (tmp_path / "key" / "keypoints.onnx").read_text() in {folder.name for folder in folders}
+    assert os.listdir(tmp_path) == ["key"]  # the other build's temporary is gone
+
+
+def test_exporting_onnx_loads_no_face_stack():
+    """The exporter and the backends table in a fresh interpreter: no face detection, session or MediaPipe."""
+    script = ("import sys, mcnet_rt.engine.onnx_export\n"
+              "from mcnet_rt.engine.backends import BACKENDS\n"
+              "print([m for m in ('mcnet_rt.faces', 'mcnet_rt.pipeline.session', 'mediapipe') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.fixture
+def engine_builds(tmp_path, monkeypatch):
+    """`tensorrt.cached_engine` on a stand-in graph with TensorRT's build replaced by a counter (TensorRT for RTX
+    builds real engines in the test above; this one is about the cache): returns (get engine, builds so far)."""
+    from types import SimpleNamespace
+
+    from mcnet_rt.engine import tensorrt
+
+    graph = tmp_path / "render.onnx"
+    graph.write_bytes(b"graph")
+    builds = []
+
+    def build_engine(trt, path, **build):
+        builds.append(path)
+        return f"engine {len(builds)}".encode()
+
+    monkeypatch.setattr(tensorrt, "build_engine", build_engine)
+    trt = SimpleNamespace(__name__="tensorrt_rtx", __version__="0")
+    return (lambda: tensorrt.cached_engine(trt, graph, tmp_path / "engines")), builds
+
+
+@pytest.mark.parametrize("record", [None, "", '{"gpu": "ahead-', "[]", '{"gpu": "ahead-of-time RTX"}'])
+def test_an_engine_without_a_readable_record_is_a_cache_miss(engine_builds, tmp_path, record):
+    get, builds = engine_builds
+    assert get() == b"engine 1" and get() == b"engine 1" and len(builds) == 1
+    (engine,) = (tmp_path / "engines").glob("*.engine")
+    if record is None:
+        engine.with_suffix(".json").unlink()
+    else:
+        engine.with_suffix(".json").write_text(record)
+    assert get() == b"engine 2" and len(builds) == 2  # built again, not a FileNotFoundError or JSONDecodeError
+    assert json.loads(engine.with_suffix(".json").read_text())["gpu"].startswith("ahead-of-time")
+    assert get() == b"engine 2" and len(builds) == 2
+    assert sorted(p.suffix for p in (tmp_path / "engines").iterdir()) == [".engine", ".json"]
+
+
+def test_concurrent_builders_of_one_engine_never_share_a_temporary(engine_builds, tmp_path, monkeypatch):
+    from mcnet_rt.engine import tensorrt
+    from mcnet_rt.io.atomic import atomic_output
+
+    get, builds = engine_builds
+    both_built = threading.Barrier(2)
+    temporaries = []
+    build = tensorrt.build_engine
+
+    def build_together(*args, **kwargs):
+        engine = build(*args, **kwargs)
+        both_built.wait(timeout=60)  # both publish at the same moment
+        return engine
+
+    @contextlib.contextmanager
+    def recorded(path, **kwargs):
+        with atomic_output(path, **kwargs) as tmp:
+            temporaries.append(tmp)
+            yield tmp
+
+    monkeypatch.setattr(tensorrt, "build_engine", build_together)
+    monkeypatch.setattr(tensorrt, "atomic_output", recorded)
+    with ThreadPoolExecutor(2) as pool:
+        engines = set(pool.map(lambda _: get(), range(2)))
+    assert len(builds) == 2 and len(temporaries) == len(set(temporaries)) == 4
+    (engine,) = (tmp_path / "engines").glob("*.engine")
+    assert engine.read_bytes() in engines == {b"engine 1", b"engine 2"}
+    assert sorted(p.suffix for p in (tmp_path / "engines").iterdir()) == [".engine", ".json"]  # no temporaries
+
+
 @pytest.mark.parametrize("graphs", ["plugin_graphs", "half_plugin_graphs"])
 def test_tensorrt_rtx_builds_engines_from_the_plugin_graphs_with_our_plugins(graphs, request):
     """Parsing and building need no GPU with TensorRT for RTX; running the engine does (not here). The network is
@@ -467,6 +566,7 @@ def test_plugin_enqueue_writes_into_tensorrts_output_and_allocates_nothing(op, a
         return SimpleNamespace(dims=tuple(t.shape), type=SimpleNamespace(name="FLOAT"))
 
     expected = plugin_ops.reference(op, inputs, attributes)
+    assert op.output_shape([tuple(t.shape) for t in inputs]) == list(expected.shape)  # what the plugin tells TensorRT
     output = torch.full(expected.shape, float("nan"))
     elements = plugin_ops.workspace_elements(op, attributes, [tuple(t.shape) for t in inputs])
     workspace = torch.full((elements,), float("nan"))
