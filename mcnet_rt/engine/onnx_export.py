@@ -131,6 +131,6 @@ def cached_graphs(step: FrameStep, flavour: str, work_dir: Path | None = None) -
     """The step's graphs of `flavour` for a backend that runs them, exported into `work_dir`, or found in (or else
     exported into) the engine cache. They take float32 or float16 steps only."""
     if step.dtype not in DTYPES:
-        raise InputError(f'ONNX graphs run float32 or float16, not {step.dtype}: use precision="fp32" or "fp16", '
-                         'or backend="eager", "compiled" or "aoti"', options=("precision", "backend"))
+        raise InputError('ONNX Runtime and TensorRT run fp32 or fp16 graphs, not bfloat16: use precision="fp32" or '
+                         '"fp16", or backend="eager", "compiled" or "aoti"', options=("precision", "backend"))
     return cache.halves_files(step, f"onnx-{flavour}", lambda s, folder: export_step(s, folder, flavour), work_dir)
