@@ -266,7 +266,6 @@ def test_exported_backends_are_built_once_into_the_engine_cache_and_leave_nothin
 
 
 def test_a_cache_entry_published_first_by_another_process_is_used_and_ours_discarded(tmp_path, monkeypatch):
-    from mcnet_rt.engine import cache
     from mcnet_rt.io.atomic import atomic_directory
 
     monkeypatch.setenv("MCNET_RT_ENGINE_CACHE", str(tmp_path))
