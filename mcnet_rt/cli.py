@@ -275,15 +275,14 @@ def check_batch_size(batch_size: int) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .engine.onnx_export import export_step
+    from .engine.onnx_export import export_folder
 
-    with atomic.atomic_directory(args.output) as partial:  # checked before the work; no half-written output
+    def step() -> FrameStep:  # built after the output folder is checked
         model, _ = model_from_args(args, torch.device("cpu"))
-        step = FrameStep(model.eval(), PRECISIONS[args.precision], relative=args.mode == "relative")
-        export_step(step, partial, args.ops)
-    output = Path(args.output)
-    paths = [output / "detect.onnx", output / "render.onnx"]
-    print(f"wrote {', '.join(str(p) for p in paths)} ({args.ops} ops, {args.precision}, any batch)")
+        return FrameStep(model.eval(), PRECISIONS[args.precision], relative=args.mode == "relative")
+
+    paths = export_folder(args.output, step, args.ops)
+    print(f"wrote {', '.join(str(p) for p in paths.values())} ({args.ops} ops, {args.precision}, any batch)")
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
@@ -538,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_backend_argument(p)
     p.set_defaults(func=cmd_live)
 
-    p = sub.add_parser("export", help="ONNX graphs of the per-frame step: detect.onnx and render.onnx")
+    p = sub.add_parser("export", help="ONNX graphs of the per-frame step: keypoints.onnx and render.onnx")
     add_weight_options(p)
     p.add_argument("-o", "--output", required=True, help="output folder (must not exist, or be empty)")
     p.add_argument("--ops", choices=("standard", "plugin"), default="standard",

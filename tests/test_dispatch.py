@@ -207,3 +207,27 @@ def test_forced_impls_skip_the_self_test(fresh_dispatch):
         dispatch.run("kernel", "warp_features", warp_inputs(), kernel, warp.warp_features_reference)
         dispatch.run("reference", "warp_features", warp_inputs(), kernel, warp.warp_features_reference)
     assert len(calls) == 1 and not fresh_dispatch.exists()
+
+
+def test_a_decision_write_cut_short_leaves_the_cache_as_it_was(fresh_dispatch, monkeypatch):
+    """The cache file is replaced whole or not at all: a write that fails half-way (a full disk) keeps the earlier
+    decisions readable and leaves no temporary beside them."""
+    from pathlib import Path
+
+    from mcnet_rt.ops import decisions
+    from mcnet_rt.ops.selftest import Decision
+
+    decisions.store("machine", "warp_features", Decision("kernel", "faster"))
+    before = fresh_dispatch.read_text()
+    write_text = Path.write_text
+
+    def disk_full(path, text, *args, **kwargs):
+        write_text(path, text[: len(text) // 2], *args, **kwargs)
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "write_text", disk_full)
+        decisions.store("machine", "sparse_warp", Decision("reference", "slower"))
+    assert fresh_dispatch.read_text() == before
+    assert set(decisions.load("machine")) == {"warp_features"}
+    assert [p.name for p in fresh_dispatch.parent.iterdir()] == [fresh_dispatch.name]

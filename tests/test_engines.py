@@ -1,8 +1,12 @@
 """Export of the per-frame step and the backends behind `--backend`: each reproduces eager PyTorch."""
+import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import onnx
@@ -10,7 +14,9 @@ import pytest
 import torch
 
 import mcnet_rt
-from mcnet_rt.engine import backends, halves, load_backend, plugin_ops
+from mcnet_rt.engine import aoti, cache, halves, load_backend, plugin_ops
+from mcnet_rt.engine import onnxruntime as onnxruntime_backend
+from mcnet_rt.engine.exported import ExportedStep
 from mcnet_rt.engine.onnx_export import export_step
 from mcnet_rt.errors import InputError
 from mcnet_rt.keypoints import Keypoints
@@ -78,7 +84,7 @@ def test_standard_graphs_use_standard_ops_only(standard_graphs):
 
 def test_onnxruntime_backend_equals_pytorch_at_any_batch(small_step, standard_graphs):
     """One graph runs batch 1 and 3 (the per-sample convolutions take a symbolic batch)."""
-    step = backends.load_onnxruntime(standard_graphs, torch.device("cpu"))
+    step = onnxruntime_backend.load_graphs(standard_graphs, torch.device("cpu"))
     for input in onnx.load(str(standard_graphs["render"])).graph.input:
         assert input.type.tensor_type.shape.dim[0].dim_param  # dynamic batch
     for n in (1, 3):
@@ -104,18 +110,19 @@ def value_types(path) -> dict[str, str]:
 
 
 def test_fp16_graphs_keep_keypoints_and_sampling_in_float32(half_standard_graphs):
-    detect, render = (onnx.load(str(half_standard_graphs[n])) for n in ("detect", "render"))
+    keypoints, render = (onnx.load(str(half_standard_graphs[n])) for n in ("keypoints", "render"))
     for path in half_standard_graphs.values():
         onnx.checker.check_model(str(path), full_check=True)
-    types = {n: value_types(half_standard_graphs[n]) for n in ("detect", "render")}
+    types = {n: value_types(half_standard_graphs[n]) for n in ("keypoints", "render")}
     io = {v.name: types["render"][v.name] for v in (*render.graph.input, *render.graph.output)}
     assert {n for n, t in io.items() if t == "FLOAT16"} == {f"feature_{i}" for i in range(4)}
-    assert {types["detect"][v.name] for v in (*detect.graph.input, *detect.graph.output)} == {"FLOAT"}
-    assert any(types["detect"][n.input[0]] == "FLOAT16" for n in detect.graph.node if n.op_type == "Conv")  # the bulk
-    softmax = [n for n in detect.graph.node if n.op_type == "Softmax"]  # the keypoints' soft-argmax
+    assert {types["keypoints"][v.name] for v in (*keypoints.graph.input, *keypoints.graph.output)} == {"FLOAT"}
+    assert any(types["keypoints"][n.input[0]] == "FLOAT16" for n in keypoints.graph.node
+               if n.op_type == "Conv")  # the bulk
+    softmax = [n for n in keypoints.graph.node if n.op_type == "Softmax"]  # the keypoints' soft-argmax
     samplers = [n for n in render.graph.node if n.op_type == "GridSample"]
     assert softmax and samplers
-    assert {types["detect"][name] for n in softmax for name in (*n.input, *n.output)} == {"FLOAT"}
+    assert {types["keypoints"][name] for n in softmax for name in (*n.input, *n.output)} == {"FLOAT"}
     assert {types["render"][name] for n in samplers for name in (*n.input, *n.output)} == {"FLOAT"}
 
 
@@ -124,7 +131,7 @@ def test_fp16_graphs_in_onnxruntime_err_no_more_than_eager_fp16(small_step, half
     autocast), the rule of the kernels' reduced-precision tests. ONNX Runtime's CPU provider has float16 kernels
     only for data movement: it runs Conv, MatMul, Gemm, Softmax, norms and elementwise math in float32 through
     casts it inserts, so this checks the graph's function and types, not float16 arithmetic throughout."""
-    runtime = backends.load_onnxruntime(half_standard_graphs, torch.device("cpu"))
+    runtime = onnxruntime_backend.load_graphs(half_standard_graphs, torch.device("cpu"))
     (driving,), inputs = halves.example_inputs(small_step, batch=1, seed=7)
     _, half_inputs = halves.example_inputs(half_step, batch=1, seed=7)
     expected = eager(small_step, inputs)
@@ -197,11 +204,11 @@ def test_aoti_packages_load_in_a_fresh_process_at_any_batch(tiny_step, tmp_path,
 
     def build(step, folder):  # CI's compile time: O0
         builds.append(folder)
-        return backends.aoti_packages(step, folder, wrapper_opt_level="O0")
+        return aoti.packages(step, folder, wrapper_opt_level="O0")
 
-    paths = backends.exported(tiny_step, "aoti", build, None)
-    assert backends.exported(FrameStep(tiny_step.model), "aoti", build, None) == paths and len(builds) == 1
-    assert paths["detect"].parent.parent == tmp_path / "engines" and not builds[0].exists()
+    paths = cache.halves_files(tiny_step, "aoti", build, None)
+    assert cache.halves_files(FrameStep(tiny_step.model), "aoti", build, None) == paths and len(builds) == 1
+    assert paths["keypoints"].parent.parent == tmp_path / "engines" and not builds[0].exists()
     cases = []
     for batch in (1, 3):
         (driving,), inputs = halves.example_inputs(tiny_step, batch=batch, seed=6)
@@ -210,10 +217,10 @@ def test_aoti_packages_load_in_a_fresh_process_at_any_batch(tiny_step, tmp_path,
     torch.save(cases, tmp_path / "cases.pt")
     script = f"""
 import sys, torch
-detect = torch._inductor.aoti_load_package({str(paths['detect'])!r})
+keypoints = torch._inductor.aoti_load_package({str(paths['keypoints'])!r})
 render = torch._inductor.aoti_load_package({str(paths['render'])!r})
 for case in torch.load({str(tmp_path / 'cases.pt')!r}):
-    assert (detect(case["driving"])[0] - case["kp"]).abs().max() <= 1e-4
+    assert (keypoints(case["driving"])[0] - case["kp"]).abs().max() <= 1e-4
     print((render(*case["inputs"]) - case["expected"]).abs().max().item())
 assert "mcnet_rt" not in sys.modules
 """
@@ -250,7 +257,7 @@ def test_exported_backends_are_built_once_into_the_engine_cache_and_leave_nothin
     torch.testing.assert_close(results[0], eager(small_step, inputs), atol=1e-4, rtol=0)
     (entry,) = cache.iterdir()
     assert entry.name == cache_key(small_step, "onnx-standard") and entry.name.startswith("onnx-standard-")
-    assert sorted(p.name for p in entry.iterdir()) == ["detect.onnx", "render.onnx"]
+    assert sorted(p.name for p in entry.iterdir()) == ["keypoints.onnx", "render.onnx"]
     assert [p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_")] == []
     others = [cache_key(FrameStep(small_step.model, relative=False), "onnx-standard"),
               cache_key(FrameStep(small_step.model, torch.float16), "onnx-standard"),
@@ -259,27 +266,121 @@ def test_exported_backends_are_built_once_into_the_engine_cache_and_leave_nothin
 
 
 def test_a_cache_entry_published_first_by_another_process_is_used_and_ours_discarded(tmp_path, monkeypatch):
-    from mcnet_rt.engine import cache
     from mcnet_rt.io.atomic import atomic_directory
 
     monkeypatch.setenv("MCNET_RT_ENGINE_CACHE", str(tmp_path))
 
     def build(folder):  # while this build runs, another process publishes the same entry
-        (folder / "detect.onnx").write_text("ours")
+        (folder / "keypoints.onnx").write_text("ours")
         with atomic_directory(tmp_path / "key", cache=True) as theirs:
-            (theirs / "detect.onnx").write_text("theirs")
+            (theirs / "keypoints.onnx").write_text("theirs")
 
     entry = cache.cached_folder("key", build)
-    assert (entry / "detect.onnx").read_text() == "theirs" and os.listdir(tmp_path) == ["key"]
+    assert (entry / "keypoints.onnx").read_text() == "theirs" and os.listdir(tmp_path) == ["key"]
     assert cache.cached_folder("key", lambda folder: pytest.fail("built again")) == entry
 
     def fails(folder):
-        (folder / "detect.onnx").write_text("half")
+        (folder / "keypoints.onnx").write_text("half")
         raise InputError("export failed")
 
     with pytest.raises(InputError, match="export failed"):
         cache.cached_folder("other", fails)
     assert os.listdir(tmp_path) == ["key"]  # a failed build leaves no entry and no temporary
+
+
+def test_concurrent_builders_of_one_entry_use_their_own_temporaries_and_publish_one(tmp_path, monkeypatch):
+    """Two builds of the same entry at once (as two runs of one model would): each fills a temporary of its own,
+    one is published whole, the other discarded, and both callers get the published entry."""
+    monkeypatch.setenv("MCNET_RT_ENGINE_CACHE", str(tmp_path))
+    both_building = threading.Barrier(2)
+    folders = []
+
+    def build(folder):
+        folders.append(folder)
+        (folder / "keypoints.onnx").write_text(folder.name)
+        both_building.wait(timeout=60)
+
+    with ThreadPoolExecutor(2) as pool:
+        entries = list(pool.map(lambda _: cache.cached_folder("key", build), range(2)))
+    assert len(set(folders)) == 2 and entries == [tmp_path / "key"] * 2
+    assert (tmp_path / "key" / "keypoints.onnx").read_text() in {folder.name for folder in folders}
+    assert os.listdir(tmp_path) == ["key"]  # the other build's temporary is gone
+
+
+def test_exporting_onnx_loads_no_face_stack():
+    """The exporter and the backends table in a fresh interpreter: no face detection, session or MediaPipe."""
+    script = ("import sys, mcnet_rt.engine.onnx_export\n"
+              "from mcnet_rt.engine.backends import BACKENDS\n"
+              "print([m for m in ('mcnet_rt.faces', 'mcnet_rt.pipeline.session', 'mediapipe') if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.fixture
+def engine_builds(tmp_path, monkeypatch):
+    """`tensorrt.cached_engine` on a stand-in graph with TensorRT's build replaced by a counter (TensorRT for RTX
+    builds real engines in the test above; this one is about the cache): returns (get engine, builds so far)."""
+    from types import SimpleNamespace
+
+    from mcnet_rt.engine import tensorrt
+
+    graph = tmp_path / "render.onnx"
+    graph.write_bytes(b"graph")
+    builds = []
+
+    def build_engine(trt, path, **build):
+        builds.append(path)
+        return f"engine {len(builds)}".encode()
+
+    monkeypatch.setattr(tensorrt, "build_engine", build_engine)
+    trt = SimpleNamespace(__name__="tensorrt_rtx", __version__="0")
+    return (lambda: tensorrt.cached_engine(trt, graph, tmp_path / "engines")), builds
+
+
+@pytest.mark.parametrize("record", [None, "", '{"gpu": "ahead-', "[]", '{"gpu": "ahead-of-time RTX"}'])
+def test_an_engine_without_a_readable_record_is_a_cache_miss(engine_builds, tmp_path, record):
+    get, builds = engine_builds
+    assert get() == b"engine 1" and get() == b"engine 1" and len(builds) == 1
+    (engine,) = (tmp_path / "engines").glob("*.engine")
+    if record is None:
+        engine.with_suffix(".json").unlink()
+    else:
+        engine.with_suffix(".json").write_text(record)
+    assert get() == b"engine 2" and len(builds) == 2  # built again, not a FileNotFoundError or JSONDecodeError
+    assert json.loads(engine.with_suffix(".json").read_text())["gpu"].startswith("ahead-of-time")
+    assert get() == b"engine 2" and len(builds) == 2
+    assert sorted(p.suffix for p in (tmp_path / "engines").iterdir()) == [".engine", ".json"]
+
+
+def test_concurrent_builders_of_one_engine_never_share_a_temporary(engine_builds, tmp_path, monkeypatch):
+    from mcnet_rt.engine import tensorrt
+    from mcnet_rt.io.atomic import atomic_output
+
+    get, builds = engine_builds
+    both_built = threading.Barrier(2)
+    temporaries = []
+    build = tensorrt.build_engine
+
+    def build_together(*args, **kwargs):
+        engine = build(*args, **kwargs)
+        both_built.wait(timeout=60)  # both publish at the same moment
+        return engine
+
+    @contextlib.contextmanager
+    def recorded(path, **kwargs):
+        with atomic_output(path, **kwargs) as tmp:
+            temporaries.append(tmp)
+            yield tmp
+
+    monkeypatch.setattr(tensorrt, "build_engine", build_together)
+    monkeypatch.setattr(tensorrt, "atomic_output", recorded)
+    with ThreadPoolExecutor(2) as pool:
+        engines = set(pool.map(lambda _: get(), range(2)))
+    assert len(builds) == 2 and len(temporaries) == len(set(temporaries)) == 4
+    (engine,) = (tmp_path / "engines").glob("*.engine")
+    assert engine.read_bytes() in engines == {b"engine 1", b"engine 2"}
+    assert sorted(p.suffix for p in (tmp_path / "engines").iterdir()) == [".engine", ".json"]  # no temporaries
 
 
 @pytest.mark.parametrize("graphs", ["plugin_graphs", "half_plugin_graphs"])
@@ -315,7 +416,7 @@ def test_tensorrt_errors_name_the_problem(tmp_path, plugin_graphs):
     engine = tmp_path / "render-0.engine"
     engine.with_suffix(".json").write_text('{"gpu": "NVIDIA GeForce RTX 4090", "capability": "8.9"}')
     with pytest.raises(InputError, match="engine built for another GPU"):
-        tensorrt.check_engine_gpu(engine)
+        tensorrt.check_engine_gpu(engine, tensorrt.engine_record(engine))
 
 
 def test_engine_cache_key_covers_gpu_version_plugins_and_graph(plugin_graphs):
@@ -326,7 +427,7 @@ def test_engine_cache_key_covers_gpu_version_plugins_and_graph(plugin_graphs):
     key = tensorrt.engine_key(trt, plugin_graphs["render"], gpu)
     assert key == tensorrt.engine_key(trt, plugin_graphs["render"], dict(gpu))
     assert key != tensorrt.engine_key(trt, plugin_graphs["render"], {**gpu, "capability": "12.0"})
-    assert key != tensorrt.engine_key(trt, plugin_graphs["detect"], gpu)
+    assert key != tensorrt.engine_key(trt, plugin_graphs["keypoints"], gpu)
 
 
 def test_export_command_writes_both_graphs_or_nothing(tmp_path, capsys, monkeypatch):
@@ -340,7 +441,7 @@ def test_export_command_writes_both_graphs_or_nothing(tmp_path, capsys, monkeypa
     assert "already exists" in capsys.readouterr().err
     export = onnx_export._export
 
-    def render_fails(module, inputs, names, outputs, path, flavour):  # after detect.onnx was written
+    def render_fails(module, inputs, names, outputs, path, flavour):  # after keypoints.onnx was written
         if path.name == "render.onnx":
             raise InputError("render failed")
         export(module, inputs, names, outputs, path, flavour)
@@ -348,14 +449,14 @@ def test_export_command_writes_both_graphs_or_nothing(tmp_path, capsys, monkeypa
     with monkeypatch.context() as patch:
         patch.setattr(onnx_export, "ops_loaded", lambda: False)
         assert main(["export", "--untrained", "small", "--ops", "plugin", "-o", str(tmp_path / "no_ops")]) == 2
-    assert "--ops plugin traces the mcnet_rt ops: mcnet_rt's ops library" in capsys.readouterr().err
+    assert "traces the mcnet_rt ops: mcnet_rt's ops library" in capsys.readouterr().err
     with monkeypatch.context() as patch:
         patch.setattr(onnx_export, "_export", render_fails)
         assert main(["export", "--untrained", "small", "-o", str(tmp_path / "failed")]) == 2
     assert "render failed" in capsys.readouterr().err and list(tmp_path.iterdir()) == [tmp_path / "taken"]
     assert main(["export", "--untrained", "small", "--ops", "plugin", "--precision", "fp16", "-o",
                  str(tmp_path / "graphs")]) == 0
-    assert sorted(p.name for p in (tmp_path / "graphs").iterdir()) == ["detect.onnx", "render.onnx"]
+    assert sorted(p.name for p in (tmp_path / "graphs").iterdir()) == ["keypoints.onnx", "render.onnx"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     onnx.checker.check_model(str(tmp_path / "graphs" / "render.onnx"))
 
@@ -422,7 +523,7 @@ def test_exported_step_repeats_shared_sources_to_the_driving_batch():
         calls.append([tuple(t.shape) for t in inputs])
         return inputs[0] * 2
 
-    step = backends.ExportedStep(lambda d: (d, d), render, device=torch.device("cpu"))
+    step = ExportedStep(lambda d: (d, d), render, device=torch.device("cpu"))
     kp = torch.arange(3.0).view(3, 1)
     out = step.render(kp, torch.ones(1, 2))
     assert calls == [[(3, 1), (3, 2)]] and torch.equal(out, kp * 2)
@@ -464,6 +565,7 @@ def test_plugin_enqueue_writes_into_tensorrts_output_and_allocates_nothing(op, a
         return SimpleNamespace(dims=tuple(t.shape), type=SimpleNamespace(name="FLOAT"))
 
     expected = plugin_ops.reference(op, inputs, attributes)
+    assert op.output_shape([tuple(t.shape) for t in inputs]) == list(expected.shape)  # what the plugin tells TensorRT
     output = torch.full(expected.shape, float("nan"))
     elements = plugin_ops.workspace_elements(op, attributes, [tuple(t.shape) for t in inputs])
     workspace = torch.full((elements,), float("nan"))

@@ -21,6 +21,7 @@ from ..checkpoint import weights_hash
 from ..errors import InputError
 from ..io.atomic import atomic_directory
 from ..pipeline.step import FrameStep
+from .halves import NAMES
 
 PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -73,3 +74,13 @@ def cached_folder(key: str, build: Callable[[Path], object]) -> Path:
         if not entry.is_dir() or not any(entry.iterdir()):
             raise  # a real failure, not a lost race
     return entry
+
+
+def halves_files(step: FrameStep, kind: str, build: Callable[[FrameStep, Path], dict[str, Path]],
+                 work_dir: Path | None) -> dict[str, Path]:
+    """The keypoints and render files that `build(step, folder)` writes, in `work_dir`, or else in the cache entry
+    of the step's key (built only on a miss)."""
+    if work_dir is not None:
+        return build(step, Path(work_dir))
+    folder = cached_folder(step_key(step, kind), lambda tmp: build(step, tmp))
+    return {name: next(folder.glob(f"{name}.*")) for name in NAMES}

@@ -1,25 +1,29 @@
-"""The per-frame step as the two graphs every exporter writes: `detect` (driving image -> keypoints) and `render`
+"""The per-frame step as the two graphs every exporter writes: `keypoints` (driving image -> keypoints) and `render`
 (keypoints + the prepared source -> prediction). Live smoothing filters the keypoints between them, so each
-backend runs the halves, and `step(x) = render(*detect(x), *inputs)` everywhere."""
+backend runs the halves, and `step(x) = render(*keypoints(x), *inputs)` everywhere."""
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from ..pipeline.step import FrameStep, motion_reference, prepare_source
+from .exported import batched
 
-DETECT_INPUTS = ("driving",)
+NAMES = ("keypoints", "render")  # the halves, and the stems of their files (keypoints.onnx, render.pt2, ...)
+KEYPOINTS_INPUTS = ("driving",)
 TRACE_BATCH = 2  # the halves are traced with a batch of 2: torch.export would specialise a batch of 1 as a constant
-KEYPOINTS = ("kp_driving_value", "kp_driving_jacobian")
+KEYPOINTS_OUTPUTS = ("kp_driving_value", "kp_driving_jacobian")
 
 
 def render_inputs(step: FrameStep) -> tuple[str, ...]:
     """Names of `render`'s inputs, in `FrameStep.render` order (the features finest first)."""
-    return (*KEYPOINTS, "source_image", "kp_source_value", "kp_source_jacobian", "kp_reference_value",
+    return (*KEYPOINTS_OUTPUTS, "source_image", "kp_source_value", "kp_source_jacobian", "kp_reference_value",
             "kp_reference_jacobian", "scale", *(f"feature_{i}" for i in range(step.num_features)))
 
 
-class Detect(nn.Module):
+class Keypoints(nn.Module):
     def __init__(self, step: FrameStep):
         super().__init__()
         self.step = step
@@ -35,6 +39,22 @@ class Render(nn.Module):
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.step.render(*inputs)
+
+
+class Half(NamedTuple):
+    """One half as an exporter traces it: its file stem, module, example inputs and the graph's value names."""
+    name: str
+    module: nn.Module
+    inputs: tuple[torch.Tensor, ...]
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+
+
+def traced(step: FrameStep) -> tuple[Half, Half]:
+    """Both halves of `step` with example inputs at `TRACE_BATCH`."""
+    keypoints_inputs, render_inputs_ = example_inputs(step, TRACE_BATCH)
+    return (Half("keypoints", Keypoints(step), keypoints_inputs, KEYPOINTS_INPUTS, KEYPOINTS_OUTPUTS),
+            Half("render", Render(step), render_inputs_, render_inputs(step), ("prediction",)))
 
 
 def example_inputs(step: FrameStep, batch: int = 2, seed: int = 0
@@ -53,15 +73,9 @@ def example_inputs(step: FrameStep, batch: int = 2, seed: int = 0
     return (driving,), (*keypoints, *batched(step.inputs(prepared, reference), batch))
 
 
-def batched(inputs: tuple[torch.Tensor, ...], batch: int) -> tuple[torch.Tensor, ...]:
-    """Every input at the driving batch: the exported graphs take one batch size for all their inputs, so a source
-    shared by the batch (batch 1) is repeated."""
-    return tuple(t.expand(batch, *t.shape[1:]).contiguous() if t.shape[0] != batch else t for t in inputs)
-
-
 def dynamic_batch(inputs: tuple[torch.Tensor, ...]) -> tuple:
     """torch.export's `dynamic_shapes` for a half traced with `inputs`: one batch dimension shared by every input
-    (Detect takes one argument, Render a variable number)."""
+    (Keypoints takes one argument, Render a variable number)."""
     batch = torch.export.Dim("batch", min=1, max=1024)
     shapes = tuple({0: batch} for _ in inputs)
     return (shapes,) if len(inputs) > 1 else shapes

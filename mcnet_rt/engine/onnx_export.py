@@ -1,4 +1,4 @@
-"""`mcnet-rt export`: ONNX graphs of the per-frame step's two halves, `detect.onnx` and `render.onnx`.
+"""`mcnet-rt export`: ONNX graphs of the per-frame step's two halves, `keypoints.onnx` and `render.onnx`.
 
 Two flavours: "standard" (ops run as their PyTorch references: GridSample, Conv with run-time weights,
 MatMul/Softmax — any ONNX runtime) and "plugin" (ops run as the `mcnet_rt` kernels: one custom-domain node per
@@ -8,15 +8,18 @@ public op, for TensorRT with our plugins). Both take any batch: every input shar
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from ..errors import InputError
+from ..io.atomic import atomic_directory
 from ..ops import use_impl
 from ..ops._native import not_built_message, ops_loaded, traced_for
 from ..pipeline.step import FrameStep
-from . import halves, plugin_ops
+from . import cache, halves, plugin_ops
 
 FLAVOURS = ("standard", "plugin")
 OPSET = 18  # GridSample is safe in TensorRT at opsets 16-18 (reported wrong at 20)
@@ -83,12 +86,12 @@ def nodes_in_float32(model, chosen):
 
 
 def export_step(step: FrameStep, output_dir: Path, flavour: str = "standard") -> dict[str, Path]:
-    """Write detect.onnx and render.onnx for `step` at its precision into `output_dir` and check them with
+    """Write keypoints.onnx and render.onnx for `step` at its precision into `output_dir` and check them with
     onnx.checker.
 
     `step.dtype` float16 gives mixed-precision graphs traced from the step under the autocast of eager
-    `--precision fp16`: float16 for the bulk (convolutions, matmuls), float32 where the step keeps it (the regions
-    `mcnet_rt.precision` lists: keypoint soft-argmax, sampling coordinates and the dense-motion mask, motion
+    fp16 (`precision="fp16"`): float16 for the bulk (convolutions, matmuls), float32 where the step keeps it (the
+    regions `mcnet_rt.precision` lists: keypoint soft-argmax, sampling coordinates and the dense-motion mask, motion
     transfer). The standard graph samples in float32 (autocast's GridSample); the plugin graph runs the kernels'
     float16 paths as eager does on a GPU (float16 data, float32 coordinates, scales and mixes, float32
     accumulation). Their float16 inputs are the encoder features `feature_*` (as `prepare_source` makes them at
@@ -101,16 +104,33 @@ def export_step(step: FrameStep, output_dir: Path, flavour: str = "standard") ->
     if step.dtype not in DTYPES:
         raise ValueError(f"ONNX graphs are exported in float32 or float16 mixed precision, not {step.dtype}")
     if flavour == "plugin" and not ops_loaded():
-        raise InputError(f"--ops plugin traces the mcnet_rt ops: {not_built_message()}")
+        raise InputError(f'ops="plugin" traces the mcnet_rt ops: {not_built_message()}', options=("ops",))
     output_dir.mkdir(parents=True, exist_ok=True)
-    detect_inputs, render_inputs = halves.example_inputs(step, halves.TRACE_BATCH)
-    paths = {"detect": output_dir / "detect.onnx", "render": output_dir / "render.onnx"}
+    paths = {}
     # The plugin graph runs the CUDA kernels (in TensorRT): traced here for them, it takes their element types.
     traced = traced_for("cuda") if flavour == "plugin" else contextlib.nullcontext()
     with torch.no_grad(), use_impl("kernel" if flavour == "plugin" else "reference"), traced:
-        _export(halves.Detect(step), detect_inputs, halves.DETECT_INPUTS, halves.KEYPOINTS, paths["detect"], flavour)
-        _export(halves.Render(step), render_inputs, halves.render_inputs(step), ("prediction",), paths["render"],
-                flavour)
+        for half in halves.traced(step):
+            paths[half.name] = output_dir / f"{half.name}.onnx"
+            _export(half.module, half.inputs, half.input_names, half.output_names, paths[half.name], flavour)
     for path in paths.values():
         onnx.checker.check_model(str(path), full_check=flavour == "standard")
     return paths
+
+
+def export_folder(output: str | os.PathLike, make_step: Callable[[], FrameStep], flavour: str = "standard"
+                  ) -> dict[str, Path]:
+    """Publish both graphs of the step `make_step()` gives as the folder `output`, whole or not at all: the folder
+    must not exist or be empty, which is checked before `make_step` runs (see `io.atomic.atomic_directory`)."""
+    with atomic_directory(output) as partial:
+        written = export_step(make_step(), partial, flavour)
+    return {name: Path(output) / path.name for name, path in written.items()}
+
+
+def cached_graphs(step: FrameStep, flavour: str, work_dir: Path | None = None) -> dict[str, Path]:
+    """The step's graphs of `flavour` for a backend that runs them, exported into `work_dir`, or found in (or else
+    exported into) the engine cache. They take float32 or float16 steps only."""
+    if step.dtype not in DTYPES:
+        raise InputError('ONNX Runtime and TensorRT run fp32 or fp16 graphs, not bfloat16: use precision="fp32" or '
+                         '"fp16", or backend="eager", "compiled" or "aoti"', options=("precision", "backend"))
+    return cache.halves_files(step, f"onnx-{flavour}", lambda s, folder: export_step(s, folder, flavour), work_dir)

@@ -8,7 +8,6 @@ has not been tried here.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -16,8 +15,10 @@ import torch
 
 from ..errors import InputError
 from ..io.atomic import atomic_output
-from . import plugin_ops, tensorrt_plugins
+from ..pipeline.step import FrameStep
+from . import onnx_export, plugin_ops, tensorrt_plugins
 from .cache import cache_root, digest
+from .exported import ExportedStep
 
 MODULES = ("tensorrt", "tensorrt_rtx")
 RTX_TARGETS = ("SM75", "SM80", "SM86", "SM89", "SM120")  # what TensorRT for RTX runs on (not Hopper)
@@ -36,7 +37,8 @@ def import_tensorrt(preferred: str | None = None) -> ModuleType:
             _link_rtx_library()
         return module
     raise InputError("TensorRT is not installed: install `tensorrt-rtx-cu13` (TensorRT for RTX, from PyPI) or "
-                     "full TensorRT 10/11 from NVIDIA's package index, or choose another --backend")
+                     "full TensorRT 10/11 from NVIDIA's package index, or choose another backend",
+                     options=("backend",))
 
 
 def _link_rtx_library() -> None:
@@ -130,16 +132,18 @@ def build_engine(trt: ModuleType, graph: Path, max_batch: int = 8, target: str |
 
 
 def cached_engine(trt: ModuleType, graph: Path, cache_dir: Path, **build) -> bytes:
-    """The engine for `graph` on this GPU from `cache_dir`, built and stored on a miss."""
+    """The engine for `graph` on this GPU from `cache_dir`, built and stored on a miss. An engine without a
+    readable record (missing, cut short, damaged) is a miss: it is built again and both are replaced."""
     gpu = gpu_identity(build.get("target"))
-    key = engine_key(trt, graph, gpu)
-    path = cache_dir / f"{graph.stem}-{key}.engine"
-    if path.exists():
-        check_engine_gpu(path)
+    path = cache_dir / f"{graph.stem}-{engine_key(trt, graph, gpu)}.engine"
+    record = engine_record(path)
+    if record is not None and path.exists():
+        check_engine_gpu(path, record)
         return path.read_bytes()
     engine = build_engine(trt, graph, **build)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    # The record first: an engine file is only ever seen complete and with its record (each renamed into place).
+    # The record first: an engine is only ever seen complete and with its record. Each is renamed into place from
+    # a temporary name of this build's own, so concurrent builders of one engine never write the same file.
     with atomic_output(path.with_suffix(".json"), cache=True) as tmp:
         tmp.write_text(json.dumps({**gpu, "tensorrt": trt.__version__, "module": trt.__name__,
                                    "plugins": plugin_build_hash()}, indent=2))
@@ -148,9 +152,17 @@ def cached_engine(trt: ModuleType, graph: Path, cache_dir: Path, **build) -> byt
     return engine
 
 
-def check_engine_gpu(engine_path: Path) -> None:
+def engine_record(engine_path: Path) -> dict | None:
+    """The record stored beside an engine (the GPU it was built for), or None where it is missing or unreadable."""
+    try:
+        record = json.loads(engine_path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and {"gpu", "capability"} <= record.keys() else None
+
+
+def check_engine_gpu(engine_path: Path, record: dict) -> None:
     """Refuse an engine whose record names another GPU than this one."""
-    record = json.loads(engine_path.with_suffix(".json").read_text())
     here = gpu_identity()
     if (record["gpu"], record["capability"]) != (here["gpu"], here["capability"]) \
             and not record["gpu"].startswith("ahead-of-time"):
@@ -182,14 +194,13 @@ class _EngineRunner:
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
-def load(graphs: Callable[[], dict[str, Path]], device: torch.device, max_batch: int = 8):
-    """The step as TensorRT engines of its plugin graphs (`graphs()` exports them, or finds them in the engine
-    cache), each engine cached there too; TensorRT and the GPU are checked before any export."""
-    from .backends import ExportedStep
-
+def load(step: FrameStep, work_dir: Path | None = None, max_batch: int = 8) -> ExportedStep:
+    """The step as TensorRT engines of its plugin graphs (exported into `work_dir`, or found in, or else exported
+    into, the engine cache), each engine cached there too; TensorRT and the GPU are checked before any export."""
     trt = import_tensorrt()
+    device = next(step.model.parameters()).device
     if device.type != "cuda":
-        raise InputError("--backend tensorrt runs on a CUDA GPU; this run is on the CPU")
+        raise InputError('backend="tensorrt" runs on a CUDA GPU; this run is on the CPU', options=("backend", "device"))
     runners = {name: _EngineRunner(trt, cached_engine(trt, graph, cache_root(), max_batch=max_batch))
-               for name, graph in graphs().items()}
-    return ExportedStep(runners["detect"], runners["render"], device)
+               for name, graph in onnx_export.cached_graphs(step, "plugin", work_dir).items()}
+    return ExportedStep(runners["keypoints"], runners["render"], device)

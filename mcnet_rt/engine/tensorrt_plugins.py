@@ -53,8 +53,45 @@ def enqueue_node(op: plugin_ops.PluginOp, attributes: dict, input_desc, output_d
     plugin_ops.run_into(op, attributes, tensors, out, _view(workspace, (elements,), torch.float32, device))
 
 
-def plugin_classes(trt):
-    """(plugin class, creator class) bound to the TensorRT module `trt` (tensorrt or tensorrt_rtx)."""
+def _descs(in_out) -> list:
+    """The tensor descriptions TensorRT passes (a `DynamicPluginTensorDesc` holds one as `.desc`)."""
+    return [getattr(item, "desc", item) for item in in_out]
+
+
+def supports_format(op: plugin_ops.PluginOp, trt, pos: int, in_out, num_inputs: int) -> bool:
+    """Linear layout; the `FLOAT32_INPUTS` in float32, every other tensor in the first input's float32 or float16."""
+    descs = _descs(in_out)
+    desc, main = descs[pos], descs[0].type
+    if desc.format != trt.TensorFormat.LINEAR:
+        return False
+    if pos < num_inputs and op.inputs[pos] in plugin_ops.FLOAT32_INPUTS:
+        return desc.type == trt.float32
+    return desc.type in (trt.float32, trt.float16) and desc.type == main
+
+
+def _field_type(trt, kind: str):
+    return trt.PluginFieldType.INT32 if kind == "int" else trt.PluginFieldType.FLOAT32
+
+
+def serialized_fields(op: plugin_ops.PluginOp, trt, attributes: dict):
+    """The node's attributes as the plugin fields an engine stores."""
+    return trt.PluginFieldCollection([
+        trt.PluginField(name, np.array([attributes[name]], dtype=np.int32 if kind == "int" else np.float32),
+                        _field_type(trt, kind))
+        for name, kind in op.attributes.items()])
+
+
+def output_dims(op: plugin_ops.PluginOp, trt, inputs):
+    """The output's size expressions from the inputs' (`PluginOp.output_shape`)."""
+    dims = op.output_shape(inputs)
+    out = trt.DimsExprs(len(dims))
+    for i, d in enumerate(dims):
+        out[i] = d
+    return out
+
+
+def _plugin_class(trt):
+    """The IPluginV3 plugin class bound to the TensorRT module `trt`: one node of a `PluginOp` row."""
 
     class Plugin(trt.IPluginV3, trt.IPluginV3OneCore, trt.IPluginV3OneBuild, trt.IPluginV3OneRuntime):
         def __init__(self, op: plugin_ops.PluginOp, attributes: dict):
@@ -90,35 +127,13 @@ def plugin_classes(trt):
             return [input_types[0]]
 
         def get_output_shapes(self, inputs, shape_inputs, exprs):
-            first, second = inputs[0], inputs[1] if len(inputs) > 1 else None
-            name = self.op.name
-            out = trt.DimsExprs(5 if name == "SparseWarp" else 4)
-            if name == "SparseWarp":  # (B, K+1, C, H, W)
-                dims = [first[0], second[1], first[1], first[2], first[3]]
-            elif name == "ModulatedConv2d":  # (B from styles, Cout, H, W)
-                dims = [inputs[2][0], second[0], first[2], first[3]]
-            elif name == "DynamicConv2d":  # (B from gate, Cout, H, W)
-                dims = [inputs[3][0], second[1], first[2], first[3]]
-            else:
-                dims = [first[i] for i in range(4)]
-            for i, d in enumerate(dims):
-                out[i] = d
-            return [out]
+            return [output_dims(self.op, trt, inputs)]
 
         def supports_format_combination(self, pos, in_out, num_inputs):
-            desc = in_out[pos].desc if hasattr(in_out[pos], "desc") else in_out[pos]
-            if desc.format != trt.TensorFormat.LINEAR:
-                return False
-            main = in_out[0].desc.type if hasattr(in_out[0], "desc") else in_out[0].type
-            if pos < num_inputs and self.op.inputs[pos] in plugin_ops.FLOAT32_INPUTS:
-                return desc.type == trt.float32
-            return desc.type in (trt.float32, trt.float16) and desc.type == main
+            return supports_format(self.op, trt, pos, in_out, num_inputs)
 
         def get_fields_to_serialize(self):
-            return trt.PluginFieldCollection([
-                trt.PluginField(name, np.array([value], dtype=np.int32 if kind == "int" else np.float32),
-                                trt.PluginFieldType.INT32 if kind == "int" else trt.PluginFieldType.FLOAT32)
-                for (name, kind), value in zip(self.op.attributes.items(), self.attributes.values())])
+            return serialized_fields(self.op, trt, self.attributes)
 
         def set_tactic(self, tactic):
             pass
@@ -127,23 +142,34 @@ def plugin_classes(trt):
             with torch.cuda.stream(torch.cuda.ExternalStream(stream)):
                 enqueue_node(self.op, self.attributes, input_desc, output_desc, inputs, outputs, workspace)
 
+    return Plugin
+
+
+def _creator_class(trt, plugin):
+    """The creator class of `plugin` nodes, bound to the TensorRT module `trt`."""
+
     class Creator(trt.IPluginCreatorV3One):
         def __init__(self, op: plugin_ops.PluginOp):
             trt.IPluginCreatorV3One.__init__(self)
             self.op = op
             self.name, self.plugin_version, self.plugin_namespace = op.name, plugin_ops.VERSION, plugin_ops.DOMAIN
             self.field_names = trt.PluginFieldCollection([
-                trt.PluginField(name, np.array([]), trt.PluginFieldType.INT32 if kind == "int"
-                                else trt.PluginFieldType.FLOAT32) for name, kind in op.attributes.items()])
+                trt.PluginField(name, np.array([]), _field_type(trt, kind)) for name, kind in op.attributes.items()])
 
         def create_plugin(self, name, fields, phase):
             attributes = {f.name: np.asarray(f.data).reshape(-1)[0].item() for f in fields}
             missing = set(self.op.attributes) - set(attributes)
             if missing:
                 raise ValueError(f"{self.op.name}: attributes {sorted(missing)} are missing")
-            return Plugin(self.op, {name: attributes[name] for name in self.op.attributes})
+            return plugin(self.op, {name: attributes[name] for name in self.op.attributes})
 
-    return Plugin, Creator
+    return Creator
+
+
+def plugin_classes(trt):
+    """(plugin class, creator class) bound to the TensorRT module `trt` (tensorrt or tensorrt_rtx)."""
+    plugin = _plugin_class(trt)
+    return plugin, _creator_class(trt, plugin)
 
 
 _CREATORS: dict[int, list] = {}

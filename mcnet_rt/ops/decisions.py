@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from ..errors import InputError
+from ..io.atomic import atomic_output
 from .machine import Build, DeviceFacts
 from .selftest import Decision
 
@@ -50,8 +51,7 @@ def store(key: str, name: str, decision: Decision) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = _read(path)
         data.setdefault(key, {})[name] = asdict(decision)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-        os.replace(f.name, path)
-    except OSError:
+        with atomic_output(path, cache=True) as tmp:
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    except (OSError, InputError):
         pass

@@ -19,8 +19,7 @@ def _register() -> dict[tuple[str, int], str]:
 
     names = {}
     for op in plugin_ops.PLUGIN_OPS:
-        counts = (2, 3) if op.name == "WarpFeatures" else (len(op.inputs),)
-        for count in counts:
+        for count in op.input_counts:
             registered = f"{op.name}{count}"
             attrs = {name: PyCustomOpDef.dt_float if kind == "float" else PyCustomOpDef.dt_int64
                      for name, kind in op.attributes.items()}
