@@ -1,4 +1,4 @@
 """Engines: ONNX export of the per-frame step and the backends that run it (`--backend`)."""
-from .backends import BACKENDS, ExportedStep, add_backend_argument, load_backend
+from .backends import BACKENDS, ExportedStep, load_backend
 
-__all__ = ["BACKENDS", "ExportedStep", "add_backend_argument", "load_backend"]
+__all__ = ["BACKENDS", "ExportedStep", "load_backend"]

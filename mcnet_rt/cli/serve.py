@@ -1,0 +1,49 @@
+"""`mcnet-rt serve`: a web page that turns the browser's camera into the avatar over WebRTC."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ..engine import load_backend
+from ..errors import InputError
+from ..pipeline.session import SessionOptions
+from ..pipeline.step import FrameStep
+from .options import group, backend_options, face_options, model_from_args, model_options, pick_device, pick_dtype, \
+    port_number
+
+TOKEN_HELP = "access token (at least 16 characters); generated when binding a non-loopback address without one"
+
+
+def add_parser(sub) -> None:
+    head = group()
+    head.add_argument("--host", default="127.0.0.1", help="address to listen on (any non-loopback one needs a token)")
+    head.add_argument("--port", type=port_number, default=8080, help="TCP port (default 8080; 0: any free port)")
+    p = sub.add_parser("serve", help="a web page that turns the browser's camera into the avatar over WebRTC",
+                       parents=[head, model_options(), face_options(), backend_options()])
+    p.add_argument("--max-sessions", type=int, default=8, help="callers served at once; the next is refused")
+    p.add_argument("--token", help=TOKEN_HELP)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..serve import security, server  # aiohttp and aiortc load only for this command
+    from . import Terminated
+
+    if args.max_sessions < 1:
+        raise InputError(f"--max-sessions must be at least 1, got {args.max_sessions}")
+    token = security.access_token(args.host, args.token)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    app = server.build_app(*serve_session_functions(args), args.max_sessions, token)
+    raise Terminated(server.serve(app, args.host, args.port, token))
+
+
+def serve_session_functions(args: argparse.Namespace):
+    """(make_session, process) for the model options in `args`: `serve`'s, and each `cluster` replica's on its GPU."""
+    from ..serve import server
+
+    device = pick_device(args.device)
+    dtype = pick_dtype(args.precision, device)
+    model, _ = model_from_args(args, device)
+    step = load_backend(args.backend, FrameStep(model, dtype))
+    return server.model_session_functions(model, step, dtype, SessionOptions(detect_every=args.detect_every,
+                                                                             face=args.face, align=args.align))
