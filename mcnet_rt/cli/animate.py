@@ -6,8 +6,8 @@ import argparse
 from ..animate import AnimateOptions, animate_video
 from ..io.outputs import VIDEO_EXTENSIONS, check_output_file
 from ..pipeline.session import SessionOptions
-from .options import (group, backend_options, check_batch_size, check_frame_limits, crop_options, dtype_name, model_from_args,
-                      model_options, pick_device, pick_dtype)
+from .options import (backend_options, check_batch_size, check_frame_limits, crop_options, dtype_name, group,
+                      model_from_args, model_options, pick_device, pick_dtype)
 
 
 def add_parser(sub) -> None:

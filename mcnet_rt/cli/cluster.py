@@ -6,7 +6,7 @@ import functools
 import logging
 
 from ..errors import InputError
-from .options import backend_options, group, face_options, model_options, number, port_number
+from .options import backend_options, face_options, group, model_options, number, port_number
 from .serve import TOKEN_HELP, serve_session_functions
 
 

@@ -21,7 +21,7 @@ from ..io.sinks import VIRTUAL_CAMERA
 from ..io.video import STREAM_TIMEOUT
 from ..pipeline.session import Session, SessionOptions
 from ..pipeline.step import FrameStep
-from .options import (group, backend_options, crop_options, dtype_name, frame_interval, model_from_args, model_options,
+from .options import (backend_options, crop_options, dtype_name, frame_interval, group, model_from_args, model_options,
                       number, pick_device, pick_dtype)
 
 SOURCE_CACHE = Path.home() / ".cache" / "mcnet_rt" / "sources"

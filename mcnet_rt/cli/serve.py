@@ -8,8 +8,8 @@ from ..engine import load_backend
 from ..errors import InputError
 from ..pipeline.session import SessionOptions
 from ..pipeline.step import FrameStep
-from .options import group, backend_options, face_options, model_from_args, model_options, pick_device, pick_dtype, \
-    port_number
+from .options import (backend_options, face_options, group, model_from_args, model_options, pick_device, pick_dtype,
+                      port_number)
 
 TOKEN_HELP = "access token (at least 16 characters); generated when binding a non-loopback address without one"
 

@@ -7,8 +7,8 @@ from ..animate import AnimateOptions
 from ..errors import InputError
 from ..io.outputs import VIDEO_EXTENSIONS, check_output_file
 from ..pipeline.session import SessionOptions
-from .options import group, check_frame_limits, crop_options, dtype_name, model_from_args, model_options, pick_device, \
-    pick_dtype
+from .options import (check_frame_limits, crop_options, dtype_name, group, model_from_args, model_options, pick_device,
+                      pick_dtype)
 
 
 def add_parser(sub) -> None:
