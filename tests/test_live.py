@@ -419,3 +419,9 @@ def test_live_cli_file_sink_with_stats_overlay_and_paste_back(feat_data, tmp_pat
     report = json.loads(stats.read_text())
     assert report["frames_output"] == 3 and report["device"] == "cpu" and report["output_size"] == [572, 562]
     assert [f.shape for f in read_frames(output)] == [(562, 572, 3)] * 3
+
+
+def test_the_runner_and_the_cli_import_without_terminal_modules():
+    """Windows has no termios or tty (its OBS virtual camera is a supported sink): only the key reader needs them."""
+    code = "import sys; sys.modules['termios'] = sys.modules['tty'] = None; import mcnet_rt.pipeline.live, mcnet_rt.cli"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=300)

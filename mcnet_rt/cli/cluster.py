@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 
-from ..errors import InputError
 from .options import backend_options, face_options, group, model_options, number, port_number
-from .serve import TOKEN_HELP, serve_session_functions
+from .serve import TOKEN_HELP, serve_session_functions, start_serving
 
 
 def add_parser(sub) -> None:
@@ -32,13 +30,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..serve import security
     from . import Terminated
 
-    if args.sessions_per_gpu < 1:
-        raise InputError(f"--sessions-per-gpu must be at least 1, got {args.sessions_per_gpu}")
-    token = security.access_token(args.host, args.token)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    token = start_serving(args, args.sessions_per_gpu, "--sessions-per-gpu")
     from ..cluster import deploy  # Ray loads only for this command
 
     raise Terminated(deploy.run(args, token, functools.partial(serve_session_functions, args)))

@@ -26,15 +26,24 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..serve import security, server  # aiohttp and aiortc load only for this command
+    from ..serve import server  # aiohttp and aiortc load only for this command
     from . import Terminated
 
-    if args.max_sessions < 1:
-        raise InputError(f"--max-sessions must be at least 1, got {args.max_sessions}")
-    token = security.access_token(args.host, args.token)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    token = start_serving(args, args.max_sessions, "--max-sessions")
     app = server.build_app(*serve_session_functions(args), args.max_sessions, token)
     raise Terminated(server.serve(app, args.host, args.port, token))
+
+
+def start_serving(args: argparse.Namespace, sessions: int, flag: str) -> str:
+    """What `serve` and `cluster` do first: refuse fewer than one caller (`sessions`, set by `flag`), log at INFO,
+    and return the access token for `args.host`."""
+    from ..serve import security
+
+    if sessions < 1:
+        raise InputError(f"{flag} must be at least 1, got {sessions}")
+    token = security.access_token(args.host, args.token)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    return token
 
 
 def serve_session_functions(args: argparse.Namespace):
