@@ -30,8 +30,8 @@ from tqdm import tqdm
 from mcnet_rt import faces
 from mcnet_rt.animate import AnimateOptions, Animator
 from mcnet_rt.errors import InputError
-from mcnet_rt.io.frames import to_tensor
 from mcnet_rt.io.clips import clip_frames, frame_files
+from mcnet_rt.io.frames import to_tensor
 from mcnet_rt.io.image import fit_square, read_image
 from mcnet_rt.io.messages import note
 from mcnet_rt.io.video import VIDEO_SUFFIXES, probe_video
