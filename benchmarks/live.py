@@ -20,7 +20,7 @@ import torch
 
 import mcnet_rt
 from mcnet_rt.animate import AnimateOptions, animate_video
-from mcnet_rt.cli import pick_dtype
+from mcnet_rt.cli.options import pick_dtype
 from mcnet_rt.io.capture import StreamCapture
 from mcnet_rt.io.image import read_image
 from mcnet_rt.io.sinks import NullSink
@@ -67,7 +67,8 @@ def animate_speed(model, source_path: Path, video: Path, frames: int, crop: str,
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         written = animate_video(model, source_path, video, Path(folder) / "out.mp4",
-                                AnimateOptions(crop=crop, max_frames=frames), dtype, progress=False)
+                                AnimateOptions(max_frames=frames, session=SessionOptions(crop=crop)), dtype,
+                                progress=False)
         seconds = time.perf_counter() - start
     return {"frames": written, "seconds": seconds, "fps": written / seconds}
 

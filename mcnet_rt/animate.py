@@ -13,15 +13,13 @@ the driver's keypoints directly (it transfers the driver's face shape too, which
 from __future__ import annotations
 
 import itertools
-import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from . import faces
@@ -31,25 +29,23 @@ from .models import MCNet
 from .pipeline.step import FrameStep
 from .pipeline.session import Session, SessionOptions, process_batch
 from .io.image import fit_square, read_image
+from .io.messages import note
+from .io.overlay import compose
 from .io.video import VideoWriter, even_size, probe_video, read_timed_frames
+from .iterables import batches
 
 
 @dataclass(frozen=True)
 class AnimateOptions:
     relative: bool = True
-    adapt_scale: bool = True
     batch_size: int = 8
     panels: bool = False  # source | driving | result side by side instead of the result alone
     label: str | None = None  # text burned into every output frame (used to mark untrained weights)
     max_frames: int | None = None  # stop after this many driving frames
     max_seconds: float | None = None  # stop at this time of the driving video
-    crop: str = "auto"  # auto | centre | none (see the module doc)
-    paste_back: bool = False
-    detect_every: int = 1  # run the face detector on every n-th driving frame (crop auto)
-    face: str = "largest"  # which face when several are found (SessionOptions.face)
-    align: str = "roll"  # level the crops by the eyes, or none (SessionOptions.align)
     best_frame: bool = False
     backend: str = "eager"  # how the per-frame step runs (mcnet_rt.engine.BACKENDS)
+    session: SessionOptions = SessionOptions()  # crop, paste-back, faces, motion scaling; its rate is the video's
 
 
 class Animator:
@@ -60,55 +56,10 @@ class Animator:
                  dtype: torch.dtype = torch.float32):
         step = load_backend(options.backend, FrameStep(model, dtype, relative=options.relative))
         self.session = Session(model, source, SessionOptions(crop=faces.CropOptions("none"),
-                                                             adapt_scale=options.adapt_scale), dtype, step=step)
+                                                             adapt_scale=options.session.adapt_scale), dtype, step=step)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         return np.stack(process_batch([self.session] * len(frames), list(frames)))
-
-
-def burn_label(frame: np.ndarray, text: str, bottom: bool = False, colour: tuple[int, int, int] = (255, 64, 64)
-               ) -> np.ndarray:
-    """Write `text` on a black band across the top (or bottom) of the frame, wrapped at word breaks so that all of
-    it shows on narrow frames (a cut-off "NOT A RESULT" would defeat the label)."""
-    image = Image.fromarray(frame)
-    draw = ImageDraw.Draw(image)
-    lines = [""]
-    for word in text.split():
-        joined = f"{lines[-1]} {word}".strip()
-        if lines[-1] and draw.textlength(joined) > frame.shape[1] - 8:
-            lines.append(word)
-        else:
-            lines[-1] = joined
-    line_height = draw.textbbox((0, 0), "Ag")[3] + 2
-    band = max(12, frame.shape[0] // 16, line_height * len(lines) + 2)
-    top = frame.shape[0] - band if bottom else 0
-    draw.rectangle((0, top, frame.shape[1], top + band), fill=(0, 0, 0))
-    draw.multiline_text((4, top + 1), "\n".join(lines), fill=colour, spacing=2)
-    return np.asarray(image)
-
-
-def _height(image: np.ndarray, height: int) -> np.ndarray:
-    width = max(1, round(image.shape[1] * height / image.shape[0]))
-    return image if image.shape[0] == height else np.asarray(Image.fromarray(image).resize((width, height),
-                                                                                          Image.BICUBIC))
-
-
-def compose(source: np.ndarray, driving: Iterable[np.ndarray], results: list[np.ndarray],
-            options: AnimateOptions) -> list[np.ndarray]:
-    """The frames to write: results alone, or source | driving | result panels at the result's height;
-    labelled when asked."""
-    out = results
-    if options.panels:
-        height = results[0].shape[0]
-        out = [np.concatenate([_height(source, height), _height(frame, height), result], axis=1)
-               for frame, result in zip(driving, results)]
-    if options.label:
-        out = [burn_label(f, options.label) for f in out]
-    return out
-
-
-def note(message: str) -> None:
-    tqdm.write(f"mcnet-rt: note: {message}", file=sys.stderr)  # above the progress bar, not through it
 
 
 def best_frame(source: np.ndarray, frames: Iterable[np.ndarray]) -> np.ndarray | None:
@@ -117,7 +68,8 @@ def best_frame(source: np.ndarray, frames: Iterable[np.ndarray]) -> np.ndarray |
     mesh = faces.face_mesh()
     target = mesh(source)
     if target is None:
-        raise InputError("--best-frame: FaceMesh finds no face landmarks in the source image")
+        raise InputError("best_frame: FaceMesh finds no face landmarks in the source image",
+                         options=("best_frame",))
     target = faces.normalised_landmarks(target)
     best, distance = None, np.inf
     for frame in frames:
@@ -138,47 +90,38 @@ def animate_video(model: MCNet, source_path: str | Path, driving_path: str | Pat
     source = read_image(source_path)
     info = probe_video(driving_path)
     step = load_backend(options.backend, FrameStep(model, dtype, relative=options.relative))
-    crop = faces.CropOptions(options.crop, face=options.face, align=options.align)
-    session = Session(model, source, SessionOptions(crop=crop, paste_back=options.paste_back,
-                                                    adapt_scale=options.adapt_scale, rate=float(info.fps),
-                                                    detect_every=options.detect_every),
-                      dtype, step=step, source_name=str(source_path))
+    session = Session(model, source, replace(options.session, rate=float(info.fps)), dtype, step=step,
+                      source_name=str(source_path))
     if options.best_frame:
-        reference = best_frame(source, (f for f, _ in _limited(read_timed_frames(driving_path), options, info.fps)))
+        reference = best_frame(source, (f for f, _ in limited(read_timed_frames(driving_path), options, info.fps)))
         if reference is None:
-            raise InputError(f"{driving_path}: --best-frame: no driving frame shows a face")
+            raise InputError(f"{driving_path}: best_frame: no driving frame shows a face", options=("best_frame",))
         session.set_reference(reference)
-    frames = _limited(read_timed_frames(driving_path), options, info.fps)
+    frames = limited(read_timed_frames(driving_path), options, info.fps)
     first, first_time = next(frames)
-    if options.crop == "centre":  # say what the centre crop does to these inputs, before the progress bar
+    if options.session.crop.mode == "centre":  # say what the centre crop does to these inputs, before the progress bar
         for name, image, every in ((source_path, source, ""), (driving_path, first, " (every frame)")):
             if change := fit_square(image, session.size)[1]:
-                note(f"{name}: {change}{every}")
+                note(f"note: {name}: {change}{every}")
     blank = np.zeros((session.output_size[1], session.output_size[0], 3), np.uint8)
-    width, height = even_size(*compose(source, [first], [blank], options)[0].shape[1::-1])
+    width, height = even_size(*compose(source, [first], [blank], options.panels, options.label)[0].shape[1::-1])
     total = min(filter(None, (info.num_frames, options.max_frames)), default=None)
     with VideoWriter(output_path, info.fps, width, height, audio_from=driving_path, time_base=info.time_base) \
             as writer, tqdm(total=total, unit="frame", desc="animate", disable=not progress) as bar:
         for batch in batches(itertools.chain([(first, first_time)], frames), options.batch_size):
             images = [frame for frame, _ in batch]
             results = process_batch([session] * len(images), images)
-            for frame, (_, time) in zip(compose(source, images, results, options), batch):
+            for frame, (_, time) in zip(compose(source, images, results, options.panels, options.label), batch):
                 writer.write(np.ascontiguousarray(frame[:height, :width]),
                              None if time is None or first_time is None else time - first_time)
                 bar.update(1)
     if writer.audio_problem:
-        note(writer.audio_problem)
+        note(f"note: {writer.audio_problem}")
     return writer.frames_written
 
 
-def batches(items: Iterator, size: int) -> Iterator[list]:
-    """Lists of up to `size` consecutive items."""
-    while batch := list(itertools.islice(items, size)):
-        yield batch
-
-
-def _limited(frames: Iterator[tuple[np.ndarray, Fraction | None]], options: AnimateOptions, fps: Fraction):
-    """The driving frames up to --max-frames and before --max-seconds (counted from the first frame)."""
+def limited(frames: Iterator[tuple[np.ndarray, Fraction | None]], options: AnimateOptions, fps: Fraction):
+    """The driving frames up to `max_frames` and before `max_seconds` (counted from the first frame)."""
     start = None
     for index, (frame, time) in enumerate(frames):
         if options.max_frames is not None and index >= options.max_frames:

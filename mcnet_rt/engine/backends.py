@@ -11,7 +11,6 @@ Every exported backend takes any batch; all its inputs have the driving batch (`
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 from pathlib import Path
 
@@ -30,10 +29,3 @@ def load_backend(name: str, step: FrameStep, work_dir: Path | None = None):
     if name == "eager":
         return step
     return importlib.import_module(f".{name}", __package__).load(step, work_dir)
-
-
-def add_backend_argument(parser: argparse.ArgumentParser) -> None:
-    """`--backend` for any command that runs the per-frame step (animate, live, serve)."""
-    parser.add_argument("--backend", choices=BACKENDS, default="eager",
-                        help="how the per-frame step runs: eager PyTorch, torch.compile, an AOTInductor package, "
-                             "ONNX Runtime, or TensorRT with the mcnet_rt plugins (default eager)")

@@ -28,13 +28,16 @@ import torch
 from tqdm import tqdm
 
 from mcnet_rt import faces
-from mcnet_rt.animate import AnimateOptions, Animator, batches, note
+from mcnet_rt.animate import AnimateOptions, Animator
 from mcnet_rt.errors import InputError
+from mcnet_rt.io.clips import clip_frames, frame_files
 from mcnet_rt.io.frames import to_tensor
 from mcnet_rt.io.image import fit_square, read_image
-from mcnet_rt.io.video import VIDEO_SUFFIXES, probe_video, read_frames
+from mcnet_rt.io.messages import note
+from mcnet_rt.io.video import VIDEO_SUFFIXES, probe_video
+from mcnet_rt.iterables import batches
 from mcnet_rt.models import MCNet
-from mcnet_rt.training.data import video_frames
+from mcnet_rt.pipeline.session import SessionOptions
 
 from . import image_metrics, motion_metrics
 from .perceptual import lpips
@@ -93,19 +96,12 @@ class ProtocolResult:
                 heapq.heapreplace(self.worst, (*entry, panels(i)))
 
 
-def _clip_frames(path: Path) -> Iterator[np.ndarray]:
-    """The frames of a video file, or of a folder of PNG/JPG frames (the layout `prepare-data` writes)."""
-    if path.is_dir():
-        return (read_image(frame) for frame in video_frames(path))
-    return read_frames(path)
-
-
 def _video_frames(path: Path, size: int, limit: int | None) -> Iterator[np.ndarray]:
-    return itertools.islice((fit_square(f, size)[0] for f in _clip_frames(path)), limit)
+    return itertools.islice((fit_square(f, size)[0] for f in clip_frames(path)), limit)
 
 
 def _frame_count(path: Path) -> int:
-    return len(video_frames(path)) if path.is_dir() else probe_video(path).num_frames
+    return len(frame_files(path)) if path.is_dir() else probe_video(path).num_frames
 
 
 def _expected_frames(videos: list[Path], limit: int | None) -> int:
@@ -117,8 +113,8 @@ def _expected_frames(videos: list[Path], limit: int | None) -> int:
 
 
 def _options(settings: Settings) -> AnimateOptions:
-    return AnimateOptions(relative=settings.motion == "relative", adapt_scale=settings.adapt_scale,
-                          batch_size=settings.batch_size)
+    return AnimateOptions(relative=settings.motion == "relative", batch_size=settings.batch_size,
+                          session=SessionOptions(adapt_scale=settings.adapt_scale))
 
 
 def _panel(*images: np.ndarray) -> np.ndarray:
@@ -132,7 +128,7 @@ def find_videos(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder of test videos")
     videos = sorted(p for p in folder.iterdir()
-                    if (p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES) or (p.is_dir() and video_frames(p)))
+                    if (p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES) or (p.is_dir() and frame_files(p)))
     if not videos:
         hint = (f"; a prepare-data output? pass its split, e.g. {folder / 'test'}"
                 if (folder / "test").is_dir() or (folder / "train").is_dir() else "")
@@ -265,8 +261,8 @@ def cross_identity(model: MCNet, kind: str, pairs: list[Pair], settings: Setting
         if settings.motion == "relative" and pairs[0].anchor is None:
             result.notes.append("the pair list has no best_frame column: each pair is anchored on its own driving "
                                 "frame (as the released EvaluationDataset), so relative motion keeps the source's "
-                                "pose; use --motion absolute or a list with best_frame")
-            note(result.notes[-1])
+                                "pose; use motion='absolute' or a list with best_frame")
+            note(f"note: {result.notes[-1]}")
     total = len(pairs) if kind == "frames" else _expected_frames([p.driving for p in pairs], settings.limit)
     with tqdm(total=total or None, unit="frame", desc="cross identity", disable=not progress) as bar:
         for clip, pair in enumerate(pairs):

@@ -17,11 +17,8 @@ import numpy as np
 
 from mcnet_rt.errors import InputError
 from mcnet_rt.io.inputs import check_input, is_url
+from mcnet_rt.io.messages import note
 from mcnet_rt.io.video import STREAM_TIMEOUT, probe_video, read_timed_frames
-
-
-def _say(message: str) -> None:
-    print(f"mcnet-rt: {message}", file=sys.stderr, flush=True)
 
 
 class CameraCapture:
@@ -29,7 +26,7 @@ class CameraCapture:
     get); after a failed read the camera is reopened up to `retries` times, `backoff` × 2^n seconds apart."""
 
     def __init__(self, index: int, open_camera: Callable = cv2.VideoCapture, retries: int = 5,
-                 backoff: float = 0.5, report: Callable[[str], None] = _say):
+                 backoff: float = 0.5, report: Callable[[str], None] = note):
         self.index, self.open_camera, self.retries, self.backoff, self.report = index, open_camera, retries, \
             backoff, report
         cv2.setLogLevel(2)  # errors only: OpenCV's warnings about a missing camera would bury our one-line message

@@ -6,20 +6,14 @@ stays at about one frame per stage and memory is bounded however long the run is
 """
 from __future__ import annotations
 
-import contextlib
-import select
-import signal
-import sys
-import termios
 import threading
 import time
-import tty
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..animate import burn_label
 from ..io.atomic import interrupts_held
+from ..io.overlay import burn_label
 from .session import Session, process_batch
 from .stats import StageTimes, percentiles
 
@@ -215,33 +209,3 @@ class LiveRunner:
                 "latency": percentiles(self.times.samples.get("latency", [])),
                 "stages": {**session["stages"], **{k: v for k, v in self.times.summary().items() if k != "latency"}}}
 
-
-@contextlib.contextmanager
-def reset_controls(runner: LiveRunner):
-    """While the block runs, SIGUSR1 resets the reference pose, and so does the key r when stdin is a terminal
-    (q stops the run)."""
-    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: runner.reset_reference()) \
-        if hasattr(signal, "SIGUSR1") else None
-    keys = None
-    if sys.stdin.isatty():
-        keys = threading.Thread(target=_read_keys, args=(runner,), name="keys", daemon=True)
-        saved = termios.tcgetattr(sys.stdin)
-        tty.setcbreak(sys.stdin)
-        keys.start()
-    try:
-        yield
-    finally:
-        if keys is not None:
-            termios.tcsetattr(sys.stdin, termios.TCSADRAIN, saved)
-        if previous is not None:
-            signal.signal(signal.SIGUSR1, previous)
-
-
-def _read_keys(runner: LiveRunner) -> None:
-    while not runner.stop.is_set():
-        if select.select([sys.stdin], [], [], 0.2)[0]:
-            key = sys.stdin.read(1).lower()
-            if key == "r":
-                runner.reset_reference()
-            elif key == "q":
-                runner.stop.set()

@@ -20,6 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from ..errors import InputError
+from ..io.clips import frame_files
 from ..io.image import upright
 from ..io.video import read_frames
 from .augment import augment
@@ -38,11 +39,6 @@ def list_videos(split_dir: Path) -> list[Path]:
     return sorted(p for p in split_dir.iterdir() if p.name.lower().endswith(".mp4"))
 
 
-def video_frames(video: Path) -> list[Path]:
-    frames = sorted(p for p in video.iterdir() if p.suffix.lower() == ".png")
-    return frames or sorted(p for p in video.iterdir() if p.suffix.lower() == ".jpg")
-
-
 def _read_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
@@ -54,7 +50,7 @@ def _read_rgb(path: Path) -> np.ndarray:
 def read_chosen(video: Path, choose: Callable[[int], Sequence[int]]) -> np.ndarray:
     """The frames `choose(number of frames)` picks, as an (N, H, W, 3) uint8 array."""
     if video.is_dir():
-        frames = video_frames(video)
+        frames = frame_files(video)
         if not frames:
             raise InputError(f"{video}: no PNG or JPG frames in this video folder")
         return np.stack([_read_rgb(frames[i]) for i in choose(len(frames))])

@@ -15,13 +15,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from ..animate import burn_label
+from ..io.overlay import burn_label, to_height
 from ..io.image import read_image, write_png
 from ..models import MCNet
 from ..ops.memory_attention import attention_weights
 from ..pipeline.step import FrameStep, MotionReference, prepare_source
 from ..pipeline.session import Session, SessionOptions
-from .panels import heat_colours, labelled, mosaic, pca_rgb, resize, to_image
+from .panels import heat_colours, labelled, mosaic, pca_rgb, to_image
 
 CHANNELS_SHOWN = 64  # the bank's first channels, one grey tile each
 CELLS_SHOWN = 6  # memory cells per scale whose attention is drawn: the ones the source's queries attend to most
@@ -40,8 +40,8 @@ def bank_row(model: MCNet, height: int) -> np.ndarray:
     """The learned meta-memory: its first three principal components over its cells as RGB, and its channels."""
     bank = model.generator.memory.meta_memory[0].detach().float().cpu()
     c, s, _ = bank.shape
-    return np.concatenate([labelled(resize(pca_rgb(bank), height, nearest=True), f"meta-memory {c}ch"),
-                           labelled(resize(channel_tiles(bank), height, nearest=True),
+    return np.concatenate([labelled(to_height(pca_rgb(bank), height, Image.NEAREST), f"meta-memory {c}ch"),
+                           labelled(to_height(channel_tiles(bank), height, Image.NEAREST),
                                     f"channels 0-{min(c, CHANNELS_SHOWN) - 1}")], axis=1)
 
 
@@ -77,15 +77,15 @@ def attention_rows(model: MCNet, source: torch.Tensor, height: int, cells: int =
         h, w = projected.shape[-2:]
         side = memory.shape[-1]
         top = weights.sum(0).topk(min(cells, weights.shape[1])).indices.tolist()
-        panels = [labelled(resize(mark_cells(resize(pca_rgb(memory[0].float().cpu()), height, nearest=True), top,
-                                             side), height), f"M_s, scale {h}")]
+        cells_drawn = mark_cells(to_height(pca_rgb(memory[0].float().cpu()), height, Image.NEAREST), top, side)
+        panels = [labelled(to_height(cells_drawn, height), f"M_s, scale {h}")]
         for n, cell in enumerate(top):
             heat = weights[:, cell].view(1, 1, h, w)
             heat = (heat - heat.min()) / (heat.max() - heat.min()).clamp_min(1e-12)
             heat = F.interpolate(heat, size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
             blend = (0.45 * image + 0.55 * heat_colours(heat)).astype(np.uint8)
             y, x = divmod(cell, side)
-            panels.append(labelled(resize(blend, height), f"cell {n} ({y},{x})"))
+            panels.append(labelled(to_height(blend, height), f"cell {n} ({y},{x})"))
         rows.append(np.concatenate(panels, axis=1))
     return rows
 

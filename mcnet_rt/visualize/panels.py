@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from ..errors import InputError
 from ..io.frames import to_uint8
+from ..io.overlay import to_height
 from ..keypoints import Keypoints
 from ..models import DenseMotion
 from ..models.blocks import coordinate_grid
@@ -185,14 +186,6 @@ def sparse_mosaic(sparse_deformed: torch.Tensor) -> np.ndarray:
     return mosaic(tiles)
 
 
-def resize(image: np.ndarray, height: int, nearest: bool = False) -> np.ndarray:
-    """`image` scaled to `height` rows, aspect kept (nearest for maps whose cells should stay visible)."""
-    if image.shape[0] == height:
-        return image
-    width = max(1, round(image.shape[1] * height / image.shape[0]))
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.NEAREST if nearest else Image.BILINEAR))
-
-
 def labelled(image: np.ndarray, text: str) -> np.ndarray:
     """`image` under a black band carrying `text` (cut to the image's width)."""
     band = Image.new("RGB", (image.shape[1], LABEL_HEIGHT))
@@ -239,7 +232,7 @@ def panel_images(sample: Sample, panels: tuple[str, ...] = PANELS) -> list[tuple
 def draw_row(sample: Sample, panels: tuple[str, ...] = PANELS, height: int | None = None) -> np.ndarray:
     """The chosen panels side by side at `height` (default the image size), each labelled."""
     height = height or sample.source.shape[-2]
-    return np.concatenate([labelled(resize(image, height, nearest), label)
+    return np.concatenate([labelled(to_height(image, height, Image.NEAREST if nearest else Image.BILINEAR), label)
                            for label, image, nearest in panel_images(sample, panels)], axis=1)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,14 +19,15 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..animate import AnimateOptions, _limited, burn_label, note
+from ..animate import AnimateOptions, limited
 from ..errors import InputError
-from ..faces import CropOptions
 from ..io.image import read_image, write_png
+from ..io.messages import note
+from ..io.overlay import burn_label
 from ..io.video import VideoWriter, even_size, probe_video, read_timed_frames
 from ..models import MCNet
 from ..pipeline.step import FrameStep
-from ..pipeline.session import Session, SessionOptions
+from ..pipeline.session import Session
 from ..pipeline.step import FrameOutputs
 from .panels import PANELS, Sample, draw_row, samples
 
@@ -93,12 +94,10 @@ def visualize(model: MCNet, source_path: str | Path, driving_path: str | Path, o
         frames, fps, time_base = iter([(read_image(driving_path), None)]), Fraction(25), None
     else:
         info = probe_video(driving_path)
-        frames, fps, time_base = _limited(read_timed_frames(driving_path), animate, info.fps), info.fps, info.time_base
+        frames, fps, time_base = limited(read_timed_frames(driving_path), animate, info.fps), info.fps, info.time_base
     step = FrameStep(model, dtype, relative=animate.relative)
-    crop = CropOptions(animate.crop, face=animate.face, align=animate.align)
-    session = Session(model, source, SessionOptions(crop=crop, adapt_scale=animate.adapt_scale, rate=float(fps),
-                                                    detect_every=animate.detect_every),
-                      dtype, step=step, source_name=str(source_path))
+    session = Session(model, source, replace(animate.session, rate=float(fps)), dtype, step=step,
+                      source_name=str(source_path))
     draw = FrameDrawer(step, session, options)
     with contextlib.closing(session), tqdm(total=animate.max_frames, unit="frame", desc="visualize",
                                            disable=not progress) as bar:
@@ -138,5 +137,5 @@ def _write_video(rows, output_path: str | Path, fps: Fraction, time_base: Fracti
             writer.write(np.ascontiguousarray(row[:height, :width]),
                          None if time is None or start is None else time - start)
     if writer.audio_problem:
-        note(writer.audio_problem)
+        note(f"note: {writer.audio_problem}")
     return writer.frames_written

@@ -35,7 +35,7 @@ def loopback_session_functions(args):
     to loopback as `serve_helpers.loopback_ice` does in-process."""
     import aioice.ice
 
-    from mcnet_rt.cli import serve_session_functions
+    from mcnet_rt.cli.serve import serve_session_functions
 
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
     return serve_session_functions(args)
