@@ -12,6 +12,7 @@ from .. import __version__
 from ..errors import InputError
 from ..io import atomic
 from . import animate, cluster, convert, doctor, evaluate, export, info, live, prepare_data, serve, visualize
+from .signals import terminate
 
 COMMANDS = (animate, visualize, live, export, convert, info, doctor, evaluate, prepare_data, serve, cluster)
 
@@ -43,18 +44,6 @@ def error_line(error: InputError) -> str:
     return f"mcnet-rt: error: {error}{see}"
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP (kill, timeout, a closed terminal), raised like Ctrl-C so that temporaries are removed."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _terminate(signum: int, frame) -> None:
-    raise Terminated(signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Exit status: 0 done, 2 refused input (one line on stderr), 128+signal interrupted.
 
@@ -62,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     when nothing new was written (an interrupt arriving after the output was complete counts as done).
     """
     args = build_parser().parse_args(argv)
-    handlers = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    handlers = {sig: signal.signal(sig, terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
     committed_before = len(atomic.committed)
     try:
         args.func(args)

@@ -6,6 +6,7 @@ import functools
 
 from .options import backend_options, face_options, group, model_options, number, port_number
 from .serve import TOKEN_HELP, serve_session_functions, start_serving
+from .signals import Terminated
 
 
 def add_parser(sub) -> None:
@@ -30,7 +31,6 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from . import Terminated
 
     token = start_serving(args, args.sessions_per_gpu, "--sessions-per-gpu")
     from ..cluster import deploy  # Ray loads only for this command

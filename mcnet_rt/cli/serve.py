@@ -10,6 +10,7 @@ from ..pipeline.session import SessionOptions
 from ..pipeline.step import FrameStep
 from .options import (backend_options, crop_choice, face_options, group, model_from_args, model_options, pick_device,
                       pick_dtype, port_number)
+from .signals import Terminated
 
 TOKEN_HELP = "access token (at least 16 characters); generated when binding a non-loopback address without one"
 
@@ -27,7 +28,6 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from ..serve import server  # aiohttp and aiortc load only for this command
-    from . import Terminated
 
     token = start_serving(args, args.max_sessions, "--max-sessions")
     app = server.build_app(*serve_session_functions(args), args.max_sessions, token)
