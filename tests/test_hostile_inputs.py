@@ -92,7 +92,7 @@ def test_output_that_is_an_input_is_refused(which, media, capsys):
 def test_existing_output_needs_overwrite(tmp_path, media, capsys):
     out = tmp_path / "old.mp4"
     out.write_bytes(b"earlier result")
-    refused(animate_args(media, out), capsys, tmp_path, str(out), "already exists; pass --overwrite", [out])
+    refused(animate_args(media, out), capsys, tmp_path, str(out), "already exists; set overwrite to replace it (see --overwrite)", [out])
     code, stdout, _ = cli(animate_args(media, out, "--overwrite"), capsys)
     assert code == 0 and "wrote" in stdout and len(frame_times(out)) == 6
 

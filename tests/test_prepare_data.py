@@ -67,7 +67,7 @@ def test_only_face_frames_are_written_and_clips_split_where_the_face_leaves(tmp_
     out = tmp_path / "data"
     code, printed = run(raw, out, "--size", 32, "--max-frames", 110)  # noface_face: a face in 14 of 110 frames
     assert code == 0
-    assert "noface_face.mov: no face found in 96 of 110 frames (--min-face-fraction 0.5)" in printed
+    assert "noface_face.mov: no face found in 96 of 110 frames (the least fraction of frames with a face is 0.5)" in printed
     assert "1 videos written (72 frames; 38 frames without a face left out)" in printed
     code, printed = run(raw, out, "--size", 32, "--max-frames", 110, "--min-face-fraction", 0.1)
     assert code == 0 and "1 videos written (14 frames; 96 frames without a face left out), 1 already there" in printed
@@ -91,10 +91,10 @@ def test_clips_that_map_to_one_name_are_all_written(tmp_path, feat_data):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--max-frames", "-1"], "--max-frames must be 0 (all) or a positive count, got -1"),
-    (["--margin", "nan"], "--margin must be a number between 0 and 4, got nan"),
-    (["--margin", "1e9"], "--margin must be a number between 0 and 4, got 1000000000.0"),
-    (["--min-face-fraction", "1.5"], "--min-face-fraction must be between 0 and 1, got 1.5"),
+    (["--max-frames", "-1"], "max_frames must be 0 (all) or a positive count, got -1 (see --max-frames)"),
+    (["--margin", "nan"], "margin must be a number between 0 and 4, got nan (see --margin)"),
+    (["--margin", "1e9"], "margin must be a number between 0 and 4, got 1000000000.0 (see --margin)"),
+    (["--min-face-fraction", "1.5"], "min_face_fraction must be between 0 and 1, got 1.5 (see --min-face-fraction)"),
 ])
 def test_bad_options_are_refused_before_any_work(tmp_path, raw_videos, capsys, args, message):
     out = tmp_path / "new" / "data"

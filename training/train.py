@@ -15,6 +15,7 @@ import sys
 
 import torch
 
+from mcnet_rt.cli import error_line
 from mcnet_rt.errors import InputError
 from mcnet_rt.training.config import describe, load_config, override_differences
 from mcnet_rt.training.state import export
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
         progress = Trainer(config, resume=args.resume).run()
     except InputError as e:
-        print(f"train.py: error: {e}", file=sys.stderr)
+        print(error_line(e, "train.py"), file=sys.stderr)
         return 2
     print(f"stopped at step {progress.step} (epoch {progress.epoch}), {progress.skipped} non-finite steps skipped")
     return 0

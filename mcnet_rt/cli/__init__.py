@@ -38,10 +38,10 @@ def flag(option: str) -> str:
     return "--" + option.replace("_", "-")
 
 
-def error_line(error: InputError) -> str:
+def error_line(error: InputError, prog: str = "mcnet-rt") -> str:
     """The one line a refused input prints: the library's message, and the flags of the settings it names."""
     see = f" (see {', '.join(map(flag, error.options))})" if error.options else ""
-    return f"mcnet-rt: error: {error}{see}"
+    return f"{prog}: error: {error}{see}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,7 +53,7 @@ def _check(path: Path, extensions: tuple[str, ...], inputs: Iterable[str | os.Pa
     if not folder.is_dir():
         raise InputError(f"{folder}: is a file, not a folder, so {path.name} cannot be written in it")
     if path.exists() and not overwrite:
-        raise InputError(f"{path}: already exists; pass --overwrite to replace it")
+        raise InputError(f"{path}: already exists; set overwrite to replace it", options=("overwrite",))
     _check_writable(path)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from .. import faces
 from ..errors import InputError
 from ..io.frames import to_tensor, to_uint8
+from ..io.messages import note
 from ..keypoints import Keypoints
 from ..models import MCNet
 from .source_store import load_or_prepare
@@ -121,8 +121,8 @@ def source_crop(image: np.ndarray, crop: faces.CropOptions, size: int, name: str
                          "left or right", options=("face",)) from None
     face = found.faces[index]
     roll = face.roll if crop.align == "roll" else 0.0
-    print(f"mcnet-rt: {name}: face {index + 1} of {len(found.faces)} from the left ({why}; the face setting "
-          f"chooses another), {face.box[2]:.0f} px wide, turned {np.degrees(roll):.0f}°", file=sys.stderr)
+    note(f"{name}: face {index + 1} of {len(found.faces)} from the left ({why}; the face setting chooses another), "
+         f"{face.box[2]:.0f} px wide, turned {np.degrees(roll):.0f}°")
     return faces.CropTransform.from_box(face.box, image.shape[:2], crop.margin, size, roll=roll)
 
 

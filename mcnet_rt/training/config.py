@@ -187,13 +187,13 @@ def apply_override(raw: dict, assignment: str) -> None:
     """`a.b=value` (value parsed as YAML) into the nested mapping `raw`."""
     key, sep, text = assignment.partition("=")
     if not sep or not key:
-        raise InputError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.lr_generator=1e-4")
+        raise InputError(f"override {assignment!r}: expected KEY=VALUE, e.g. train.lr_generator=1e-4", options=("set",))
     *parents, leaf = key.strip().split(".")
     node = raw
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise InputError(f"--set {assignment!r}: {part} is not a section")
+            raise InputError(f"override {assignment!r}: {part} is not a section", options=("set",))
     node[leaf] = yaml.safe_load(text)
 
 

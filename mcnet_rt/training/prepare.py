@@ -41,19 +41,20 @@ class PrepareOptions:
 
     def check(self) -> None:
         """Refuse values that would write nothing sensible, naming the option."""
-        problems = []
+        problems = {}
         if not 32 <= self.size <= MAX_SIZE:
-            problems.append(f"--size must be between 32 and {MAX_SIZE}, got {self.size}")
+            problems["size"] = f"between 32 and {MAX_SIZE}, got {self.size}"
         if not (math.isfinite(self.margin) and 0 <= self.margin <= MAX_MARGIN):
-            problems.append(f"--margin must be a number between 0 and {MAX_MARGIN:g}, got {self.margin}")
+            problems["margin"] = f"a number between 0 and {MAX_MARGIN:g}, got {self.margin}"
         if self.max_frames < 0:
-            problems.append(f"--max-frames must be 0 (all) or a positive count, got {self.max_frames}")
+            problems["max_frames"] = f"0 (all) or a positive count, got {self.max_frames}"
         if not (math.isfinite(self.test_fraction) and 0 <= self.test_fraction < 1):
-            problems.append(f"--test-fraction must be at least 0 and below 1, got {self.test_fraction}")
+            problems["test_fraction"] = f"at least 0 and below 1, got {self.test_fraction}"
         if not (math.isfinite(self.min_face_fraction) and 0 <= self.min_face_fraction <= 1):
-            problems.append(f"--min-face-fraction must be between 0 and 1, got {self.min_face_fraction}")
+            problems["min_face_fraction"] = f"between 0 and 1, got {self.min_face_fraction}"
         if problems:
-            raise InputError("prepare-data: " + "; ".join(problems))
+            raise InputError("prepare-data: " + "; ".join(f"{name} must be {why}" for name, why in problems.items()),
+                             options=tuple(problems))
 
 
 @dataclass
@@ -108,7 +109,8 @@ def prepare_video(video: Path, split_dir: Path, base: str, tracker: FaceTracker,
     found = sum(s is not None for s in squares)
     if found < max(1, options.min_face_fraction * len(squares)):
         raise InputError(f"no face found in {len(squares) - found} of {len(squares)} frames "
-                         f"(--min-face-fraction {options.min_face_fraction:g})")
+                         f"(the least fraction of frames with a face is {options.min_face_fraction:g})",
+                         options=("min_face_fraction",))
     runs = face_runs(squares, options.min_run_frames)
     if not runs:
         raise InputError(f"no run of {options.min_run_frames} consecutive frames with a face")

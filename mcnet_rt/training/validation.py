@@ -33,8 +33,9 @@ def validation_videos(root: str | Path, holdout: str) -> list[Path]:
         try:
             return split_videos(root, "test")
         except InputError as e:
-            raise InputError(f"{e}. Validation needs held-out identities there (`mcnet-rt prepare-data "
-                             "--test-fraction`); or set validation.holdout=clips, or validation.every=0") from None
+            raise InputError(f"{e}. Validation needs held-out identities there (prepare the data with "
+                             "test_fraction > 0); or set validation.holdout=clips, or validation.every=0",
+                             options=("test_fraction",)) from None
     clips = held_out_clips(split_videos(root, "train"))
     if not clips:
         raise InputError(f"{Path(root) / 'train'}: no identity has more than one clip, so none can be held out "

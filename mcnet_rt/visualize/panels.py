@@ -77,8 +77,8 @@ def parse_panels(text: str) -> tuple[str, ...]:
         return PANELS
     unknown = sorted(names - set(PANELS))
     if unknown or not names:
-        raise InputError(f"--panels {text!r}: unknown panel {', '.join(unknown) or '(none given)'}; choose from "
-                         f"{', '.join(PANELS)} or all")
+        raise InputError(f"panels {text!r}: unknown panel {', '.join(unknown) or '(none given)'}; choose from "
+                         f"{', '.join(PANELS)} or all", options=("panels",))
     return tuple(n for n in PANELS if n in names)
 
 
