@@ -1,5 +1,6 @@
 """The animation loop: relative motion from the first driving frame, batching, reduced precision."""
 import numpy as np
+import pytest
 import torch
 
 from mcnet_rt.animate import AnimateOptions, Animator, compose
@@ -29,6 +30,7 @@ def test_batches_do_not_change_results(small_model):
     assert np.abs(whole.astype(int) - parts.astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_bfloat16_pipeline_error_is_the_models_own(small_model):
     """The pipeline adds no error of its own in reduced precision (motion transfer stays in float32): its error
     against float32 is at most about twice that of the bare model run under the same autocast."""
@@ -55,6 +57,7 @@ def test_compose_panels_and_label():
     np.testing.assert_array_equal(panels[0, 20:, :128], source[20:])
 
 
+@pytest.mark.slow  # an export
 def test_animator_runs_on_an_exported_backend(small_model):
     """`--backend onnxruntime`: a graph built for batch 4 also takes the shorter last batch."""
     source, driving = frames(1, seed=5)[0], frames(5, seed=6)

@@ -130,6 +130,7 @@ def test_bad_input_gets_one_clear_error_and_no_output(case, tmp_path, feat_data,
     assert set(tmp_path.rglob("*")) == before  # no output, no temporary left behind
 
 
+@pytest.mark.slow
 def test_info_reports_parameters_and_gflops(small_checkpoint):
     result = run("info", small_checkpoint)
     assert result.returncode == 0, result.stderr

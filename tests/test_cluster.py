@@ -38,6 +38,7 @@ def engines():
         yield handle
 
 
+@pytest.mark.slow  # a two-node Ray cluster
 @needs_isolation
 def test_callers_are_placed_per_gpu_refused_when_full_and_reconnect_after_a_replica_dies(engines, feat_data,
                                                                                          monkeypatch):
@@ -78,6 +79,7 @@ def test_callers_are_placed_per_gpu_refused_when_full_and_reconnect_after_a_repl
         asyncio.run(body(url))
 
 
+@pytest.mark.slow  # a two-node Ray cluster
 @needs_isolation
 def test_token_is_required_on_every_ingress_route(engines):
     token = "cluster-token-" + "x" * 10
@@ -152,6 +154,7 @@ def test_an_engine_whose_model_hangs_or_fails_reports_unhealthy():
     asyncio.run(body())
 
 
+@pytest.mark.slow  # a two-node Ray cluster
 @needs_isolation
 def test_the_page_through_the_ingress_retries_while_every_gpu_is_busy(engines, browser, feat_data, monkeypatch):
     """Chromium's page: both engines' slots taken by aiortc callers, it shows the retry message; when one leaves,

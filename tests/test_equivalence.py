@@ -69,6 +69,7 @@ def test_released_noise_switch(official_checkpoint, arrays):
     assert (first - second).abs().max() > 1e-4
 
 
+@pytest.mark.slow
 def test_convert_to_safetensors_and_back_keeps_outputs(official_checkpoint, arrays, tmp_path):
     ours = tmp_path / "mcnet.safetensors"
     back = tmp_path / "back.pth.tar"

@@ -21,6 +21,7 @@ def videos(tmp_path_factory, feat_data, carphone):
     return folder
 
 
+@pytest.mark.slow
 def test_evaluate_end_to_end_on_real_clips(tmp_path, videos, feat_data, carphone):
     pairs = tmp_path / "pairs.csv"
     pairs.write_text(f"source_frame,driving_video\n{feat_data / 'single_face.jpg'},{carphone}\n")

@@ -53,6 +53,7 @@ def test_kernel_request_on_a_cuda_tensor_names_the_problem_without_a_device(monk
     assert torch.equal(dispatch.run("auto", "warp_features", (features + 1,), kernel, torch.neg), -(features + 1))
 
 
+@pytest.mark.slow  # a CMake build
 @pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("ninja") is None, reason="needs cmake and ninja")
 def test_cmake_build_and_cpp_tests(tmp_path):
     build = tmp_path / "build"

@@ -140,6 +140,7 @@ def test_overfitting_one_clip_reconstructs_a_held_out_frame(prepared, tmp_path):
     assert end < 0.6 * start
 
 
+@pytest.mark.slow  # torchrun, two processes
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed support")
 def test_torchrun_two_processes_match_one_process_with_the_combined_batch(prepared, tmp_path):
     root, _ = prepared

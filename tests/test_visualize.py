@@ -114,6 +114,7 @@ def test_visualize_refuses_bad_requests_before_any_work(tmp_path, feat_data, cap
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_memory_figure_for_the_fixture_weights(tmp_path, feat_data, official_checkpoint):
     out = tmp_path / "memory.png"
     result = run("visualize", "--memory", "--checkpoint", official_checkpoint, "--source",
