@@ -162,12 +162,15 @@ def build_flags() -> dict:
     return json.loads(BUILD_FLAGS.read_text())
 
 
+def sass_archs(environ: dict) -> list[str]:
+    """The architectures that get machine code: MCNET_RT_CUDA_ARCHS ("90 120" or "90,120"), else build.json's."""
+    return environ.get("MCNET_RT_CUDA_ARCHS", "").replace(",", " ").split() or build_flags()["cuda_archs"]
+
+
 def nvcc_arch_flags(environ: dict) -> list[str]:
-    """nvcc's -gencode options: machine code for MCNET_RT_CUDA_ARCHS ("90 120" or "90,120"; default build.json's
-    cuda_archs) and build.json's PTX, and the macros by which _C reports both to the dispatch."""
-    flags = build_flags()
-    sass = environ.get("MCNET_RT_CUDA_ARCHS", "").replace(",", " ").split() or flags["cuda_archs"]
-    ptx = flags["ptx_arch"]
+    """nvcc's -gencode options: machine code for `sass_archs(environ)` and build.json's PTX, and the macros by
+    which _C reports both to the dispatch."""
+    sass, ptx = sass_archs(environ), build_flags()["ptx_arch"]
     gencodes = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in sass]
     gencodes.append(f"-gencode=arch=compute_{ptx},code=compute_{ptx}")
     # nvcc splits option values at unescaped commas.
