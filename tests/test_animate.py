@@ -11,6 +11,7 @@ def frames(n, size=128, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
+@pytest.mark.slow
 def test_first_driving_frame_reproduces_the_source_pose(small_model):
     """In relative mode the first driving frame maps onto the source keypoints exactly (any scale)."""
     source, driving = frames(1, seed=1)[0], frames(3, seed=2)
@@ -22,6 +23,7 @@ def test_first_driving_frame_reproduces_the_source_pose(small_model):
     assert np.abs(out[0].astype(int) - to_uint8(expected)[0].astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_batches_do_not_change_results(small_model):
     source, driving = frames(1, seed=3)[0], frames(5, seed=4)
     whole = Animator(small_model, source, AnimateOptions())(driving)
