@@ -81,7 +81,7 @@ $(CHROMIUM):
 # server, browser or WebRTC peer they start can send a packet beyond 127.0.0.1.
 LOOPBACK_ONLY := unshare -n sh -c 'ip link set lo up && exec "$$0" "$$@"'
 
-# `make test` runs every test; `make test-fast` (a few minutes on 2 cores) leaves out those marked slow (tests/conftest.py:
+# `make test` runs every test; `make test-fast` (under 3 minutes on 2 cores) leaves out those marked slow (tests/conftest.py:
 # browsers, torchrun, exports and compiled graphs, fuzz, soak, Ray clusters, the GPU-session rehearsal, benchmarks).
 test: $(NATIVE) $(CHROMIUM)
 	$(LOOPBACK_ONLY) $(PY) -m pytest -q --durations=25 tests
