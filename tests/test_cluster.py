@@ -38,6 +38,7 @@ def engines():
         yield handle
 
 
+@pytest.mark.slow  # a two-node Ray cluster
 @needs_isolation
 def test_callers_are_placed_per_gpu_refused_when_full_and_reconnect_after_a_replica_dies(engines, feat_data,
                                                                                          monkeypatch):
@@ -78,6 +79,7 @@ def test_callers_are_placed_per_gpu_refused_when_full_and_reconnect_after_a_repl
         asyncio.run(body(url))
 
 
+@pytest.mark.slow  # a two-node Ray cluster
 @needs_isolation
 def test_token_is_required_on_every_ingress_route(engines):
     token = "cluster-token-" + "x" * 10
@@ -100,8 +102,9 @@ def test_turn_servers_need_credentials():
     assert ice_servers(["stun:stun.example.org:3478"], None, None) == [{"urls": "stun:stun.example.org:3478"}]
     assert ice_servers(["turn:turn.example.org"], "u", "p") == [{"urls": "turn:turn.example.org", "username": "u",
                                                                  "credential": "p"}]
-    with pytest.raises(InputError, match="needs --ice-username"):
+    with pytest.raises(InputError, match="TURN server needs a username and a credential") as refused:
         ice_servers(["turn:turn.example.org"], None, None)
+    assert refused.value.options == ("ice_username", "ice_credential")
     with pytest.raises(InputError, match="expected a stun:"):
         ice_servers(["http://example.org"], None, None)
 
@@ -113,7 +116,7 @@ def test_cluster_command_refuses_bad_options(capsys):
         main(["cluster", "--untrained", "small", "--gpus", "0"])
     assert stop.value.code == 2 and "--gpus: expected a number of GPUs, at least 1, got '0'" in capsys.readouterr().err
     assert main(["cluster", "--untrained", "small", "--ice-server", "turn:turn.example.org"]) == 2
-    assert "a TURN server needs --ice-username and --ice-credential" in capsys.readouterr().err
+    assert "a TURN server needs a username and a credential" in capsys.readouterr().err
 
 
 def test_serve_does_not_import_ray():
@@ -151,6 +154,7 @@ def test_an_engine_whose_model_hangs_or_fails_reports_unhealthy():
     asyncio.run(body())
 
 
+@pytest.mark.slow  # a two-node Ray cluster
 @needs_isolation
 def test_the_page_through_the_ingress_retries_while_every_gpu_is_busy(engines, browser, feat_data, monkeypatch):
     """Chromium's page: both engines' slots taken by aiortc callers, it shows the retry message; when one leaves,

@@ -10,9 +10,13 @@ import subprocess
 import sys
 import urllib.request
 
+import pytest
+
 from support.cluster_helpers import NODE, local_cluster  # first: it keeps Ray's usage report off
 from ray import serve
 from support.serve_helpers import SERVE_ON_LOOPBACK, needs_isolation, seconds_to_stop
+
+pytestmark = pytest.mark.slow  # a Ray cluster and the command as a process
 
 
 @needs_isolation

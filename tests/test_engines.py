@@ -23,6 +23,8 @@ from mcnet_rt.keypoints import Keypoints
 from mcnet_rt.config import DenseMotionConfig, GeneratorConfig, KeypointDetectorConfig, MCNetConfig, MemoryConfig
 from mcnet_rt.pipeline.step import FrameStep
 
+pytestmark = pytest.mark.slow  # exports, inductor and AOTInductor compiles
+
 TINY = MCNetConfig(
     image_size=64, num_kp=5,
     keypoint_detector=KeypointDetectorConfig(block_expansion=8, max_features=64, num_blocks=3),

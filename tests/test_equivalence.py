@@ -40,6 +40,7 @@ def test_keypoints_match_released_code(official_model, arrays):
         assert max_diff(kp.jacobian[0], arrays[f"kp_{name}_jacobian"]) <= KP_TOL
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_prediction_and_motion_match_released_code(official_model, arrays):
     source = image_tensor(arrays["source"])
@@ -55,6 +56,7 @@ def test_prediction_and_motion_match_released_code(official_model, arrays):
     assert (prediction - source).abs().mean() > 0.01
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_released_noise_switch(official_checkpoint, arrays):
     """The released noise injection is reproduced when asked: random output once its strength is non-zero."""
@@ -69,6 +71,7 @@ def test_released_noise_switch(official_checkpoint, arrays):
     assert (first - second).abs().max() > 1e-4
 
 
+@pytest.mark.slow
 def test_convert_to_safetensors_and_back_keeps_outputs(official_checkpoint, arrays, tmp_path):
     ours = tmp_path / "mcnet.safetensors"
     back = tmp_path / "back.pth.tar"
@@ -85,6 +88,7 @@ def test_convert_to_safetensors_and_back_keeps_outputs(official_checkpoint, arra
     assert "module.mbUnit.mb" in raw["generator"] and "module.kp.weight" in raw["kp_detector"]
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_prediction_through_native_kernels_matches_released_code(official_model, arrays):
     """Every op that `_ops.so` implements runs its kernel (here the CPU twins) inside the released model."""

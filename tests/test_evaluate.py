@@ -21,6 +21,7 @@ def videos(tmp_path_factory, feat_data, carphone):
     return folder
 
 
+@pytest.mark.slow
 def test_evaluate_end_to_end_on_real_clips(tmp_path, videos, feat_data, carphone):
     pairs = tmp_path / "pairs.csv"
     pairs.write_text(f"source_frame,driving_video\n{feat_data / 'single_face.jpg'},{carphone}\n")
@@ -58,6 +59,7 @@ def test_evaluate_end_to_end_on_real_clips(tmp_path, videos, feat_data, carphone
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary folder left
 
 
+@pytest.mark.slow
 def test_frame_pairs_with_anchor_and_released_switches(tmp_path, feat_data, small_model):
     """The released `source,driving,best_frame` format, relative paths, and the released metric variants."""
     for i, frame in zip(range(3), read_frames(feat_data / "WolfgangLanger_Pexels.mp4")):
@@ -73,6 +75,7 @@ def test_frame_pairs_with_anchor_and_released_switches(tmp_path, feat_data, smal
     assert result.values["aed"][0] == pytest.approx(euclidean.values["aed"][0] ** 2)
 
 
+@pytest.mark.slow
 def test_same_identity_reads_the_frame_folders_that_prepare_data_writes(tmp_path, prepared, capsys):
     root, _ = prepared
     out = tmp_path / "report"

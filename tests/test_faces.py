@@ -209,6 +209,7 @@ detector(frame)
     assert result.stderr.splitlines() == ["written during a later call"]
 
 
+@pytest.mark.slow
 def test_tracker_reports_no_face_after_the_face_leaves(feat_data, tracker):
     """face_noface.mov: a face for 72 frames, then a cartoon on which BlazeFace fires at 0.6-0.7 (frames 161-163).
     The tracker reports exactly the face frames, never the cartoon."""

@@ -14,6 +14,8 @@ from mcnet_rt.io.image import read_image
 from mcnet_rt.io.video import VideoWriter, probe_video, read_timed_frames
 from support.media_fixtures import pattern, write_video
 
+pytestmark = pytest.mark.slow
+
 
 def mutate(data: bytes, rng: random.Random) -> bytes:
     """One of: flip a few bytes, cut the file, insert junk, blank a run; half of the time near the start or the

@@ -10,10 +10,14 @@ import tarfile
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import gpu_session  # noqa: E402
+
+pytestmark = pytest.mark.slow  # rehearses the whole GPU session script
 
 # Not on the GPU machine's image (benchmarks/README.md). The blocker hides them from every finder, so that
 # `import av` raises ModuleNotFoundError and importlib.util.find_spec("av") is None, as where they are not installed.

@@ -11,7 +11,9 @@ av = pytest.importorskip("av", exc_type=ImportError)  # absent from some GPU ima
 
 from mcnet_rt.errors import InputError
 from mcnet_rt.io.atomic import atomic_output
+from mcnet_rt.io.capture import CameraCapture
 from mcnet_rt.io.image import fit_square, read_image
+from mcnet_rt.io.sinks import VirtualCameraSink
 from mcnet_rt.io.video import VideoInfo, VideoWriter, probe_video, read_frames
 
 
@@ -53,6 +55,33 @@ def test_atomic_output_rejects_missing_directory(tmp_path):
 
 
 # --- read_image ------------------------------------------------------------------------------------
+
+
+class ClosedCamera:
+    """A camera device that cannot be opened (stands in for cv2.VideoCapture of a missing /dev/videoN)."""
+
+    def __init__(self, index):
+        pass
+
+    def isOpened(self):
+        return False
+
+    def release(self):
+        pass
+
+
+def no_virtual_camera(**settings):
+    raise RuntimeError("no v4l2 loopback device found\nmore detail")
+
+
+@pytest.mark.parametrize("open_device, options", [
+    (lambda: CameraCapture(7, open_camera=ClosedCamera), ("camera", "input")),
+    (lambda: VirtualCameraSink(64, 48, 30, open_camera=no_virtual_camera), ("output",)),
+])
+def test_unusable_devices_name_the_settings_that_fix_them_not_flags(open_device, options):
+    with pytest.raises(InputError) as refused:
+        open_device()
+    assert refused.value.options == options and "--" not in str(refused.value)
 
 
 def test_read_image_jpeg(feat_data):

@@ -53,6 +53,7 @@ class Recorder:
         pass
 
 
+@pytest.mark.slow
 def test_frames_come_out_in_order_and_counted_into_a_real_mp4(small_model, feat_data, tmp_path):
     source = read_image(feat_data / "single_face.jpg")
     session = Session(small_model, source, SessionOptions(crop=CropOptions("centre")))
@@ -113,6 +114,7 @@ def test_latest_slot_holds_one_item_and_counts_the_replaced():
     assert slot.get() is None
 
 
+@pytest.mark.slow
 def test_no_face_segment_runs_through_and_holds_the_pose(small_model, feat_data):
     # face_noface.mov: a face until about frame 70, then an empty room; the real MediaPipe models decide.
     session = Session(small_model, read_image(feat_data / "single_face.jpg"), SessionOptions())
@@ -139,6 +141,7 @@ def test_reference_reset_returns_the_avatar_to_its_source_pose(small_model, carp
     assert after_gap < 0.05 and before_gap > 10 * after_gap
 
 
+@pytest.mark.slow
 def test_batch_of_sessions_matches_each_session_alone(small_model, feat_data, carphone):
     clip = frames_of(carphone, 0, 3)
     step = FrameStep(small_model)

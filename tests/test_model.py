@@ -104,6 +104,7 @@ def test_relative_keypoints():
     assert torch.allclose(relative_keypoints(src, moved, d0, scale=0.5).value, src.value + 0.05, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_released_size_and_cost():
     """Independent numbers from the reference notes' measurements of the released modules (§1.8)."""
     model = mcnet_rt.build_model("vox-256")

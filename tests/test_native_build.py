@@ -1,6 +1,5 @@
 """The native module's build: every .cu compiled by nvcc where it exists, importable without a GPU, and the
 CMake build of the same sources with its C++ tests of the CPU twins."""
-import json
 import os
 import shutil
 import subprocess
@@ -14,6 +13,8 @@ from mcnet_rt.ops import _native, dispatch
 
 ROOT = Path(__file__).resolve().parent.parent
 NVCC = Path("/usr/local/cuda/bin/nvcc")
+sys.path.insert(0, str(ROOT / "tools"))
+import setup_env  # noqa: E402
 
 
 def test_native_module_builds_cuda_kernels_when_nvcc_exists():
@@ -28,12 +29,13 @@ def test_native_module_builds_cuda_kernels_when_nvcc_exists():
 
 @pytest.mark.skipif(not NVCC.is_file(), reason="no nvcc: _C has no CUDA code")
 def test_native_module_reports_what_it_was_built_for():
-    """The dispatch trusts these: the architectures of csrc/build.json and the runtime of the nvcc found."""
+    """The dispatch trusts these: the architectures `make` builds for on this machine (MCNET_RT_CUDA_ARCHS where
+    set by hand) and the runtime of the nvcc found."""
     module = _native.native()
-    flags = json.loads((ROOT / "csrc" / "build.json").read_text())
-    wanted = os.environ.get("MCNET_RT_CUDA_ARCHS", "").replace(",", " ").split() or flags["cuda_archs"]
-    assert module.cuda_archs == tuple(int(a) for a in wanted)
-    assert module.ptx_arch == int(flags["ptx_arch"])
+    plan = setup_env.decide("auto", setup_env.query_gpus(), setup_env.toolkit_nvcc())
+    environ = {**dict(v.split("=", 1) for v in setup_env.build_env(plan)), **os.environ}
+    assert module.cuda_archs == tuple(int(a) for a in setup_env.sass_archs(environ))
+    assert module.ptx_arch == int(setup_env.build_flags()["ptx_arch"])
     release = subprocess.run([str(NVCC), "--version"], capture_output=True, text=True).stdout
     major, minor = module.cuda_runtime_version // 1000, module.cuda_runtime_version % 1000 // 10
     assert f"release {major}.{minor}," in release
@@ -53,6 +55,7 @@ def test_kernel_request_on_a_cuda_tensor_names_the_problem_without_a_device(monk
     assert torch.equal(dispatch.run("auto", "warp_features", (features + 1,), kernel, torch.neg), -(features + 1))
 
 
+@pytest.mark.slow  # a CMake build
 @pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("ninja") is None, reason="needs cmake and ninja")
 def test_cmake_build_and_cpp_tests(tmp_path):
     build = tmp_path / "build"

@@ -72,6 +72,7 @@ def tiny_inputs(batch: int):
             rand(batch, 8, 3, 3, seed=4), rand(batch, 8, 3, 3, seed=5))
 
 
+@pytest.mark.slow  # an AOTInductor compile
 def test_an_aoti_package_with_the_ops_as_kernels_runs_without_mcnet_rt(tmp_path):
     """Exported with a dynamic batch (the fakes see a symbolic size), run at another batch than the example's."""
     batch = torch.export.Dim("batch", min=1, max=8)

@@ -56,6 +56,7 @@ def test_rejects_unusable_input(tmp_path, raw_videos, capsys):
     assert "none of its 1 videos could be used" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_only_face_frames_are_written_and_clips_split_where_the_face_leaves(tmp_path, feat_data):
     """face_noface.mov: a face for 72 frames, then a cartoon title card (where BlazeFace fires at 0.6-0.7);
     noface_face.mov: the reverse, the face from frame 96. Only the face frames are written, as VoxCeleb-style

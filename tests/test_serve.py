@@ -60,8 +60,9 @@ def test_non_loopback_binds_need_a_token():
     generated = security.access_token("0.0.0.0", None)
     assert generated is not None and len(generated) >= 16
     assert security.access_token("0.0.0.0", "a-long-enough-token") == "a-long-enough-token"
-    with pytest.raises(InputError, match="at least 16"):
+    with pytest.raises(InputError, match="at least 16") as short:
         security.access_token("0.0.0.0", "short")
+    assert short.value.options == ("token",) and "--" not in str(short.value)  # the CLI adds its flag
 
 
 def serve_app(max_sessions: int = 2, token: str | None = None):
@@ -228,7 +229,7 @@ def test_serve_command_refuses_bad_options(capsys):
     assert main(["serve", "--untrained", "small", "--max-sessions", "0"]) == 2
     assert "--max-sessions must be at least 1" in capsys.readouterr().err
     assert main(["serve", "--untrained", "small", "--host", "0.0.0.0", "--token", "short"]) == 2
-    assert "--token must be at least 16 characters" in capsys.readouterr().err
+    assert "access token must be at least 16 characters" in capsys.readouterr().err
 
 
 def test_serve_detect_every_reaches_every_callers_face_tracker(monkeypatch, feat_data, capsys):

@@ -18,7 +18,7 @@ from mcnet_rt.pipeline.step import FrameStep  # noqa: E402
 from mcnet_rt.serve.server import build_app, model_session_functions  # noqa: E402
 from support.browser_helpers import avatar_changes, browser, fake_camera, launch, start_call, wait_for  # noqa: E402,F401
 from support.serve_helpers import loopback_ice, needs_isolation, running_server, seconds_to_stop, serve_process  # noqa: E402
-pytestmark = needs_isolation
+pytestmark = [needs_isolation, pytest.mark.slow]
 
 
 def server_status(url: str) -> dict:

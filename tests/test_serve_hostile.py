@@ -8,6 +8,7 @@ import json
 import logging
 import re
 
+import numpy as np
 import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
@@ -16,9 +17,11 @@ pytest.importorskip("aiortc", exc_type=ImportError)  # absent from some GPU imag
 from aiortc import MediaStreamTrack  # noqa: E402
 
 from mcnet_rt.serve import limits, security  # noqa: E402
+from mcnet_rt.serve.peer import BATCH_FAILED  # noqa: E402
+from mcnet_rt.serve.scheduler import BatchScheduler, SlotClosed  # noqa: E402
 from mcnet_rt.serve.server import STATE, build_app, page_url  # noqa: E402
-from support.serve_helpers import (StandInSession, call_server, caller_offer, clip_frames, loopback_ice,  # noqa: E402
-                           needs_isolation, stand_in_process, until)
+from support.serve_helpers import (StandInSession, call_server, caller_offer, clip_frames, frames_flow,  # noqa: E402
+                           loopback_ice, needs_isolation, stand_in_process, start_call, until)
 
 TOKEN = "hostile-test-token-0123456789"
 
@@ -232,6 +235,75 @@ def test_our_own_failures_are_logged_500s_with_the_security_headers(monkeypatch,
         asyncio.run(body())
     failure = [r for r in caplog.records if "POST /api/offer failed" in r.getMessage()]
     assert failure and failure[0].exc_info[0] is TypeError
+
+
+class Explodes:
+    """A batch function that raises while `armed` (our own bug in the model step, say), else the stand-in's."""
+
+    def __init__(self):
+        self.armed = False
+
+    def __call__(self, sessions, frames):
+        if self.armed:
+            raise TypeError("a bug in the step")
+        return stand_in_process(sessions, frames)
+
+
+def test_a_failing_batch_ends_its_sessions_with_the_error_and_the_others_are_served(caplog):
+    process = Explodes()
+    told = []
+    avatar = np.random.default_rng(0).integers(0, 256, (8, 8, 3), np.uint8)  # not flat: the stand-in accepts it
+
+    async def body():
+        scheduler = BatchScheduler(process, max_sessions=2)
+        runner = asyncio.ensure_future(scheduler.run())
+        failing = scheduler.open(StandInSession(avatar))
+        failing.on_failure = told.append
+        process.armed = True
+        scheduler.submit(failing, np.zeros((2, 2, 3), np.uint8))
+        with pytest.raises(SlotClosed) as closed:
+            await asyncio.wait_for(failing.next_output(), 10)
+        assert isinstance(closed.value.__cause__, TypeError) and told == [closed.value.__cause__]
+        assert failing.closed and scheduler.slots == [] and isinstance(scheduler.failure, TypeError)
+        process.armed = False
+        other = scheduler.open(StandInSession(avatar))
+        scheduler.submit(other, np.zeros((2, 2, 3), np.uint8))
+        output = await asyncio.wait_for(other.next_output(), 10)  # the loop is still running
+        assert output.image.max() == 255 and scheduler.failure is None
+        runner.cancel()
+        scheduler.shutdown()
+
+    with caplog.at_level(logging.ERROR, "mcnet_rt.serve"):
+        asyncio.run(body())
+    failure = [r for r in caplog.records if "a batch of 1 frames failed" in r.getMessage()]
+    assert failure and failure[0].exc_info[0] is TypeError
+
+
+@needs_isolation
+def test_a_caller_whose_batch_fails_is_told_on_its_channel_and_the_next_caller_is_served(monkeypatch, feat_data):
+    loopback_ice(monkeypatch)
+    frames = clip_frames(feat_data / "single_face.mp4", 10, (160, 120))
+    process = Explodes()
+    app = build_app(StandInSession, process, 1)
+
+    async def body():
+        async with TestServer(app) as server, ClientSession() as http:
+            url = str(server.make_url("")).rstrip("/")
+            process.armed = True
+            pc, channel, _, code, answer = await start_call(http, url, frames)
+            assert code == 200, answer
+            messages = []
+            channel.on("message", lambda message: messages.append(json.loads(message)))
+            await until(lambda: {"error": BATCH_FAILED} in messages, 30, "the failure on the data channel")
+            await until(lambda: not app[STATE].peers and not app[STATE].scheduler.slots, 30, "the call to end")
+            await pc.close()
+            process.armed = False
+            pc, _, received, code, answer = await start_call(http, url, frames)
+            assert code == 200, answer  # its slot was freed
+            await frames_flow(received, 30, "the next caller's avatar frames")
+            await pc.close()
+
+    asyncio.run(body())
 
 
 @needs_isolation

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import io
 
+import pytest
 from aiohttp import ClientSession
 from PIL import Image
 
 from support.serve_helpers import (ClipTrack, call_server, caller_offer, clip_frames, loopback_ice, needs_isolation,
                            process_memory, serve_process, until)
 
-pytestmark = needs_isolation
+pytestmark = [needs_isolation, pytest.mark.slow]
 MB = 2**20
 
 

@@ -8,11 +8,13 @@ import signal
 import socket
 import time
 
+import pytest
+
 from mcnet_rt.serve.limits import HEADER_TIMEOUT_S
 from support.serve_helpers import (call_server, clip_frames, loopback_ice, needs_isolation, seconds_to_stop, serve_process,
                            until)
 
-pytestmark = needs_isolation
+pytestmark = [needs_isolation, pytest.mark.slow]
 
 
 def test_sigterm_ends_an_idle_server_in_time(tmp_path):

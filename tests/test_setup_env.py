@@ -145,17 +145,32 @@ def test_gpu_1_overrides_an_old_driver_and_a_missing_nvidia_smi(tmp_path):
     assert "MCNET_RT_CUDA_ARCHS" not in " ".join(build_env(tmp_path))  # every architecture of csrc/build.json
 
 
+PTX_ONLY_CHECK = [f"MCNET_RT_CUDA_ARCHS={setup_env().build_flags()['ptx_arch']}"]  # every .cu, one architecture
+
+
 @pytest.mark.parametrize("smi", [(), (NO_DRIVER,)], ids=["no nvidia-smi", "nvidia-smi fails"])
-def test_no_gpu_installs_the_cpu_build_and_builds_as_before(tmp_path, smi):
+def test_no_gpu_installs_the_cpu_build_and_compiles_the_kernels_for_one_architecture(tmp_path, smi):
     decided = plan(tmp_path, *smi, status=9 if smi else 0)
     assert decided["torch"] == "cpu"
     assert pip_lines(dry_run(tmp_path, "install", "--cpu-index", "").stdout) == ["torch==2.13.0"]
-    assert build_env(tmp_path) == []  # setup.py decides by itself, as `make` did before
+    assert build_env(tmp_path) == PTX_ONLY_CHECK  # no MCNET_RT_CUDA=1: without nvcc the build stays CPU-only
 
 
 def test_gpu_0_installs_the_cpu_build_on_a_gpu_machine(tmp_path):
     assert plan(tmp_path, H100, gpu="0")["torch"] == "cpu"
-    assert build_env(tmp_path) == []
+    assert build_env(tmp_path) == PTX_ONLY_CHECK
+
+
+def test_nvcc_gets_machine_code_for_the_chosen_architectures_and_the_ptx():
+    flags = setup_env().build_flags()
+    arch, every = flags["ptx_arch"], flags["cuda_archs"]
+    one = setup_env().nvcc_arch_flags(dict(variable.split("=") for variable in PTX_ONLY_CHECK))
+    assert [f for f in one if f.startswith("-gencode")] == [f"-gencode=arch=compute_{arch},code=sm_{arch}",
+                                                             f"-gencode=arch=compute_{arch},code=compute_{arch}"]
+    assert f"-DMCNET_RT_SASS_ARCHS={arch}" in one
+    default = setup_env().nvcc_arch_flags({})
+    assert [f for f in default if "code=sm_" in f] == [f"-gencode=arch=compute_{a},code=sm_{a}" for a in every]
+    assert default[len(every)] == f"-gencode=arch=compute_{arch},code=compute_{arch}"
 
 
 def test_cpu_build_comes_from_pytorchs_cpu_index_when_it_answers_else_from_the_configured_index(tmp_path):

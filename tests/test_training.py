@@ -25,6 +25,7 @@ def parameters(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_steps_train_every_network_and_log(prepared, tmp_path):
     root, _ = prepared
     trainer = Trainer(quick_config(root, tmp_path / "run", "train.max_steps=2"))
@@ -75,6 +76,7 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint(prepared, tmp_path):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
 
 
+@pytest.mark.slow
 def test_resume_is_bit_exact(prepared, tmp_path):
     """2 steps, stop, resume for 2 more == 4 steps in one go. One epoch is 2 batches and the learning rate drops
     after epoch 1, so the resume crosses an epoch boundary and a scheduler milestone."""
@@ -95,6 +97,7 @@ def test_resume_is_bit_exact(prepared, tmp_path):
             assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.slow
 def test_export_to_our_format_and_the_official_layout(prepared, tmp_path):
     root, _ = prepared
     trainer = Trainer(quick_config(root, tmp_path / "run", "train.max_steps=1"))
@@ -121,6 +124,7 @@ def _reconstruction_l1(model, source: torch.Tensor, target: torch.Tensor) -> flo
     return (prediction - target).abs().mean().item()
 
 
+@pytest.mark.slow
 def test_overfitting_one_clip_reconstructs_a_held_out_frame(prepared, tmp_path):
     """Train on 10 frames of the webcam clip; reconstruct its frame 11 (never seen) from frame 0."""
     root, _ = prepared
@@ -140,6 +144,7 @@ def test_overfitting_one_clip_reconstructs_a_held_out_frame(prepared, tmp_path):
     assert end < 0.6 * start
 
 
+@pytest.mark.slow  # torchrun, two processes
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch without distributed support")
 def test_torchrun_two_processes_match_one_process_with_the_combined_batch(prepared, tmp_path):
     root, _ = prepared

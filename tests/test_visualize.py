@@ -36,6 +36,7 @@ def drawn_samples(model, feat_data, frames):
         return [drawer.sample(frame) for frame in frames]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weights", ["small-untrained", "fixture"])
 def test_every_panel_is_drawn_and_keypoint_colours_stay(weights, feat_data, official_checkpoint, small_model):
     model = small_model.eval() if weights == "small-untrained" else checkpoint.load(official_checkpoint)
@@ -82,6 +83,7 @@ def test_visualize_mp4_keeps_the_driving_timestamps(tmp_path, small_checkpoint_p
     assert times == pytest.approx(np.cumsum([0] + gaps[:-1]) / 1000, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_visualize_real_clip_to_png_and_still_image(tmp_path, feat_data):
     out = tmp_path / "rows.png"
     result = run("visualize", "--untrained", "small", "--source", feat_data / "single_face.jpg",
@@ -114,6 +116,7 @@ def test_visualize_refuses_bad_requests_before_any_work(tmp_path, feat_data, cap
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_memory_figure_for_the_fixture_weights(tmp_path, feat_data, official_checkpoint):
     out = tmp_path / "memory.png"
     result = run("visualize", "--memory", "--checkpoint", official_checkpoint, "--source",

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+BUILD_FLAGS = ROOT / "csrc" / "build.json"
 
 
 def _load_nvidia_smi():
@@ -156,11 +157,33 @@ def tensorrt_commands(plan: Plan) -> list[list[str]]:
     return [pip("-r", str(ROOT / "requirements-tensorrt.txt"))]
 
 
+def build_flags() -> dict:
+    """csrc/build.json: the one home of the build's flags and architectures (setup.py reads it here too)."""
+    return json.loads(BUILD_FLAGS.read_text())
+
+
+def sass_archs(environ: dict) -> list[str]:
+    """The architectures that get machine code: MCNET_RT_CUDA_ARCHS ("90 120" or "90,120"), else build.json's."""
+    return environ.get("MCNET_RT_CUDA_ARCHS", "").replace(",", " ").split() or build_flags()["cuda_archs"]
+
+
+def nvcc_arch_flags(environ: dict) -> list[str]:
+    """nvcc's -gencode options: machine code for `sass_archs(environ)` and build.json's PTX, and the macros by
+    which _C reports both to the dispatch."""
+    sass, ptx = sass_archs(environ), build_flags()["ptx_arch"]
+    gencodes = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in sass]
+    gencodes.append(f"-gencode=arch=compute_{ptx},code=compute_{ptx}")
+    # nvcc splits option values at unescaped commas.
+    return [*gencodes, "-DMCNET_RT_SASS_ARCHS=" + "\\,".join(sass), f"-DMCNET_RT_PTX_ARCH={ptx}"]
+
+
 def build_env(plan: Plan) -> list[str]:
     """Variables for setup.py: a CUDA plan must build its kernels (MCNET_RT_CUDA=1), for the GPUs found only, with
-    PyPI's nvcc when there is no toolkit. A CPU plan builds as setup.py decides by itself."""
+    PyPI's nvcc when there is no toolkit. A CPU plan has no GPU to run kernels on: where setup.py finds nvcc it
+    still compiles every kernel, as a check, but for one architecture (build.json's PTX one, machine code and PTX
+    from one pass) instead of every GPU generation."""
     if plan.torch != "cuda":
-        return []
+        return [f"MCNET_RT_CUDA_ARCHS={build_flags()['ptx_arch']}"]
     env = ["MCNET_RT_CUDA=1"]
     if plan.archs:
         env.append("MCNET_RT_CUDA_ARCHS=" + ",".join(plan.archs))

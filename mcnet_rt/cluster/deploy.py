@@ -43,17 +43,18 @@ class EngineOptions:
 
 
 def ice_servers(urls: list[str], username: str | None, credential: str | None) -> list[dict]:
-    """RTCIceServer dicts (for the page and aiortc alike) from --ice-server URLs; turn: ones need credentials."""
+    """RTCIceServer dicts (for the page and aiortc alike) from STUN/TURN URLs; turn: ones need credentials."""
     servers = []
     for url in urls:
         if url.startswith("stun:"):
             servers.append({"urls": url})
         elif url.startswith(("turn:", "turns:")):
             if not username or not credential:
-                raise InputError(f"--ice-server {url}: a TURN server needs --ice-username and --ice-credential")
+                raise InputError(f"ICE server {url}: a TURN server needs a username and a credential",
+                                 options=("ice_username", "ice_credential"))
             servers.append({"urls": url, "username": username, "credential": credential})
         else:
-            raise InputError(f"--ice-server {url}: expected a stun:, turn: or turns: URL")
+            raise InputError(f"ICE server {url}: expected a stun:, turn: or turns: URL", options=("ice_server",))
     return servers
 
 
@@ -74,7 +75,7 @@ def gpus_in_cluster() -> int:
     count = int(ray.cluster_resources().get("GPU", 0))
     if count < 1:
         raise InputError("the Ray cluster has no GPU (start its nodes with `ray start`, which finds their GPUs, "
-                         "or pass --gpus)")
+                         "or give the number of GPUs)", options=("gpus",))
     return count
 
 

@@ -34,8 +34,8 @@ class CameraCapture:
         if self.camera is None:
             where = f" (/dev/video{index} does not exist)" if sys.platform == "linux" and \
                 not os.path.exists(f"/dev/video{index}") else ""
-            raise InputError(f"camera {index}: cannot be opened{where}; pass --camera N for another camera, or "
-                             "--input FILE_OR_URL to use a video")
+            raise InputError(f"camera {index}: cannot be opened{where}; choose another camera, or a video file or "
+                             "stream as the input", options=("camera", "input"))
         self.rate = float(self.camera.get(cv2.CAP_PROP_FPS) or 30.0)
 
     def _open(self):

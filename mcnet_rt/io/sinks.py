@@ -78,7 +78,8 @@ class VirtualCameraSink:
         except RuntimeError as e:
             backend = _BACKEND_HELP.get(sys.platform, "a pyvirtualcam backend")
             raise InputError(f"virtual camera: no backend available ({str(e).splitlines()[0]}); it needs "
-                             f"{backend}. Or pass --output FILE.mp4 / null") from None
+                             f"{backend}. Or write the output to a video file (FILE.mp4) or to null",
+                             options=("output",)) from None
         self.device = getattr(self._camera, "device", "virtual camera")
 
     def write(self, frame: np.ndarray, seconds: float) -> None:
@@ -89,13 +90,13 @@ class VirtualCameraSink:
 
 
 def check_sink(spec: str, overwrite: bool = False, inputs: tuple[str, ...] = ()) -> None:
-    """Refuse an unusable --output before any model work."""
+    """Refuse an unusable output (`spec` as for `open_sink`) before any model work."""
     if spec not in (VIRTUAL_CAMERA, "null"):
         check_output_file(spec, VIDEO_EXTENSIONS, inputs, overwrite)
 
 
 def open_sink(spec: str, width: int, height: int, rate: float):
-    """The sink named by --output: virtual-camera, null, or a video file name."""
+    """The sink named by `spec`: virtual-camera, null, or a video file name."""
     if spec == VIRTUAL_CAMERA:
         return VirtualCameraSink(width, height, rate)
     if spec == "null":

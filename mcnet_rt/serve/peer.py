@@ -1,7 +1,8 @@
 """One caller's WebRTC connection: its camera frames go to the scheduler, its avatar frames come back on a video
 track, and a data channel carries the page's controls (reset pose, smoothing) and the server's stats. A caller
 that sends no camera frame for IDLE_TIMEOUT_S, counted from its answer (whether or not its track ever arrives), is
-closed: no caller holds a session it does not use."""
+closed: no caller holds a session it does not use. A caller whose batch failed is told why on its data channel
+(the page shows it) before its connection is closed."""
 from __future__ import annotations
 
 import asyncio
@@ -20,6 +21,8 @@ from .scheduler import BatchScheduler, Slot, SlotClosed
 
 log = logging.getLogger("mcnet_rt.serve")
 RTP_TIME_BASE = Fraction(1, 90000)
+FAREWELL_TIMEOUT_S = 1.0  # how long a closing peer waits for its last data-channel message to be sent
+BATCH_FAILED = "the server failed to animate this call and ended it (its log says why); start the call again"
 
 
 class AvatarTrack(MediaStreamTrack):
@@ -60,6 +63,8 @@ class Peer:
         self.last_frame = time.monotonic()
         self._on_closed = on_closed
         self.output = AvatarTrack(slot)
+        self.channel = None  # the caller's control channel, once it is open
+        slot.on_failure = self._on_batch_failure
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_connection_state)
 
@@ -98,6 +103,7 @@ class Peer:
             await asyncio.sleep(left)
 
     def _on_datachannel(self, channel) -> None:
+        self.channel = channel
         channel.on("message", lambda message: self._on_message(channel, message))
         channel.on("close", lambda: self._spawn(self.close("its data channel closed")))
         self._spawn(self._send_stats(channel))
@@ -129,15 +135,22 @@ class Peer:
             stats = {**self.slot.counters(), "session": self.slot.session.stats()}
             channel.send(json.dumps({"stats": stats}))
 
+    def _on_batch_failure(self, error: BaseException) -> None:
+        """The scheduler closed this caller's slot: its batch raised (logged there, with the traceback)."""
+        self._spawn(self.close(f"a batch with its frame failed ({type(error).__name__})", tell=BATCH_FAILED))
+
     async def _on_connection_state(self) -> None:
         if self.pc.connectionState in ("failed", "closed"):
             await self.close(f"its connection {self.pc.connectionState}")
 
-    async def close(self, reason: str) -> None:
+    async def close(self, reason: str, tell: str | None = None) -> None:
+        """Release everything of this caller; `tell` is sent to the page as an error message first."""
         if self.closed:
             return
         self.closed = True
         log.info("%s closed: %s", self.name, reason)
+        if tell is not None:
+            await self._farewell(tell)
         self.scheduler.close(self.slot)
         self._on_closed(self)
         self.output.stop()
@@ -146,6 +159,18 @@ class Peer:
             if task is not current:
                 task.cancel()
         await close_connection(self.pc)
+
+    async def _farewell(self, message: str) -> None:
+        """Send `message` as {"error": ...} and wait (at most FAREWELL_TIMEOUT_S) until it has left: closing the
+        connection drops what its data channel has not sent yet."""
+        channel = self.channel
+        if channel is None or channel.readyState != "open":
+            return
+        channel.send(json.dumps({"error": message}))
+        deadline = time.monotonic() + FAREWELL_TIMEOUT_S
+        await asyncio.sleep(0)
+        while channel.bufferedAmount and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
 
 async def close_connection(pc: RTCPeerConnection) -> None:

@@ -6,7 +6,9 @@ drops those older than the deadline (a late frame is dropped, never processed la
 batch through `process(sessions, frames)` — `pipeline.session.process_batch` in the server — on its single model
 thread. Control changes (reset the reference pose, smoothing) are applied between batches, never while a batch
 runs. Outputs go to the session's one-slot output (the newest wins). Closing a slot closes its session (its
-`close()`, on the model thread after a batch in flight).
+`close()`, on the model thread after a batch in flight). A batch that raises is logged with its traceback and
+closes the slot of every session in it (`Slot.failure` holds the error, `Slot.on_failure` is called with it): its
+callers are told, and the scheduler goes on serving the others.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ class ServerFull(Exception):
 
 
 class SlotClosed(Exception):
-    """The session was closed while its caller waited for a frame."""
+    """The session was closed while its caller waited for a frame (caused by `Slot.failure` when a batch failed)."""
 
 
 @dataclass
@@ -55,14 +57,14 @@ class Slot:
     latency_ms: float = 0.0  # arrival -> output ready, of the last frame
     batch_ms: float = 0.0
     batch_size: int = 0
+    failure: BaseException | None = None  # what the batch that ended this session raised
+    on_failure: Callable[[BaseException], None] | None = None  # told on the event loop, after the slot is closed
 
     async def next_output(self) -> Output:
         """The next processed frame; SlotClosed once the session is closed."""
-        if self.closed:
-            raise SlotClosed
-        output = await self.outputs.get()
+        output = None if self.closed else await self.outputs.get()
         if output is None:
-            raise SlotClosed
+            raise SlotClosed from self.failure
         return output
 
     def counters(self) -> dict[str, float]:
@@ -188,9 +190,13 @@ class BatchScheduler:
         started = self.batch_started = time.monotonic()
         try:
             outputs = await self.call(lambda: self.process(sessions, frames))
+            if len(outputs) != len(batch):
+                raise RuntimeError(f"process returned {len(outputs)} frames for a batch of {len(batch)}")
         except Exception as e:
-            log.exception("a batch of %d frames failed; its frames are dropped", len(batch))
+            log.exception("a batch of %d frames failed; its sessions are closed", len(batch))
             self.failure = e
+            for slot in slots:
+                self._fail(slot, e)
             return
         finally:
             del sessions, frames
@@ -206,6 +212,15 @@ class BatchScheduler:
             slot.batch_ms = (done - started) * 1000
             slot.batch_size = len(batch)
             replace_latest(slot.outputs, Output(image, tag, arrived, done, len(batch)))
+
+    def _fail(self, slot: Slot, error: BaseException) -> None:
+        """Close the slot of a session whose batch raised and tell its owner why."""
+        if slot.closed:
+            return
+        slot.failure = error
+        self.close(slot)
+        if slot.on_failure is not None:
+            slot.on_failure(error)
 
 
 def _log_failure(done) -> None:

@@ -39,7 +39,7 @@ def access_token(host: str, token: str | None) -> str | None:
     """The token the server will require: the one given, a new one for a non-loopback bind, or None (loopback)."""
     if token is not None:
         if len(token) < 16:
-            raise InputError("--token must be at least 16 characters long")
+            raise InputError("the access token must be at least 16 characters long", options=("token",))
         return token
     return None if is_loopback(host) else secrets.token_urlsafe(24)
 
@@ -92,7 +92,7 @@ def security_middleware(token: str | None):
     async def checked(request: web.Request, handler):
         if token is None and not loopback_host(request):
             raise web.HTTPMisdirectedRequest(text="this server answers only to loopback names (127.0.0.1, localhost, "
-                                                  "[::1]) with its port; start it with --token to serve others")
+                                                  "[::1]) with its port; it serves others only with an access token")
         if token is not None:
             given = presented_tokens(request)
             if not any(token_matches(t, token) for t in given):

@@ -16,7 +16,7 @@ import numpy as np
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc import sdp as aiortc_sdp
-from aiortc.exceptions import InvalidAccessError, OperationError
+from aiortc.exceptions import OperationError
 
 from ..errors import InputError
 from . import avatars
@@ -35,9 +35,11 @@ PAGE_FILES = {"app.js": "text/javascript", "style.css": "text/css"}  # the clien
 MAX_STORED_UPLOADS = 16
 MAX_REQUEST_BYTES = avatars.MAX_BYTES + 1024
 # What aiortc's SDP parser raises on malformed text (seen fuzzing 1,500 mutated offers), and what
-# setRemoteDescription raises for a parsed offer it cannot use: the caller's errors (400). Anything else is ours (500).
+# setRemoteDescription raises for a parsed offer it cannot use (aiortc 1.16: ValueError for missing ICE credentials,
+# no RTCP mux or a candidate after end-of-candidates; OperationError for no common codec): the caller's errors
+# (400). Anything else, a TypeError in the ICE set-up say, is ours: 500, logged with its traceback (security.py).
 SDP_PARSE_ERRORS = (ValueError, IndexError, KeyError, AssertionError, StopIteration)
-SDP_REFUSALS = (ValueError, InvalidAccessError, OperationError)
+SDP_REFUSALS = (ValueError, OperationError)
 STOP_TIMEOUT_S = 3.0  # closing the callers' connections when the server stops
 REFUSAL_STATUS = {400: web.HTTPBadRequest, 503: web.HTTPServiceUnavailable}
 
