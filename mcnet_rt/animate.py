@@ -12,6 +12,7 @@ the driver's keypoints directly (it transfers the driver's face shape too, which
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -31,7 +32,7 @@ from .pipeline.session import Session, SessionOptions, process_batch
 from .io.image import fit_square, read_image
 from .io.messages import note
 from .io.overlay import compose
-from .io.video import VideoWriter, even_size, probe_video, read_timed_frames
+from .io.video import VideoInfo, VideoWriter, even_size, probe_video, read_timed_frames
 from .iterables import batches
 
 
@@ -92,11 +93,18 @@ def animate_video(model: MCNet, source_path: str | Path, driving_path: str | Pat
     step = load_backend(options.backend, FrameStep(model, dtype, relative=options.relative))
     session = Session(model, source, replace(options.session, rate=float(info.fps)), dtype, step=step,
                       source_name=str(source_path))
-    if options.best_frame:
-        reference = best_frame(source, (f for f, _ in limited(read_timed_frames(driving_path), options, info.fps)))
-        if reference is None:
-            raise InputError(f"{driving_path}: best_frame: no driving frame shows a face", options=("best_frame",))
-        session.set_reference(reference)
+    with contextlib.closing(session):  # it owns its face tracker's MediaPipe graphs
+        if options.best_frame:
+            reference = best_frame(source, (f for f, _ in limited(read_timed_frames(driving_path), options, info.fps)))
+            if reference is None:
+                raise InputError(f"{driving_path}: best_frame: no driving frame shows a face", options=("best_frame",))
+            session.set_reference(reference)
+        return _write_video(session, source, (source_path, driving_path), output_path, options, info, progress)
+
+
+def _write_video(session: Session, source: np.ndarray, names: tuple, output_path: str | Path,
+                 options: AnimateOptions, info: VideoInfo, progress: bool) -> int:
+    source_path, driving_path = names
     frames = limited(read_timed_frames(driving_path), options, info.fps)
     first, first_time = next(frames)
     if options.session.crop.mode == "centre":  # say what the centre crop does to these inputs, before the progress bar

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> None:
                         max_frames=args.max_frames, lossless=bool(args.input) and args.no_pace)
     note(f"live from {args.input or f'camera {args.camera}'} to {args.output} ({device.type}, {dtype_name(dtype)}); "
          "press r (or send SIGUSR1) to reset the reference pose, Ctrl-C to stop")
-    with reset_controls(runner):
+    with contextlib.closing(session), reset_controls(runner):  # the session owns its tracker's MediaPipe graphs
         stats = runner.run()
     stats.update(device=device.type, dtype=dtype_name(dtype), batch=1,
                  input=args.input or f"camera {args.camera}", output_size=list(session.output_size),
