@@ -482,8 +482,9 @@ def immutable(tmp_path):
 def test_export_refuses_a_folder_it_cannot_write_or_replace_before_any_work(tmp_path, capsys, monkeypatch,
                                                                           immutable):
     from mcnet_rt import cli
+    from mcnet_rt.cli import export
 
-    monkeypatch.setattr(cli, "model_from_args", lambda *args: pytest.fail("the model was built before the check"))
+    monkeypatch.setattr(export, "model_from_args", lambda *args: pytest.fail("the model was built before the check"))
     locked = tmp_path / "locked"
     locked.mkdir()
     (tmp_path / "kept").mkdir()
