@@ -1,6 +1,6 @@
 """A bounded soak of `mcnet-rt serve` (a process, untrained small, loopback): 300 refused offers and two dozen real
 calls leave its memory and threads flat. Bounds: RSS after 300 refused offers within 50 MB of its value after the
-first 10, and after 24 calls within 50 MB of its value after the first 4; the thread count back where it was.
+first 10, and after 24 calls within 50 MB of its value after the first 4; no more threads than after the first calls.
 Before each session closed its MediaPipe graphs, every prepared avatar kept ~20-30 MB and its graph's threads."""
 from __future__ import annotations
 
@@ -49,6 +49,12 @@ def test_refused_offers_and_real_calls_leave_memory_and_threads_flat(tmp_path, f
                     await pc.close()
                 await until(lambda: no_sessions(http, url), 10, "the callers' sessions to close")
                 seen[f"calls {2 * (round_ + 1)}"] = process_memory(pid)
+            # Some threads of a closed call end a little after its session does, so one sample may count them: the
+            # bound is the most seen after the first calls, and the count has 20 s to come back under it (a leak
+            # of even one thread per call would stay 20 above it).
+            early = max(seen["calls 2"][1], seen["calls 4"][1])
+            await until(lambda: process_memory(pid)[1] <= early, 20, "the closed calls' threads to end")
+            seen["calls 24"] = process_memory(pid)
         await caller.close()
         return seen
 
@@ -58,4 +64,3 @@ def test_refused_offers_and_real_calls_leave_memory_and_threads_flat(tmp_path, f
     assert seen["refused 300"][0] - seen["refused 10"][0] < 50 * MB, seen
     assert seen["refused 300"][1] <= seen["refused 10"][1], seen
     assert seen["calls 24"][0] - seen["calls 4"][0] < 50 * MB, seen
-    assert seen["calls 24"][1] <= seen["calls 4"][1], seen
