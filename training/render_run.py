@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
+from mcnet_rt.cli import error_line  # noqa: E402
 from mcnet_rt.errors import InputError  # noqa: E402
 from mcnet_rt.training.validation import GRID_TAG as GRID  # noqa: E402
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"wrote {render(args.log_dir, args.output)}")
     except InputError as e:
-        print(f"render_run.py: error: {e}", file=sys.stderr)
+        print(error_line(e, "render_run.py"), file=sys.stderr)
         return 2
     return 0
 
