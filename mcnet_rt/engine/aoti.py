@@ -32,4 +32,4 @@ def load(step: FrameStep, work_dir: Path | None = None) -> ExportedStep:
     """The step's packages, built into `work_dir`, or found in (or else built into) the engine cache."""
     paths = cache.halves_files(step, "aoti", packages, work_dir)
     loaded = {name: torch._inductor.aoti_load_package(str(path)) for name, path in paths.items()}
-    return ExportedStep(loaded["keypoints"], loaded["render"], next(step.model.parameters()).device)
+    return ExportedStep(loaded["keypoints"], loaded["render"], step.device)

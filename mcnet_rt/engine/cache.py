@@ -50,9 +50,8 @@ def code_hash() -> str:
 def step_key(step: FrameStep, kind: str) -> str:
     """What a build of `step` as `kind` (e.g. "aoti", "onnx-standard") depends on: the weights and configuration,
     precision, motion mode, device, and the torch and mcnet_rt versions and code."""
-    device = next(step.model.parameters()).device
     facts = {"kind": kind, "weights": weights_hash(step.model), "dtype": str(step.dtype), "relative": step.relative,
-             "device": device.type, "torch": torch.__version__, "mcnet_rt": __version__, "code": code_hash()}
+             "device": step.device.type, "torch": torch.__version__, "mcnet_rt": __version__, "code": code_hash()}
     return f"{kind}-{digest(json.dumps(facts, sort_keys=True).encode())}"
 
 

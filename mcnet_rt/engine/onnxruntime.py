@@ -41,4 +41,4 @@ def load_graphs(paths: dict[str, Path], device: torch.device) -> ExportedStep:
 
 def load(step: FrameStep, work_dir: Path | None = None) -> ExportedStep:
     """The step's standard graphs, exported into `work_dir`, or found in (or else exported into) the engine cache."""
-    return load_graphs(onnx_export.cached_graphs(step, "standard", work_dir), next(step.model.parameters()).device)
+    return load_graphs(onnx_export.cached_graphs(step, "standard", work_dir), step.device)

@@ -198,9 +198,8 @@ def load(step: FrameStep, work_dir: Path | None = None, max_batch: int = 8) -> E
     """The step as TensorRT engines of its plugin graphs (exported into `work_dir`, or found in, or else exported
     into, the engine cache), each engine cached there too; TensorRT and the GPU are checked before any export."""
     trt = import_tensorrt()
-    device = next(step.model.parameters()).device
-    if device.type != "cuda":
+    if step.device.type != "cuda":
         raise InputError('backend="tensorrt" runs on a CUDA GPU; this run is on the CPU', options=("backend", "device"))
     runners = {name: _EngineRunner(trt, cached_engine(trt, graph, cache_root(), max_batch=max_batch))
                for name, graph in onnx_export.cached_graphs(step, "plugin", work_dir).items()}
-    return ExportedStep(runners["keypoints"], runners["render"], device)
+    return ExportedStep(runners["keypoints"], runners["render"], step.device)

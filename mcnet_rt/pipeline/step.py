@@ -83,6 +83,11 @@ class FrameStep(nn.Module):
         self.relative = relative
         self.num_features = model.generator.num_down_blocks + 1
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs: every step, eager or exported (`engine.exported.ExportedStep`), says it."""
+        return next(self.model.parameters()).device
+
     @staticmethod
     def inputs(source: SourceCache, reference: MotionReference) -> tuple[torch.Tensor, ...]:
         """The flat tensor inputs after the driving image: source image, source keypoints (value, jacobian),
