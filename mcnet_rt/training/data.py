@@ -26,8 +26,6 @@ from ..io.video import read_frames
 from .augment import augment
 from .config import AugmentationSection
 
-FRAME_SUFFIXES = (".png", ".jpg")
-
 
 def identity_of(video: Path) -> str:
     """VoxCeleb naming: the identity is the part of the name before the first '#'."""
